@@ -1,0 +1,1 @@
+"""The coordinator: the pure decision engine, the daemon around it, and the CLI."""

@@ -1,0 +1,183 @@
+"""The coordinator's configuration: daemon settings and per-environment rollout policy.
+
+Each environment has its own policy type so that a partial ``[environments.staging]``
+table keeps staging's guide defaults (blue-green, 5 %) for the keys it leaves out.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from msgspec import Meta, field
+
+from shared.config.common import (
+    LogConfig,
+    LogLevel,
+    MqttConfig,
+    Port,
+    Seconds,
+    _Config,
+    log_field,
+    mqtt_field,
+)
+
+Fraction = Annotated[float, Meta(gt=0, lt=1)]
+Percent = Annotated[float, Meta(gt=0, le=100)]
+Strategy = Literal["canary", "blue-green", "direct"]
+
+
+class CanaryPolicy(_Config, kw_only=True):
+    initial_percent: Percent = 10.0
+    steps: list[Percent] = field(default_factory=lambda: [25.0, 50.0, 100.0])
+    first_bake: Seconds = 3600.0
+    step_bake: Seconds = 900.0
+    post_watch: Seconds = 3600.0
+    # Canary hosts are spread across the values of this host label.
+    spread_label: str = "zone"
+    # Hold for an operator's approve before the step to 100 %.
+    approval_before_full: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.steps or self.steps[-1] != 100.0:
+            raise ValueError("steps must end at 100")
+        previous = self.initial_percent
+        for step in self.steps:
+            if step <= previous:
+                raise ValueError("steps must rise above initial_percent and each other")
+            previous = step
+
+
+class BlueGreenPolicy(_Config, kw_only=True):
+    # Health checks on the inactive slot must pass for this long before the switch.
+    health_window: Seconds = 300.0
+    watch: Seconds = 3600.0
+
+
+class DirectPolicy(_Config, kw_only=True):
+    verify_window: Seconds = 300.0
+
+
+class PreflightCommand(_Config, kw_only=True):
+    name: Annotated[str, Meta(min_length=1, max_length=64)]
+    argv: Annotated[list[str], Meta(min_length=1)]
+    timeout: Seconds = 600.0
+
+
+class Webhook(_Config, kw_only=True):
+    url: str
+    format: Literal["slack", "json"] = "json"
+    timeout: Seconds = 5.0
+
+
+class EnvironmentPolicy(_Config, kw_only=True):
+    strategy: Strategy
+    # Error-rate rollback threshold as a fraction; None reports without rolling back.
+    error_rate: Fraction | None
+    log_level: LogLevel
+    latency_ms: Annotated[float, Meta(gt=0)] = 1000.0
+    latency_quantile: Fraction = 0.95
+    cpu_percent: Percent = 80.0
+    memory_percent: Percent = 90.0
+    disk_percent: Percent = 90.0
+    # A gauge breaches after this many consecutive samples over its threshold.
+    gauge_consecutive: Annotated[int, Meta(ge=1)] = 3
+    health_consecutive_failures: Annotated[int, Meta(ge=1)] = 3
+    # Rates fail only when the lower bound at this confidence is over the threshold.
+    confidence: Fraction = 0.999
+    # A host silent for this many of its check intervals has no data.
+    silent_intervals: Annotated[int, Meta(ge=1)] = 3
+    # How long a canary host may have no data before the deployment fails.
+    missing_data_grace: Seconds = 300.0
+    # A command not acknowledged (succeeded or failed) within this fails the step.
+    ack_timeout: Seconds = 300.0
+    # At the end of a bake an inconclusive verdict extends the bake once by this
+    # fraction of it, then holds for an operator.
+    inconclusive_extension: Annotated[float, Meta(ge=0, le=10)] = 0.5
+    canary: CanaryPolicy = field(default_factory=CanaryPolicy)
+    blue_green: BlueGreenPolicy = field(default_factory=BlueGreenPolicy)
+    direct: DirectPolicy = field(default_factory=DirectPolicy)
+    preflight: list[PreflightCommand] = []
+    webhooks: list[Webhook] = []
+
+
+class DevelopmentPolicy(EnvironmentPolicy, kw_only=True):
+    strategy: Strategy = "direct"
+    error_rate: Fraction | None = None
+    log_level: LogLevel = "debug"
+
+
+class StagingPolicy(EnvironmentPolicy, kw_only=True):
+    strategy: Strategy = "blue-green"
+    error_rate: Fraction | None = 0.05
+    log_level: LogLevel = "info"
+
+
+class ProductionPolicy(EnvironmentPolicy, kw_only=True):
+    strategy: Strategy = "canary"
+    error_rate: Fraction | None = 0.01
+    log_level: LogLevel = "warning"
+
+
+class Environments(_Config, kw_only=True):
+    development: DevelopmentPolicy = field(default_factory=DevelopmentPolicy)
+    staging: StagingPolicy = field(default_factory=StagingPolicy)
+    production: ProductionPolicy = field(default_factory=ProductionPolicy)
+
+    def get(self, name: str) -> EnvironmentPolicy:
+        policy: EnvironmentPolicy = getattr(self, name)
+        return policy
+
+
+class AlertPolicy(_Config, kw_only=True):
+    """The guide's alert thresholds, judged on every host, deployment or not."""
+
+    enabled: bool = True
+    error_rate: Fraction = 0.01
+    latency_ms: Annotated[float, Meta(gt=0)] = 1000.0
+    cpu_percent: Percent = 80.0
+    memory_percent: Percent = 90.0
+    disk_percent: Percent = 90.0
+    # Fire after this many consecutive breaching samples; resolve after as many clear.
+    fire_after: Annotated[int, Meta(ge=1)] = 3
+    resolve_after: Annotated[int, Meta(ge=1)] = 3
+    # A gauge must fall this many points below its threshold to count as clear.
+    hysteresis_percent: Annotated[float, Meta(ge=0, le=50)] = 5.0
+
+
+class HttpConfig(_Config, kw_only=True):
+    listen: str = "127.0.0.1"
+    port: Port = 8470
+    # Bearer token for /api, read from this file (first line).
+    token_file: str | None = None
+
+
+class StoreConfig(_Config, kw_only=True):
+    # Empty: SQLite in the state directory. Or a postgresql:// URL.
+    url: str = ""
+    timeout: Seconds = 5.0
+
+    def __post_init__(self) -> None:
+        if self.url and not self.url.startswith(("postgresql://", "postgres://", "sqlite:///")):
+            raise ValueError("url must be empty (SQLite), sqlite:///PATH or postgresql://...")
+
+
+class HaConfig(_Config, kw_only=True):
+    redis_url: str | None = None
+    lease_ttl: Seconds = 10.0
+    key_prefix: str = "rollguard"
+
+
+class CoordinatorConfig(_Config, kw_only=True):
+    node: Annotated[str, Meta(pattern=r"^[A-Za-z0-9._-]{1,64}$")] = "coordinator"
+    state_dir: str = "/var/lib/rollguard"
+    # Ed25519 private key that signs every command.
+    private_key_file: str | None = None
+    # Commands expire this long after they are issued.
+    command_ttl: Seconds = 600.0
+    mqtt: MqttConfig = mqtt_field
+    log: LogConfig = log_field
+    http: HttpConfig = field(default_factory=HttpConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    ha: HaConfig = field(default_factory=HaConfig)
+    alerts: AlertPolicy = field(default_factory=AlertPolicy)
+    environments: Environments = field(default_factory=Environments)

@@ -1,0 +1,179 @@
+"""Every message on the wire, as strict msgspec Structs, with one decode entry point.
+
+Payloads are JSON. Decoding refuses unknown fields, wrong types, bad host ids and
+anything over ``MAX_PAYLOAD`` bytes with a single :class:`MessageError` naming the
+place (msgspec's own ``- at `$.samples[0].time``` suffix is kept).
+Times are Unix seconds as floats, set by the sender.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final, Literal, TypeVar
+
+import msgspec
+from msgspec import Meta, Struct
+
+from shared.errors import MessageError
+from shared.topics import HOST_ID_PATTERN
+
+MAX_PAYLOAD: Final = 64 * 1024
+
+HostId = Annotated[str, Meta(pattern=HOST_ID_PATTERN)]
+# Release versions: what becomes a directory name on every host, so kept strict.
+VERSION_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"
+Version = Annotated[str, Meta(pattern=VERSION_PATTERN)]
+CheckName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+Label = Annotated[str, Meta(max_length=128)]
+Time = Annotated[float, Meta(ge=0)]
+Count = Annotated[int, Meta(ge=0)]
+Slot = Literal["blue", "green"]
+Environment = Literal["development", "staging", "production"]
+
+
+class _Wire(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Base for wire messages: strict, immutable, keyword-only."""
+
+
+class HostStatus(_Wire, kw_only=True):
+    """Retained on ``hosts/{host}/status``; the agent's Will is the same with online=False.
+
+    ``session`` rises on every connect, so a Will from an old session never marks a
+    reborn agent offline.
+    """
+
+    host: HostId
+    online: bool
+    session: Annotated[int, Meta(ge=0)]
+    environment: Environment
+    version: Version | None = None
+    slot: Slot | None = None
+    labels: dict[Annotated[str, Meta(max_length=64)], Label] = {}
+    agent_version: str = ""
+    time: Time
+
+
+class Histogram(_Wire, kw_only=True):
+    """Latency histogram for one interval: ``counts[i]`` observations <= ``bounds[i]`` ms,
+    not cumulative; ``counts`` has one more entry than ``bounds`` (the +Inf bucket)."""
+
+    bounds: list[float]
+    counts: list[Count]
+
+    def __post_init__(self) -> None:
+        if len(self.counts) != len(self.bounds) + 1:
+            raise ValueError("histogram needs len(counts) == len(bounds) + 1")
+        if any(b2 <= b1 for b1, b2 in zip(self.bounds, self.bounds[1:], strict=False)):
+            raise ValueError("histogram bounds must be strictly increasing")
+
+
+class Sample(_Wire, kw_only=True):
+    """One check's measurement.
+
+    ``values`` holds gauges and counts by name (``percent``, ``latency_ms``,
+    ``requests``, ``errors`` ...). Rates always travel with the counts behind them;
+    latency with the raw observations (``latencies_ms``) or a ``histogram``.
+    """
+
+    check: CheckName
+    time: Time
+    ok: bool
+    values: dict[Annotated[str, Meta(max_length=64)], float] = {}
+    error: Annotated[str, Meta(max_length=1024)] | None = None
+    latencies_ms: list[Annotated[float, Meta(ge=0)]] = []
+    histogram: Histogram | None = None
+
+
+class MetricBatch(_Wire, kw_only=True):
+    host: HostId
+    session: Annotated[int, Meta(ge=0)]
+    seq: Annotated[int, Meta(ge=0)]
+    samples: list[Sample]
+
+
+Action = Literal["deploy", "switch", "rollback"]
+
+
+class Command(_Wire, kw_only=True):
+    """Sent by the coordinator on ``hosts/{host}/cmd``; signed over all other fields."""
+
+    id: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
+    host: HostId
+    deployment: Annotated[str, Meta(min_length=1, max_length=64)]
+    action: Action
+    version: Version | None = None
+    slot: Slot | None = None
+    args: dict[Annotated[str, Meta(max_length=64)], Annotated[str, Meta(max_length=256)]] = {}
+    issued: Time
+    expires: Time
+    fencing: Annotated[int, Meta(ge=0)] = 0
+    signature: str = ""
+
+    def __post_init__(self) -> None:
+        if self.expires <= self.issued:
+            raise ValueError("expires must be after issued")
+        if self.action == "deploy" and self.version is None:
+            raise ValueError("a deploy command needs a version")
+        if self.action == "switch" and self.slot is None:
+            raise ValueError("a switch command needs a slot")
+
+
+ResultState = Literal["accepted", "succeeded", "failed", "rejected"]
+
+
+class CommandResult(_Wire, kw_only=True):
+    id: Annotated[str, Meta(min_length=1, max_length=64)]
+    host: HostId
+    state: ResultState
+    detail: Annotated[str, Meta(max_length=4096)] = ""
+    version: Version | None = None
+    slot: Slot | None = None
+    time: Time
+
+
+class CoordinatorStatus(_Wire, kw_only=True):
+    online: bool
+    node: Annotated[str, Meta(min_length=1, max_length=64)]
+    leader: bool
+    time: Time
+
+
+class Event(_Wire, kw_only=True):
+    """A stored event, as published on ``rollguard/v1/events``.
+
+    ``evidence`` carries the rule, window and numbers behind a decision.
+    """
+
+    seq: Annotated[int, Meta(ge=0)]
+    time: Time
+    kind: Annotated[str, Meta(min_length=1, max_length=64)]
+    message: str
+    deployment: str | None = None
+    host: HostId | None = None
+    actor: str | None = None
+    evidence: dict[str, Any] = {}
+
+
+Message = HostStatus | MetricBatch | Command | CommandResult | CoordinatorStatus | Event
+M = TypeVar("M", HostStatus, MetricBatch, Command, CommandResult, CoordinatorStatus, Event)
+
+_encoder: Final = msgspec.json.Encoder()
+_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+
+
+def encode(message: Message) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode(kind: type[M], payload: bytes | bytearray | memoryview, *, topic: str | None = None) -> M:
+    """Decode and validate one message of type ``kind`` or raise MessageError."""
+    if len(payload) > MAX_PAYLOAD:
+        raise MessageError(
+            f"payload of {len(payload)} bytes exceeds the {MAX_PAYLOAD} byte limit", topic=topic
+        )
+    decoder = _decoders.get(kind)
+    if decoder is None:
+        decoder = _decoders[kind] = msgspec.json.Decoder(kind)
+    try:
+        return decoder.decode(payload)  # type: ignore[no-any-return]
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise MessageError(f"invalid {kind.__name__}: {exc}", topic=topic) from exc
