@@ -44,15 +44,13 @@ def mosquitto_binary() -> str | None:
 def render_config(template: str, *, port: int, passwd: Path, acl: Path) -> str:
     """The project's config with the listener port and the file paths replaced."""
     out: list[str] = []
+    replacements = {
+        "listener": f"listener {port} 127.0.0.1",
+        "password_file": f"password_file {passwd}",
+        "acl_file": f"acl_file {acl}",
+    }
     for line in template.splitlines():
-        key = line.split(" ", 1)[0]
-        if key == "listener":
-            line = f"listener {port} 127.0.0.1"
-        elif key == "password_file":
-            line = f"password_file {passwd}"
-        elif key == "acl_file":
-            line = f"acl_file {acl}"
-        out.append(line)
+        out.append(replacements.get(line.split(" ", 1)[0], line))
     if os.geteuid() == 0:
         # As root mosquitto drops to the `mosquitto` user, which cannot read a
         # private temporary directory; the private broker keeps running as root.
@@ -107,8 +105,9 @@ class LocalBroker:
                     f"mosquitto exited with {self._process.returncode}: "
                     + self.log_path.read_text(errors="replace")[-2000:]
                 )
-            with contextlib.suppress(OSError), socket.create_connection(
-                (self.host, self.port), timeout=0.2
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((self.host, self.port), timeout=0.2),
             ):
                 return
             time.sleep(0.05)

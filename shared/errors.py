@@ -8,8 +8,11 @@ class RollguardError(Exception):
 class MessageError(RollguardError):
     """A message on the wire is malformed, oversized, unknown or fails validation."""
 
-    def __init__(self, message: str, *, topic: str | None = None) -> None:
+    def __init__(self, message: str, *, topic: str | None = None, reason: str = "invalid") -> None:
         self.topic = topic
+        # A short fixed label (invalid, malformed, oversized, topic, host-mismatch)
+        # for counters, so metrics never carry unbounded text.
+        self.reason = reason
         super().__init__(f"{topic}: {message}" if topic else message)
 
 

@@ -34,7 +34,7 @@ class _Wire(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """Base for wire messages: strict, immutable, keyword-only."""
 
 
-class HostStatus(_Wire, kw_only=True):
+class HostStatus(_Wire, kw_only=True, frozen=True):
     """Retained on ``hosts/{host}/status``; the agent's Will is the same with online=False.
 
     ``session`` rises on every connect, so a Will from an old session never marks a
@@ -52,7 +52,7 @@ class HostStatus(_Wire, kw_only=True):
     time: Time
 
 
-class Histogram(_Wire, kw_only=True):
+class Histogram(_Wire, kw_only=True, frozen=True):
     """Latency histogram for one interval: ``counts[i]`` observations <= ``bounds[i]`` ms,
     not cumulative; ``counts`` has one more entry than ``bounds`` (the +Inf bucket)."""
 
@@ -66,7 +66,7 @@ class Histogram(_Wire, kw_only=True):
             raise ValueError("histogram bounds must be strictly increasing")
 
 
-class Sample(_Wire, kw_only=True):
+class Sample(_Wire, kw_only=True, frozen=True):
     """One check's measurement.
 
     ``values`` holds gauges and counts by name (``percent``, ``latency_ms``,
@@ -83,7 +83,7 @@ class Sample(_Wire, kw_only=True):
     histogram: Histogram | None = None
 
 
-class MetricBatch(_Wire, kw_only=True):
+class MetricBatch(_Wire, kw_only=True, frozen=True):
     host: HostId
     session: Annotated[int, Meta(ge=0)]
     seq: Annotated[int, Meta(ge=0)]
@@ -93,7 +93,7 @@ class MetricBatch(_Wire, kw_only=True):
 Action = Literal["deploy", "switch", "rollback"]
 
 
-class Command(_Wire, kw_only=True):
+class Command(_Wire, kw_only=True, frozen=True):
     """Sent by the coordinator on ``hosts/{host}/cmd``; signed over all other fields."""
 
     id: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
@@ -120,7 +120,7 @@ class Command(_Wire, kw_only=True):
 ResultState = Literal["accepted", "succeeded", "failed", "rejected"]
 
 
-class CommandResult(_Wire, kw_only=True):
+class CommandResult(_Wire, kw_only=True, frozen=True):
     id: Annotated[str, Meta(min_length=1, max_length=64)]
     host: HostId
     state: ResultState
@@ -130,14 +130,14 @@ class CommandResult(_Wire, kw_only=True):
     time: Time
 
 
-class CoordinatorStatus(_Wire, kw_only=True):
+class CoordinatorStatus(_Wire, kw_only=True, frozen=True):
     online: bool
     node: Annotated[str, Meta(min_length=1, max_length=64)]
     leader: bool
     time: Time
 
 
-class Event(_Wire, kw_only=True):
+class Event(_Wire, kw_only=True, frozen=True):
     """A stored event, as published on ``rollguard/v1/events``.
 
     ``evidence`` carries the rule, window and numbers behind a decision.
@@ -164,16 +164,24 @@ def encode(message: Message) -> bytes:
     return _encoder.encode(message)
 
 
-def decode(kind: type[M], payload: bytes | bytearray | memoryview, *, topic: str | None = None) -> M:
+def decode(
+    kind: type[M], payload: bytes | bytearray | memoryview, *, topic: str | None = None
+) -> M:
     """Decode and validate one message of type ``kind`` or raise MessageError."""
     if len(payload) > MAX_PAYLOAD:
         raise MessageError(
-            f"payload of {len(payload)} bytes exceeds the {MAX_PAYLOAD} byte limit", topic=topic
+            f"payload of {len(payload)} bytes exceeds the {MAX_PAYLOAD} byte limit",
+            topic=topic,
+            reason="oversized",
         )
     decoder = _decoders.get(kind)
     if decoder is None:
         decoder = _decoders[kind] = msgspec.json.Decoder(kind)
     try:
         return decoder.decode(payload)  # type: ignore[no-any-return]
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except msgspec.ValidationError as exc:
         raise MessageError(f"invalid {kind.__name__}: {exc}", topic=topic) from exc
+    except msgspec.DecodeError as exc:
+        raise MessageError(
+            f"invalid {kind.__name__}: {exc}", topic=topic, reason="malformed"
+        ) from exc

@@ -4,11 +4,12 @@ reconnect loop with capped exponential backoff and full jitter."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import ssl
-from collections.abc import Awaitable, Callable
-from typing import Final
+from collections.abc import Callable, Coroutine
+from typing import Any, Final
 
 import aiomqtt
 import msgspec
@@ -68,7 +69,7 @@ def make_client(
     ``session_expiry`` > 0 keeps the broker session (and QoS 1 messages for our
     subscriptions) that many seconds across a disconnect.
     """
-    properties = Properties(PacketTypes.CONNECT)
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     if session_expiry:
         properties.SessionExpiryInterval = session_expiry
     return aiomqtt.Client(
@@ -88,7 +89,7 @@ def make_client(
     )
 
 
-Session = Callable[[aiomqtt.Client], Awaitable[None]]
+Session = Callable[[aiomqtt.Client], Coroutine[Any, Any, None]]
 
 
 async def run_forever(
@@ -124,10 +125,8 @@ async def run_forever(
         except aiomqtt.MqttError as exc:
             delay = backoff.next()
             log.warning("%s: broker connection lost (%s); retrying in %.1fs", name, exc, delay)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=delay)
-        except TimeoutError:
-            pass
 
 
 def offline_copy(status: HostStatus, now: float) -> HostStatus:

@@ -74,11 +74,11 @@ _HOSTS_PREFIX: Final = f"{PREFIX}/hosts/"
 def parse_host_topic(topic: str) -> ParsedTopic:
     """Split ``rollguard/v1/hosts/{host}/{kind}``; raise MessageError on anything else."""
     if not topic.startswith(_HOSTS_PREFIX):
-        raise MessageError("not a rollguard host topic", topic=topic)
+        raise MessageError("not a rollguard host topic", topic=topic, reason="topic")
     host, sep, suffix = topic[len(_HOSTS_PREFIX) :].partition("/")
     kind = _BY_SUFFIX.get(suffix) if sep else None
     if kind is None:
-        raise MessageError("unknown host topic kind", topic=topic)
+        raise MessageError("unknown host topic kind", topic=topic, reason="topic")
     if not is_valid_host_id(host):
-        raise MessageError(f"invalid host id {host!r} in topic", topic=topic)
+        raise MessageError(f"invalid host id {host!r} in topic", topic=topic, reason="topic")
     return ParsedTopic(host, kind)

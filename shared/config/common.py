@@ -18,7 +18,7 @@ class _Config(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """Base for config sections: unknown keys are errors, values are immutable."""
 
 
-class TlsConfig(_Config, kw_only=True):
+class TlsConfig(_Config, kw_only=True, frozen=True):
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
@@ -26,7 +26,7 @@ class TlsConfig(_Config, kw_only=True):
     insecure: bool = False
 
 
-class MqttConfig(_Config, kw_only=True):
+class MqttConfig(_Config, kw_only=True, frozen=True):
     host: str = "127.0.0.1"
     port: Port = 1883
     username: str | None = None
@@ -60,7 +60,7 @@ class MqttConfig(_Config, kw_only=True):
         return password
 
 
-class LogConfig(_Config, kw_only=True):
+class LogConfig(_Config, kw_only=True, frozen=True):
     # None: the environment's level from the guide (debug / info / warn).
     level: LogLevel | None = None
     format: Literal["text", "json"] = "text"

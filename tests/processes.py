@@ -1,0 +1,114 @@
+"""Running rollguard's real processes in tests: config files, subprocesses, waiting."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from coordinator.broker import free_port
+from shared.config.common import MqttConfig
+
+BIN = Path(sys.executable).parent
+T = TypeVar("T")
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return msgspec.json.encode(value).decode()
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def to_toml(data: dict[str, Any], prefix: str = "") -> str:
+    """A small TOML writer for test configs (tables and scalars/lists only)."""
+    scalars = [f"{k} = {toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    out = ("[" + prefix + "]\n" if prefix and scalars else "") + "".join(s + "\n" for s in scalars)
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out += to_toml(value, f"{prefix}.{key}" if prefix else key)
+    return out
+
+
+def mqtt_table(mqtt: MqttConfig) -> dict[str, Any]:
+    return {k: v for k, v in msgspec.to_builtins(mqtt).items() if v is not None}
+
+
+def write_config(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(to_toml(data), encoding="utf-8")
+    return path
+
+
+def coordinator_config(tmp: Path, mqtt: MqttConfig, **extra: Any) -> tuple[Path, int]:
+    port = free_port()
+    data: dict[str, Any] = {
+        "node": "test-coordinator",
+        "state_dir": str(tmp / "coordinator-state"),
+        "mqtt": mqtt_table(mqtt),
+        "log": {"level": "info", "format": "json"},
+        "http": {"listen": "127.0.0.1", "port": port},
+    }
+    data.update(extra)
+    return write_config(tmp / "coordinator.toml", data), port
+
+
+@contextmanager
+def running(
+    argv: list[str], log_path: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a process, yield it, and make sure it is gone afterwards."""
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+
+def script(name: str) -> list[str]:
+    """The installed console script, so tests exercise the real entry point."""
+    path = BIN / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: install the project (pip install -e .)")
+    return [str(path)]
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
+    """Poll ``probe`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = probe()
+        except (OSError, ValueError) as exc:  # not up yet
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
