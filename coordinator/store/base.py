@@ -27,6 +27,7 @@ the writes are upserts or insert-if-absent so that the caller can simply retry t
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -212,22 +213,21 @@ class Transaction(ABC):
 
 # The transaction open in this task, so that a one-shot store method called inside it
 # fails at once with a clear error instead of deadlocking (SQLite) or silently writing
-# outside it (PostgreSQL). A task spawned inside the block inherits the guard, which is
-# why the guard carries an ``active`` flag rather than being trusted while it is set.
+# outside it (PostgreSQL). A task spawned inside the block inherits the context but is
+# not the owner: it simply waits its turn like any other task.
 class TransactionGuard:
     """Marks a transaction of one store open in the current task (a context manager)."""
 
     def __init__(self, store: object) -> None:
         self.store = store
-        self.active = False
+        self.owner = asyncio.current_task()
 
     def __enter__(self) -> Self:
-        self.active = True
         self._token = _open_transaction.set(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.active = False
+        self.owner = None
         _open_transaction.reset(self._token)
 
 
@@ -238,7 +238,12 @@ _open_transaction: ContextVar[TransactionGuard | None] = ContextVar(
 
 def refuse_nested(store: object) -> None:
     guard = _open_transaction.get()
-    if guard is not None and guard.active and guard.store is store:
+    if (
+        guard is not None
+        and guard.store is store
+        and guard.owner is not None
+        and guard.owner is asyncio.current_task()
+    ):
         raise StoreError(
             "a store method was called while this task holds an open transaction on the "
             "same store; call the method on the transaction object instead"
