@@ -1,8 +1,15 @@
-"""The agent's configuration, with the guide's check intervals and timeouts."""
+"""The agent's configuration, with the guide's check intervals and timeouts.
+
+Everything the agent later turns into a wire value is bounded here, so a config that
+loads can never produce a sample or status the coordinator would refuse (value keys
+such as ``percent:/var`` are at most 64 characters, labels as the wire allows).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import re
+from typing import Annotated, Final, Literal
+from urllib.parse import urlsplit
 
 from msgspec import Meta, field
 
@@ -10,62 +17,129 @@ from shared.config.common import LogConfig, MqttConfig, Seconds, _Config, log_fi
 from shared.messages import HostId
 
 Percent = Annotated[float, Meta(ge=0, le=100)]
+# Per-mount and per-endpoint value keys are "<name>:<mount or endpoint>" (<= 64 chars).
+Mount = Annotated[str, Meta(pattern=r"^/", max_length=48)]
+Endpoint = Annotated[str, Meta(min_length=3, max_length=48)]
+Argv = list[Annotated[str, Meta(min_length=1)]]
+MetricName = Annotated[str, Meta(pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")]
+# Placeholders a hook or restart argv may use; anything else in braces is refused.
+PLACEHOLDERS: Final = frozenset({"version", "slot", "root", "release", "deployment", "host"})
+_PLACEHOLDER_RE: Final = re.compile(r"\{([^{}]*)\}")
 
 
-class CpuCheck(_Config, kw_only=True):
+def _check_http_url(key: str, url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError(f"{key} must be an http:// or https:// URL with a host, not {url!r}")
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{key}: {exc}") from exc
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6addr]:port`` to (host, port); ValueError names the problem."""
+    host, sep, port_text = endpoint.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"endpoint {endpoint!r} must be host:port")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"endpoint {endpoint!r}: port must be 1..65535")
+    return host, port
+
+
+class CpuCheck(_Config, kw_only=True, frozen=True):
     enabled: bool = True
     interval: Seconds = 60.0
     timeout: Seconds = 5.0
 
 
-class MemoryCheck(_Config, kw_only=True):
+class MemoryCheck(_Config, kw_only=True, frozen=True):
     enabled: bool = True
     interval: Seconds = 60.0
     timeout: Seconds = 5.0
 
 
-class DiskCheck(_Config, kw_only=True):
+class DiskCheck(_Config, kw_only=True, frozen=True):
     enabled: bool = True
     interval: Seconds = 300.0
     timeout: Seconds = 5.0
-    mounts: list[str] = field(default_factory=lambda: ["/"])
+    mounts: Annotated[list[Mount], Meta(min_length=1, max_length=16)] = field(
+        default_factory=lambda: ["/"]
+    )
+
+    def __post_init__(self) -> None:
+        if len(set(self.mounts)) != len(self.mounts):
+            raise ValueError("checks.disk.mounts lists a mount twice")
 
 
-class DatabaseCheck(_Config, kw_only=True):
-    # A libpq URL (postgresql://...); the check runs `SELECT 1`.
-    url: str
-    interval: Seconds = 30.0
-    timeout: Seconds = 5.0
+class SystemCheck(_Config, kw_only=True, frozen=True):
+    """Load average and network I/O counters (no guide threshold: reported only)."""
 
-
-class CacheCheck(_Config, kw_only=True):
-    # redis://host:port/db
-    url: str
+    enabled: bool = True
     interval: Seconds = 60.0
     timeout: Seconds = 5.0
 
 
-class NetworkCheck(_Config, kw_only=True):
-    # host:port endpoints reached by TCP connect.
-    endpoints: list[str]
+class DatabaseCheck(_Config, kw_only=True, frozen=True):
+    # A libpq URL (postgresql://...); the check runs `SELECT 1`.
+    url: Annotated[str, Meta(pattern=r"^postgres(ql)?://")]
     interval: Seconds = 30.0
     timeout: Seconds = 5.0
 
 
-class ApplicationCheck(_Config, kw_only=True):
+class CacheCheck(_Config, kw_only=True, frozen=True):
+    # redis://[user:password@]host:port/db or rediss:// for TLS.
+    url: Annotated[str, Meta(pattern=r"^(redis|rediss|unix)://")]
+    interval: Seconds = 60.0
+    timeout: Seconds = 5.0
+
+
+class NetworkCheck(_Config, kw_only=True, frozen=True):
+    # host:port endpoints reached by TCP connect.
+    endpoints: Annotated[list[Endpoint], Meta(min_length=1, max_length=32)]
+    interval: Seconds = 30.0
+    timeout: Seconds = 5.0
+
+    def __post_init__(self) -> None:
+        for endpoint in self.endpoints:
+            split_endpoint(endpoint)
+        if len(set(self.endpoints)) != len(self.endpoints):
+            raise ValueError("checks.network.endpoints lists an endpoint twice")
+
+
+class ApplicationCheck(_Config, kw_only=True, frozen=True):
     # The app on localhost:3000 in development (guide); a health or status URL.
     url: str = "http://127.0.0.1:3000/health"
     interval: Seconds = 10.0
     timeout: Seconds = 5.0
+    # Probes per interval; error rate and latency quantiles go out with these counts.
     requests: Annotated[int, Meta(ge=1, le=100)] = 5
     # Optional Prometheus text endpoint of the app, for real-traffic rates.
     metrics_url: str | None = None
+    # The app's request counter and latency histogram in that endpoint.
+    requests_metric: MetricName = "http_requests_total"
+    latency_metric: MetricName = "http_request_duration_seconds"
+    latency_unit: Literal["seconds", "milliseconds"] = "seconds"
+    # The label carrying the HTTP status; None tries "code", "status", "status_code".
+    status_label: MetricName | None = None
+
+    def __post_init__(self) -> None:
+        _check_http_url("checks.application.url", self.url)
+        if self.metrics_url is not None:
+            _check_http_url("checks.application.metrics_url", self.metrics_url)
 
 
-class Checks(_Config, kw_only=True):
+class Checks(_Config, kw_only=True, frozen=True):
+    """Each check runs every ``interval`` seconds under its ``timeout``; a timeout
+    longer than the interval is capped at the interval, so runs never pile up."""
+
     cpu: CpuCheck = field(default_factory=CpuCheck)
     memory: MemoryCheck = field(default_factory=MemoryCheck)
     disk: DiskCheck = field(default_factory=DiskCheck)
+    system: SystemCheck = field(default_factory=SystemCheck)
     database: DatabaseCheck | None = None
     cache: CacheCheck | None = None
     network: NetworkCheck | None = None
@@ -75,27 +149,58 @@ class Checks(_Config, kw_only=True):
     jitter: Annotated[float, Meta(ge=0, le=0.5)] = 0.1
 
 
-class BufferConfig(_Config, kw_only=True):
+class BufferConfig(_Config, kw_only=True, frozen=True):
     # Batches kept while the broker is unreachable; the oldest are dropped beyond.
-    # 4000 covers over an hour at the default intervals (one batch per tick).
+    # At the default intervals a host seals at most ~800 batches an hour (one per
+    # check run, fewer when runs coincide), so 4000 holds well over an hour.
     max_batches: Annotated[int, Meta(ge=1)] = 4000
 
 
-class DeployConfig(_Config, kw_only=True):
+class PublishConfig(_Config, kw_only=True, frozen=True):
+    # A batch is sealed this long after its first sample, so checks that finish
+    # together travel together; it is also the most a sample waits before sending.
+    linger: Annotated[float, Meta(ge=0, le=60)] = 1.0
+    # On shutdown, how long to keep sending buffered batches before going offline.
+    flush_timeout: Annotated[float, Meta(ge=0, le=3)] = 2.0
+
+
+class DeployConfig(_Config, kw_only=True, frozen=True):
     # "releases": releases/<version>/ and an atomic `current` symlink; "hooks": argv hooks.
     strategy: Literal["releases", "hooks"] = "releases"
-    root: str = "/opt/app"
-    restart_command: list[str] = []
-    deploy_hook: list[str] = []
-    switch_hook: list[str] = []
-    rollback_hook: list[str] = []
+    root: Annotated[str, Meta(pattern=r"^/")] = "/opt/app"
+    # argv lists, never a shell; placeholders {version} {slot} {root} {release}
+    # {deployment} {host} are substituted per argument.
+    restart_command: Argv = []
+    # releases: optional, fetches releases/<version>/ when it is missing.
+    # hooks: required, installs and activates {version}.
+    deploy_hook: Argv = []
+    # blue-green: points traffic at {slot}.
+    switch_hook: Argv = []
+    # hooks: re-activates {version} (default: deploy_hook with the previous version).
+    rollback_hook: Argv = []
+    # For each hook or restart command run.
     timeout: Seconds = 300.0
 
+    def __post_init__(self) -> None:
+        for name in ("restart_command", "deploy_hook", "switch_hook", "rollback_hook"):
+            for arg in getattr(self, name):
+                unknown = set(_PLACEHOLDER_RE.findall(arg)) - PLACEHOLDERS
+                if unknown:
+                    raise ValueError(
+                        f"deploy.{name}: unknown placeholder(s) "
+                        + ", ".join("{" + u + "}" for u in sorted(unknown))
+                        + f"; known: {', '.join(sorted(PLACEHOLDERS))}"
+                    )
+        if self.strategy == "hooks" and not self.deploy_hook:
+            raise ValueError("deploy.strategy = 'hooks' needs deploy.deploy_hook")
 
-class AgentConfig(_Config, kw_only=True):
+
+class AgentConfig(_Config, kw_only=True, frozen=True):
     host: HostId
     environment: Literal["development", "staging", "production"] = "production"
-    labels: dict[str, str] = {}
+    labels: dict[
+        Annotated[str, Meta(min_length=1, max_length=64)], Annotated[str, Meta(max_length=128)]
+    ] = {}
     state_dir: str = "/var/lib/rollguard-agent"
     # The coordinator's Ed25519 public key; commands are refused without it.
     public_key_file: str | None = None
@@ -103,4 +208,5 @@ class AgentConfig(_Config, kw_only=True):
     log: LogConfig = log_field
     checks: Checks = field(default_factory=Checks)
     buffer: BufferConfig = field(default_factory=BufferConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)

@@ -1,0 +1,60 @@
+"""The checks, one module each, built from the config.
+
+Modules are imported only for the checks the config enables, so an agent without a
+database or cache check never loads psycopg or redis (resident memory is a target).
+"""
+
+from __future__ import annotations
+
+from agent.checks.base import Check, Sink
+from shared.config.agent import Checks
+
+__all__ = ["Check", "Sink", "build_checks"]
+
+
+def build_checks(config: Checks) -> list[Check]:
+    checks: list[Check] = []
+    if config.cpu.enabled:
+        from agent.checks.cpu import CpuCheck
+
+        checks.append(CpuCheck(interval=config.cpu.interval, timeout=config.cpu.timeout))
+    if config.memory.enabled:
+        from agent.checks.memory import MemoryCheck
+
+        checks.append(MemoryCheck(interval=config.memory.interval, timeout=config.memory.timeout))
+    if config.disk.enabled:
+        from agent.checks.disk import DiskCheck
+
+        checks.append(
+            DiskCheck(
+                interval=config.disk.interval,
+                timeout=config.disk.timeout,
+                mounts=config.disk.mounts,
+            )
+        )
+    if config.system.enabled:
+        from agent.checks.system import SystemCheck
+
+        checks.append(SystemCheck(interval=config.system.interval, timeout=config.system.timeout))
+    if config.database is not None:
+        from agent.checks.database import DatabaseCheck
+
+        db = config.database
+        checks.append(DatabaseCheck(interval=db.interval, timeout=db.timeout, url=db.url))
+    if config.cache is not None:
+        from agent.checks.cache import CacheCheck
+
+        cache = config.cache
+        checks.append(CacheCheck(interval=cache.interval, timeout=cache.timeout, url=cache.url))
+    if config.network is not None:
+        from agent.checks.network import NetworkCheck
+
+        net = config.network
+        checks.append(
+            NetworkCheck(interval=net.interval, timeout=net.timeout, endpoints=net.endpoints)
+        )
+    if config.application is not None:
+        from agent.checks.application import ApplicationCheck
+
+        checks.append(ApplicationCheck(config.application))
+    return checks

@@ -1,0 +1,105 @@
+"""``rollguard-agent --config FILE``: load and check the config, log, run on uvloop."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Final
+
+from agent import __version__
+from shared import logs
+from shared.config import AgentConfig, ConfigError, load
+from shared.errors import SignatureError
+
+EXIT_CONFIG: Final = 2
+# The guide's logging per environment: debug, info, warn.
+DEFAULT_LEVEL: Final = {"development": "debug", "staging": "info", "production": "warning"}
+log = logging.getLogger("agent")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="rollguard-agent",
+        description="rollguard host agent: measures this host and its app, publishes "
+        "over MQTT, and runs signed deploy commands.",
+    )
+    parser.add_argument("--config", required=True, metavar="FILE", help="agent TOML config")
+    parser.add_argument("--check-config", action="store_true",
+                        help="validate the config (and the files it names) and exit")
+    parser.add_argument("--version", action="version", version=f"rollguard-agent {__version__}")
+    return parser.parse_args(argv)
+
+
+def check_files(config: AgentConfig, source: str) -> None:
+    """What the TOML cannot show: the files it names are there and usable."""
+    try:
+        config.mqtt.read_password()
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    if config.public_key_file:
+        from agent.signature import load_public_key
+
+        try:
+            load_public_key(config.public_key_file)
+        except SignatureError as exc:
+            raise ConfigError(f"{source}: public_key_file: {exc}") from exc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load(AgentConfig, args.config)
+        check_files(config, args.config)
+    except ConfigError as exc:
+        print(f"rollguard-agent: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.check_config:
+        print(f"{args.config}: ok")
+        return 0
+    logs.setup(config.log.level or DEFAULT_LEVEL[config.environment], config.log.format)
+    try:
+        code = _run(config, args.config)
+    except (ConfigError, OSError) as exc:
+        log.critical("%s", exc)
+        return EXIT_CONFIG if isinstance(exc, ConfigError) else 1
+    logging.shutdown()
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate()
+           if t is not threading.main_thread()):
+        # A connect stuck in the executor thread must not hold the exit past systemd's
+        # stop timeout: everything that matters is flushed and closed by now.
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _run(config: AgentConfig, source: str) -> int:
+    import uvloop
+
+    from agent.app import Agent
+    from agent.watchdog import Notifier
+
+    async def run() -> int:
+        try:
+            agent = Agent(config, notifier=Notifier())
+        except SignatureError as exc:
+            raise ConfigError(f"{source}: public_key_file: {exc}") from exc
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, agent.stop)
+        return await agent.run()
+
+    # Not uvloop.run(): its exit waits for the default executor, where a connect to an
+    # unanswering broker may sit for the connect timeout; main() exits without it.
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(run())
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()

@@ -1,0 +1,67 @@
+"""Checking a command's signature against the coordinator's public key.
+
+The signed bytes are ``shared.signing.canonical_bytes``: the domain tag and the
+command's JSON with ``signature`` emptied and keys sorted. They are rebuilt here, not
+imported, because importing ``shared.signing`` loads ``cryptography`` (see
+``agent.ed25519``); a test keeps the two byte-for-byte equal, and signatures made by
+``shared.signing.sign`` verify here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from pathlib import Path
+from typing import Final
+
+import msgspec
+
+from agent import ed25519
+from shared.errors import SignatureError
+from shared.messages import Command
+
+DOMAIN: Final = b"rollguard-cmd-v1\n"
+# DER SubjectPublicKeyInfo of an Ed25519 key: this prefix, then the 32 key bytes.
+_SPKI_PREFIX: Final = bytes.fromhex("302a300506032b6570032100")
+_PEM_BEGIN: Final = "-----BEGIN PUBLIC KEY-----"
+_PEM_END: Final = "-----END PUBLIC KEY-----"
+
+
+def canonical_bytes(command: Command) -> bytes:
+    unsigned = msgspec.structs.replace(command, signature="")
+    return DOMAIN + msgspec.json.encode(unsigned, order="sorted")
+
+
+def load_public_key(path: str | Path) -> bytes:
+    """The raw 32-byte key from a PEM ``PUBLIC KEY`` file (as ``rollguard keys
+    generate`` writes it); SignatureError says what is wrong with the file."""
+    try:
+        text = Path(path).read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SignatureError(f"cannot read public key {path}: {exc}") from exc
+    begin, end = text.find(_PEM_BEGIN), text.find(_PEM_END)
+    if begin == -1 or end < begin:
+        raise SignatureError(f"{path} is not a PEM public key (no {_PEM_BEGIN} block)")
+    try:
+        der = base64.b64decode("".join(text[begin + len(_PEM_BEGIN) : end].split()),
+                               validate=True)
+    except binascii.Error as exc:
+        raise SignatureError(f"{path}: the PEM block is not valid base64") from exc
+    if len(der) != len(_SPKI_PREFIX) + 32 or not der.startswith(_SPKI_PREFIX):
+        raise SignatureError(f"{path} is not an Ed25519 public key")
+    key = der[len(_SPKI_PREFIX) :]
+    if ed25519.decode_point(key) is None:
+        raise SignatureError(f"{path} does not hold a valid Ed25519 point")
+    return key
+
+
+def verify(command: Command, key: bytes) -> None:
+    """Return if ``command`` carries a valid signature by ``key``; else raise."""
+    if not command.signature:
+        raise SignatureError("command is unsigned")
+    try:
+        raw = base64.b64decode(command.signature, validate=True)
+    except binascii.Error as exc:
+        raise SignatureError("signature is not valid base64") from exc
+    if not ed25519.verify(key, canonical_bytes(command), raw):
+        raise SignatureError("signature does not verify against the coordinator key")
