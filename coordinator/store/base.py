@@ -15,7 +15,8 @@ raised in the same transaction as the write, and refuses a lower token with
 row is locked until the writing transaction ends, so a new leader's first write waits
 for the old leader's open transaction and then shuts it out for good.
 
-Timeouts. Every call is bounded by the store's ``timeout`` and raises
+Timeouts. Every call is bounded by the store's ``timeout`` (PostgreSQL adds at most
+twice a short grace to cut off a query the server does not answer) and raises
 :class:`StoreError` when it runs out, so a dead database holds the coordinator rather
 than hanging it. A commit that times out has an unknown outcome, as with any database;
 the writes are upserts or insert-if-absent so that the caller can simply retry them.

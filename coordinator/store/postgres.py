@@ -16,7 +16,14 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Collection, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Coroutine,
+    Mapping,
+)
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from typing import Any, LiteralString, TypeVar
 
@@ -84,6 +91,42 @@ def _describe(url: str) -> str:
     return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
 
 
+# Strong references to background clean-ups, which asyncio would otherwise let the
+# garbage collector take mid-way.
+_background: set[asyncio.Future[None]] = set()
+
+
+async def _cancel_hard(task: asyncio.Future[Any], grace: float) -> None:
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=grace)
+    if not done:
+        task.cancel()
+        await asyncio.wait({task}, timeout=grace)
+
+
+def _succeeded(task: asyncio.Future[Any]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is None
+
+
+async def _clean_up(
+    task: asyncio.Future[T], grace: float, release: Callable[[T], Awaitable[None]] | None
+) -> None:
+    await _cancel_hard(task, grace)
+    if release is not None and _succeeded(task):
+        # Obtained after all, by a caller that is gone: give it back.
+        with suppress(Exception):
+            await release(task.result())
+
+
+def _abandon(
+    task: asyncio.Future[T], grace: float, release: Callable[[T], Awaitable[None]] | None
+) -> None:
+    """Cancel in the background: our caller was itself cancelled and cannot wait."""
+    cleanup = asyncio.ensure_future(_clean_up(task, grace, release))
+    _background.add(cleanup)
+    cleanup.add_done_callback(_background.discard)
+
+
 class PostgresStore(Store):
     """The store in a PostgreSQL database named by a ``postgresql://`` URL."""
 
@@ -92,17 +135,43 @@ class PostgresStore(Store):
         self.timeout = timeout
         self.max_size = max_size
         self._where = _describe(url)
+        # How long psycopg may spend cancelling a timed-out query before we cut it off.
+        self._grace = min(0.5, timeout / 2)
         self._pool: AsyncConnectionPool[Conn] | None = None
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._where!r})"
 
-    async def _run(self, call: Awaitable[T]) -> T:
+    async def _run(
+        self,
+        call: Coroutine[Any, Any, T],
+        release: Callable[[T], Awaitable[None]] | None = None,
+    ) -> T:
+        """Await one driver call within the timeout, failures as StoreError.
+
+        The call runs as a task of its own because psycopg answers a cancellation by
+        asking the server to cancel the query and then waiting for it, up to 10 s in
+        all; on a network gone silent that would turn our timeout into 11 s. A second
+        cancellation makes psycopg close the connection at once instead, so the caller
+        hears within ``timeout`` plus a short grace, and the pool replaces the
+        connection. ``release`` gives back what a call obtained for a caller that was
+        cancelled meanwhile (a pooled connection).
+        """
+        task = asyncio.ensure_future(call)
         try:
-            async with asyncio.timeout(self.timeout):
-                return await call
-        except TimeoutError as exc:
-            raise StoreError(f"{self!r}: no answer within {self.timeout:g} s") from exc
+            done, _ = await asyncio.wait({task}, timeout=self.timeout)
+        except asyncio.CancelledError:
+            _abandon(task, self._grace, release)
+            raise
+        if not done:
+            await _cancel_hard(task, self._grace)
+            # Done in the grace after all: a late success is still a success.
+            if not _succeeded(task):
+                with suppress(BaseException):
+                    task.exception()  # retrieved, so asyncio does not log it
+                raise StoreError(f"{self!r}: no answer within {self.timeout:g} s")
+        try:
+            return task.result()
         except psycopg.Error as exc:
             raise StoreError(f"{self!r}: {exc}") from exc
 
@@ -151,7 +220,7 @@ class PostgresStore(Store):
         pool = self._pool
         if pool is None:
             raise StoreError(f"{self!r} is not open")
-        conn = await self._run(pool.getconn(timeout=self.timeout))
+        conn = await self._run(pool.getconn(timeout=self.timeout), release=pool.putconn)
         try:
             tx = _PostgresTransaction(self, conn)
             try:
@@ -160,9 +229,8 @@ class PostgresStore(Store):
                 tx.ensure_committable()
                 await self._run(conn.commit())
             except BaseException:
-                with suppress(TimeoutError, psycopg.Error):
-                    async with asyncio.timeout(self.timeout):
-                        await conn.rollback()
+                with suppress(StoreError):
+                    await self._run(conn.rollback())
                 raise
         finally:
             # The pool discards a connection left mid-statement by a timeout.
@@ -223,7 +291,7 @@ class _PostgresTransaction(Transaction):
         if self.failed:
             raise StoreError("an operation in this transaction failed; rolled back")
 
-    async def _guard(self, call: Awaitable[T]) -> T:
+    async def _guard(self, call: Coroutine[Any, Any, T]) -> T:
         try:
             return await self._store._run(call)
         except BaseException:

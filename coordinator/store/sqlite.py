@@ -200,7 +200,8 @@ class SqliteStore(Store):
         return self._transaction(write=False)
 
     async def ping(self) -> None:
-        await self._call(_execute, "SELECT 1")
+        # Reads the schema page, so a file that vanished or went unreadable shows.
+        await self._call(_execute, "SELECT count(*) FROM sqlite_master")
 
     async def schema_version(self) -> int:
         def run(conn: sqlite3.Connection) -> int:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import socket
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from coordinator.store import PostgresStore, SqliteStore, Store, StoreError
 from tests.store.conftest import Backend
+from tests.store.proxy import StallingProxy
 
 # A generous guard against hanging, not a timing assertion: these calls must fail on
 # their own store timeout, which is a fraction of this.
@@ -185,3 +188,68 @@ async def test_a_postgres_password_never_appears_in_errors() -> None:
         await asyncio.wait_for(store.open(), HANG_GUARD)
     assert "s3cret-pw" not in str(failed.value)
     assert "s3cret-pw" not in repr(store)
+
+
+@pytest.fixture
+async def stalling_pg(pg_url: str) -> AsyncIterator[tuple[StallingProxy, str]]:
+    """A proxy in front of the test database and a URL that goes through it."""
+    info = conninfo_to_dict(pg_url)
+    proxy = StallingProxy(str(info.get("host", "127.0.0.1")), int(info.get("port") or 5432))
+    await proxy.start()
+    user = info.get("user", "postgres")
+    try:
+        yield proxy, f"postgresql://{user}@127.0.0.1:{proxy.port}/{info['dbname']}"
+    finally:
+        await proxy.close()
+
+
+@pytest.mark.integration
+async def test_a_silent_network_raises_store_error_and_the_store_recovers(
+    stalling_pg: tuple[StallingProxy, str],
+) -> None:
+    proxy, url = stalling_pg
+    async with PostgresStore(url, 1.0) as store:
+        await store.migrate()
+        await store.save_deployment("d-1", "staging", "1", "direct", "a", b"", fencing=0)
+        proxy.stall()
+        with pytest.raises(StoreError, match="no answer"):
+            await asyncio.wait_for(
+                store.save_deployment("d-1", "staging", "1", "direct", "b", b"", fencing=0),
+                HANG_GUARD,
+            )
+        with pytest.raises(StoreError):
+            await asyncio.wait_for(store.ping(), HANG_GUARD)
+        proxy.resume()
+        # Back to normal without a restart; the write that timed out never committed.
+        await asyncio.wait_for(store.ping(), HANG_GUARD)
+        deployment = await store.get_deployment("d-1")
+        assert deployment is not None
+        assert deployment.state == "a"
+
+
+@pytest.mark.integration
+async def test_a_cancelled_caller_leaks_no_connection(
+    stalling_pg: tuple[StallingProxy, str],
+) -> None:
+    proxy, url = stalling_pg
+    # One connection only: losing it would make every later call time out.
+    async with PostgresStore(url, 1.0, max_size=1) as store:
+        await store.migrate()
+        proxy.stall()
+        for _ in range(2):
+            call = asyncio.create_task(store.append_event(1.0, "note", "never stored"))
+            await asyncio.sleep(0.2)
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+        proxy.resume()
+        for attempt in range(20):
+            try:
+                await asyncio.wait_for(store.ping(), HANG_GUARD)
+                break
+            except StoreError:
+                # The clean-up of the cancelled calls may still hold the connection.
+                if attempt == 19:
+                    raise
+        assert await store.events() == []
+        assert await store.append_event(2.0, "note", "stored") == 1
