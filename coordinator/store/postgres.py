@@ -192,7 +192,13 @@ class PostgresStore(Store):
                 # libpq counts whole seconds and treats less than 2 as 2.
                 "connect_timeout": max(2, math.ceil(self.timeout)),
                 "application_name": "rollguard-coordinator",
-                "options": f"-c statement_timeout={millis} -c lock_timeout={millis}",
+                # A coordinator frozen mid-transaction (stopped, swapping) would hold
+                # the fence row and lock out the standby that took over its lease; the
+                # server ends such a session. Our transactions never idle that long.
+                "options": (
+                    f"-c statement_timeout={millis} -c lock_timeout={millis} "
+                    f"-c idle_in_transaction_session_timeout={2 * millis}"
+                ),
             },
         )
         try:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from coordinator.store import StaleLeaderError, Store, StoreError
+from coordinator.store import PostgresStore, StaleLeaderError, Store, StoreError
 from tests.store.conftest import Backend
 
 
@@ -114,3 +114,23 @@ async def test_new_leader_waits_for_the_old_leaders_open_transaction(
     with pytest.raises(StaleLeaderError):
         await old.save_command("cmd-c", "d-1", "web-3", "deploy", b"c", 2.0, fencing=1)
     assert await new.current_fence() == 2
+
+
+@pytest.mark.integration
+async def test_a_frozen_leader_does_not_lock_out_the_next(pg_url: str) -> None:
+    """PostgreSQL only: the server ends a session idle in a transaction, releasing the
+    fence row (one SQLite file has no server to do that; HA needs PostgreSQL)."""
+    async with PostgresStore(pg_url, 0.5) as old, PostgresStore(pg_url, 5.0) as new:
+        await new.migrate()
+        await new.save_deployment("d-1", "production", "2", "canary", "baking", b"", fencing=1)
+        with pytest.raises(StoreError):
+            async with old.transaction() as tx:
+                await tx.save_command("cmd-a", "d-1", "web-1", "deploy", b"a", 1.0, fencing=1)
+                # The old leader now sends nothing (frozen) while the new one, whose lock
+                # wait is allowed 5 s, takes over: it gets the fence row once the server
+                # ends the idle session (after 2 x 0.5 s), or fails the test.
+                await new.save_deployment(
+                    "d-1", "production", "2", "canary", "held", b"", fencing=2
+                )
+        assert await new.get_command("cmd-a") is None
+        assert await new.current_fence() == 2
