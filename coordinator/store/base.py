@@ -11,9 +11,11 @@ Fencing. With active/standby, a coordinator that lost its Redis lease may not kn
 yet. Writes that change deployment or command state carry the lease's fencing token;
 the store keeps the highest token it has seen in the one-row ``leader_fence`` table,
 raised in the same transaction as the write, and refuses a lower token with
-:class:`StaleLeaderError` before anything of that transaction is applied. The fence
-row is locked until the writing transaction ends, so a new leader's first write waits
-for the old leader's open transaction and then shuts it out for good.
+:class:`StaleLeaderError`, after which the whole transaction rolls back: nothing of it
+is applied, even if the caller catches the error. The fence row stays locked until the
+writing transaction ends, so a new leader's first write waits for the old leader's
+open transaction and then shuts it out for good. (Call ``tx.fence(token)`` first to
+take that lock before anything else in a transaction.)
 
 Timeouts. Every call is bounded by the store's ``timeout`` (PostgreSQL adds at most
 twice a short grace to cut off a query the server does not answer) and raises
