@@ -22,10 +22,10 @@ from shared.config.agent import AgentConfig
 log = logging.getLogger(__name__)
 # From the stop request to a closed connection; systemd's TimeoutStopSec is above it.
 SHUTDOWN_BUDGET: Final = 4.0
-# The collection loop beats at least once a second; the MQTT loop at least once per
-# connect attempt (backoff up to reconnect_max, plus the connect timeout) or per
-# second while connected.
-COLLECT_STALE: Final = 15.0
+# The collection loop beats at least every 5 s; the MQTT loop at least once per
+# connect attempt (backoff up to reconnect_max, plus the connect timeout) or every
+# 5 s while connected.
+COLLECT_STALE: Final = 20.0
 
 
 class Agent:

@@ -37,7 +37,7 @@ from shared.mqtt import QOS, make_client, offline_copy, run_forever, will_for
 log = logging.getLogger(__name__)
 # Commands sent while the agent is briefly away wait at the broker this long.
 COMMAND_SESSION_EXPIRY: Final = 3600
-IDLE_BEAT: Final = 1.0
+IDLE_BEAT: Final = 5.0
 OFFLINE_TIMEOUT: Final = 0.8
 
 

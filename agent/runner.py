@@ -1,7 +1,7 @@
 """Runs every check at its interval, with jitter, each under its timeout, concurrently.
 
-One scheduler task wakes when the next run is due (and at least once a second, which
-is the collection loop's heartbeat for the watchdog) and starts each due run as its own
+One scheduler task wakes when the next run is due (and at least every 5 s, which is
+the collection loop's heartbeat for the watchdog) and starts each due run as its own
 task, so a check that hangs is cut off by its timeout and never delays another. Run k
 of a check is due at ``start + k * interval + U(0, jitter * interval)``: a fleet does not
 measure in lockstep and the average interval stays exact. A run still going when the
@@ -23,7 +23,7 @@ from agent.events import wait_event
 from shared.messages import Sample
 
 log = logging.getLogger(__name__)
-HEARTBEAT_PERIOD: Final = 1.0
+HEARTBEAT_PERIOD: Final = 5.0
 
 
 class _Counting:

@@ -3,8 +3,9 @@
 It holds what must survive a restart: the session counter, the next batch sequence
 number, the store-and-forward buffer of sealed metric batches, the outbox of command
 results, the executed command ids with their first final result, and the deploy state.
-Every change is one transaction (WAL, synchronous=FULL), so a crash never leaves a
-batch half-sent-half-kept or a command both run and forgotten.
+Every change is one transaction (WAL), so a crash never leaves a batch half-kept or
+a command both run and forgotten; command records are synced to disk before the
+command runs (synchronous=FULL for those transactions).
 
 All calls come from the event loop's thread; each is a few small statements.
 """
@@ -39,7 +40,9 @@ class Store:
         self.path = path
         self._db = sqlite3.connect(path)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        # Batches: NORMAL (WAL) survives a crash of the agent; a power cut may lose the
+        # last batches, never corrupt the file. Command records are written FULL.
+        self._db.execute("PRAGMA synchronous=NORMAL")
         # A small page cache: the agent's resident memory is a target, and every
         # query here touches a handful of pages.
         self._db.execute("PRAGMA cache_size=-256")
@@ -150,9 +153,22 @@ class Store:
             return None
         return row[0], bytes(row[1]) if row[1] is not None else None
 
+    def _durable(self) -> sqlite3.Connection:
+        self._db.execute("PRAGMA synchronous=FULL")
+        return self._db
+
+    def _relaxed(self) -> None:
+        self._db.execute("PRAGMA synchronous=NORMAL")
+
     def begin_command(self, command_id: str, digest: str, accepted: bytes) -> None:
         """Remember ``command_id`` as running and queue its ``accepted`` result, at once."""
-        with self._db:
+        try:
+            self._begin_command(command_id, digest, accepted)
+        finally:
+            self._relaxed()
+
+    def _begin_command(self, command_id: str, digest: str, accepted: bytes) -> None:
+        with self._durable():
             self._db.execute(
                 "INSERT INTO commands (id, digest, result) VALUES (?, ?, NULL)",
                 (command_id, digest),
@@ -165,7 +181,13 @@ class Store:
 
     def remember_command(self, command_id: str, digest: str, result: bytes) -> None:
         """Record the first final result of ``command_id`` and queue it for sending."""
-        with self._db:
+        try:
+            self._remember_command(command_id, digest, result)
+        finally:
+            self._relaxed()
+
+    def _remember_command(self, command_id: str, digest: str, result: bytes) -> None:
+        with self._durable():
             self._db.execute(
                 "INSERT INTO commands (id, digest, result) VALUES (?, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET result = excluded.result "

@@ -45,7 +45,7 @@ class CacheCheck(Check):
             sink.emit(self.failure(started, describe(exc, self.inner_timeout)))
             return
         except (self._exceptions.RedisError, OSError) as exc:
-            sink.emit(self.failure(started, describe(exc)))
+            sink.emit(self.failure(started, _reason(exc)))
             return
         finally:
             await _close_quietly(client)
@@ -72,6 +72,16 @@ class CacheCheck(Check):
                 values["hit_rate"] = delta_hits / (delta_hits + delta_misses)
         self._last = (hits, misses)
         sink.emit(self.sample(started, values))
+
+
+def _reason(exc: BaseException) -> str:
+    """redis wraps socket errors in its own text; the OS reason underneath is clearer."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno:
+            return describe(cause)
+        cause = cause.__cause__ or cause.__context__
+    return describe(exc)
 
 
 async def _close_quietly(client: Any) -> None:
