@@ -153,3 +153,54 @@ def tmp_state(tmp_path: Path) -> Path:
     path = tmp_path / "agent-state"
     path.mkdir()
     return path
+
+
+class Listener:
+    """Messages seen by a subscriber, with a way to wait for one."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._changed = asyncio.Event()
+
+    def add(self, topic: str, payload: bytes, retain: bool) -> None:
+        self.messages.append((topic, payload, retain))
+        self._changed.set()
+
+    def on(self, topic: str) -> list[bytes]:
+        return [payload for t, payload, _ in self.messages if t == topic]
+
+    async def wait(self, predicate: Any, timeout: float = 10.0, what: str = "") -> Any:
+        async with asyncio.timeout(timeout):
+            while True:
+                found = predicate()
+                if found:
+                    return found
+                self._changed.clear()
+                await self._changed.wait()
+
+
+@contextlib.asynccontextmanager
+async def listening(
+    mqtt: Any, topic_filters: list[str], identifier: str = "test-listener"
+) -> AsyncIterator[Listener]:
+    """A subscriber (operator or coordinator credential) collecting in the background."""
+    from shared.mqtt import make_client
+
+    listener = Listener()
+    async with make_client(mqtt, identifier=identifier) as client:
+        for topic_filter in topic_filters:
+            await client.subscribe(topic_filter, qos=1)
+
+        async def collect() -> None:
+            async for message in client.messages:
+                payload = message.payload
+                assert isinstance(payload, bytes)
+                listener.add(str(message.topic), payload, bool(message.retain))
+
+        task = asyncio.create_task(collect())
+        try:
+            yield listener
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
