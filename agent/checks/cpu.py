@@ -10,7 +10,7 @@ import psutil
 
 from agent.checks.base import Check, Sink, describe, now
 
-# psutil measures between two calls; the first window is at least this long.
+# psutil measures between two calls; the first window is this long (at most).
 MIN_WINDOW: Final = 0.5
 
 
@@ -27,7 +27,8 @@ class CpuCheck(Check):
 
     async def collect(self, sink: Sink) -> None:
         started = now()
-        wait = MIN_WINDOW - (time.monotonic() - self._primed)
+        # Never longer than half the run's timeout, or the first run would time out.
+        wait = min(MIN_WINDOW, self.timeout / 2) - (time.monotonic() - self._primed)
         if wait > 0:
             await asyncio.sleep(wait)
         try:

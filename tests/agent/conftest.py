@@ -169,8 +169,8 @@ class Listener:
     def on(self, topic: str) -> list[bytes]:
         return [payload for t, payload, _ in self.messages if t == topic]
 
-    async def wait(self, predicate: Any, timeout: float = 10.0, what: str = "") -> Any:
-        async with asyncio.timeout(timeout):
+    async def wait(self, predicate: Any, within: float = 10.0) -> Any:
+        async with asyncio.timeout(within):
             while True:
                 found = predicate()
                 if found:

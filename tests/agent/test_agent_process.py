@@ -62,7 +62,7 @@ async def test_agent_process_publishes_birth_and_host_samples(
                 lambda: (b := [decode(MetricBatch, p) for p in seen.on(topics.metrics("host-a"))])
                 and {"cpu", "memory", "disk", "system"} <= {s.check for x in b for s in x.samples}
                 and b,
-                timeout=20,
+                within=20,
             )
         assert agent.poll() is None
     # A late subscriber gets the retained birth status.
@@ -85,8 +85,8 @@ async def test_retained_birth_is_there_for_a_late_subscriber(
     with running([*script("rollguard-agent"), "--config", str(config)], tmp_path / "agent.log"):
         await asyncio.sleep(1.5)
         async with listening(broker.operator(), [topics.status("host-a")]) as seen:
-            await seen.wait(lambda: seen.messages, timeout=10)
-    topic, payload, retained = seen.messages[0]
+            await seen.wait(lambda: seen.messages, within=10)
+    _, payload, retained = seen.messages[0]
     assert retained is True
     assert decode(HostStatus, payload).online is True
 
@@ -100,7 +100,7 @@ async def test_sigterm_publishes_offline_and_exits_0_within_5_seconds(
         async with listening(broker.operator(), [topics.status("host-a")]) as seen:
             (birth,) = await seen.wait(
                 lambda: [s for s in statuses(seen.on(topics.status("host-a"))) if s.online],
-                timeout=15,
+                within=15,
             )
             started = time.monotonic()
             agent.send_signal(signal.SIGTERM)
@@ -114,7 +114,7 @@ async def test_sigterm_publishes_offline_and_exits_0_within_5_seconds(
     assert offline[-1].session == birth.session  # the same session, not a new one
     # Retained: what a newcomer sees is the offline status.
     async with listening(broker.operator(), [topics.status("host-a")], "late") as late:
-        await late.wait(lambda: late.messages, timeout=10)
+        await late.wait(lambda: late.messages, within=10)
     assert late.messages[0][2] is True
     assert decode(HostStatus, late.messages[0][1]).online is False
     log = (tmp_path / "agent.log").read_text()

@@ -82,8 +82,10 @@ async def running_agent(
 
 def make_command(command_id: str, action: str = "deploy", **fields: Any) -> Command:
     now = time.time()
-    values: dict[str, Any] = {"host": "host-a", "deployment": "dep-1", "issued": now,
-                              "expires": now + 60, "version": "2.0.0" if action == "deploy" else None}
+    values: dict[str, Any] = {
+        "host": "host-a", "deployment": "dep-1", "issued": now, "expires": now + 60,
+        "version": "2.0.0" if action == "deploy" else None,
+    }
     values.update(fields)
     return Command(id=command_id, action=action, **values)  # type: ignore[arg-type]
 
@@ -104,13 +106,13 @@ async def final(listener: Listener, command_id: str, count: int = 1) -> list[Com
     return await listener.wait(
         lambda: (done := [r for r in results(listener, command_id) if r.state != "accepted"])
         and len(done) >= count and done,
-        timeout=15,
+        within=15,
     )
 
 
 async def connected(agent: Agent) -> None:
     async with asyncio.timeout(10):
-        while not agent.publisher.connected:
+        while not agent.publisher.connected:  # noqa: ASYNC110 - polling another object
             await asyncio.sleep(0.02)
     await asyncio.sleep(0.2)  # subscribed
 
@@ -153,7 +155,7 @@ async def test_signed_deploy_then_replay_then_rollback(
 async def test_failing_restart_is_reported_failed_with_its_output(
     broker: Broker, running_agent: Agent, keys: tuple[Any, Path], site: Site
 ) -> None:
-    Path(str(site.restart) + ".fail").touch()
+    Path(str(site.restart) + ".fail").touch()  # noqa: ASYNC240 - test set-up
     async with listening(broker.operator(), [topics.cmd_result("host-a")]) as seen:
         await connected(running_agent)
         await send(broker, encode(signing.sign(make_command("deploy-0002"), keys[0])))
