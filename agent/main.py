@@ -63,6 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.config}: ok")
         return 0
     logs.setup(config.log.level or DEFAULT_LEVEL[config.environment], config.log.format)
+    if config.mqtt.username is not None and config.mqtt.username != config.host:
+        # The broker's ACL lets a credential write only under its own name: every
+        # publish would be refused (and MQTT 5 refusals still complete the publish).
+        log.warning("mqtt.username %r differs from host %r: the broker's ACL will refuse "
+                    "this agent's status, metrics and results", config.mqtt.username,
+                    config.host)
     try:
         code = _run(config, args.config)
     except (ConfigError, OSError) as exc:

@@ -17,6 +17,8 @@ from typing import Final, NamedTuple
 from agent.checks.base import describe
 
 KILL_GRACE: Final = 5.0
+# systemd's notify channel is the agent's alone: a hook must not ping on its behalf.
+_PRIVATE_ENV: Final = frozenset({"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"})
 TAIL_BYTES: Final = 2500
 
 
@@ -57,7 +59,8 @@ async def run(
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            env={**{k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV},
+                 **(env or {})},
             cwd=cwd,
             start_new_session=True,
         )

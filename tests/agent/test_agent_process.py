@@ -117,8 +117,10 @@ async def test_sigterm_publishes_offline_and_exits_0_within_5_seconds(
         await late.wait(lambda: late.messages, within=10)
     assert late.messages[0][2] is True
     assert decode(HostStatus, late.messages[0][1]).online is False
-    log = (tmp_path / "agent.log").read_text()
-    assert "offline status published" in log and "Traceback" not in log
+    lines = (tmp_path / "agent.log").read_text().splitlines()
+    entries = [msgspec.json.decode(line) for line in lines]  # JSON lines, as configured
+    assert {e["level"] for e in entries} <= {"info", "warning"}
+    assert "session 1: offline status published" in [e["message"] for e in entries]
 
 
 def test_config_errors_name_the_file_and_key_and_exit_2(tmp_path: Path) -> None:

@@ -162,3 +162,16 @@ async def test_a_hook_that_cannot_start_is_a_failure(site: Path, tmp_path: Path)
     assert outcome.ok is False
     assert outcome.detail.endswith("restart command failed (cannot start "
                                    f"{tmp_path / 'missing'}: no such file or directory)")
+
+
+async def test_hooks_get_rollguard_variables_but_not_the_notify_socket(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+    monkeypatch.setenv("WATCHDOG_USEC", "1000")
+    hook = script(tmp_path / "env",
+                  'echo "$ROLLGUARD_VERSION $ROLLGUARD_ACTION $ROLLGUARD_DEPLOYMENT '
+                  '${NOTIFY_SOCKET:-none} ${WATCHDOG_USEC:-none}"\n')
+    d = deployer(site, tmp_path, restart_command=[hook])
+    outcome = await d.deploy(command("deploy", version="2.0.0"))
+    assert outcome.detail.endswith("restart command ok: 2.0.0 deploy dep-1 none none")
