@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -18,6 +19,7 @@ from shared.config import AgentConfig, ConfigError, load
 from shared.errors import SignatureError
 
 EXIT_CONFIG: Final = 2
+EXECUTOR_GRACE: Final = 0.5
 # The guide's logging per environment: debug, info, warn.
 DEFAULT_LEVEL: Final = {"development": "debug", "staging": "info", "production": "warning"}
 log = logging.getLogger("agent")
@@ -74,11 +76,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, OSError) as exc:
         log.critical("%s", exc)
         return EXIT_CONFIG if isinstance(exc, ConfigError) else 1
-    logging.shutdown()
     if any(t.is_alive() and not t.daemon for t in threading.enumerate()
            if t is not threading.main_thread()):
-        # A connect stuck in the executor thread must not hold the exit past systemd's
-        # stop timeout: everything that matters is flushed and closed by now.
+        # A connect stuck in an executor thread must not hold the exit past systemd's
+        # stop timeout: the store is closed and the offline status sent by now.
+        log.warning("leaving a blocked worker thread behind on exit")
+        logging.shutdown()
         sys.stderr.flush()
         os._exit(code)
     return code
@@ -100,12 +103,17 @@ def _run(config: AgentConfig, source: str) -> int:
             loop.add_signal_handler(sig, agent.stop)
         return await agent.run()
 
-    # Not uvloop.run(): its exit waits for the default executor, where a connect to an
-    # unanswering broker may sit for the connect timeout; main() exits without it.
+    # Not uvloop.run(): its exit waits without limit for the default executor, where a
+    # connect to an unanswering broker may sit for the connect timeout. Here the wait
+    # is bounded, and main() leaves a stuck thread behind (os._exit) instead.
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
         return loop.run_until_complete(run())
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
+        with contextlib.suppress(TimeoutError):
+            loop.run_until_complete(
+                asyncio.wait_for(loop.shutdown_default_executor(), EXECUTOR_GRACE)
+            )
         loop.close()

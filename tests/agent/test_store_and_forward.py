@@ -90,11 +90,16 @@ async def test_buffer_survives_an_agent_restart(broker: Broker, tmp_path: Path) 
     config = config_file(tmp_path, broker)
     argv = [*script("rollguard-agent"), "--config", str(config)]
     async with listening(broker.operator(), [METRICS], "first") as first:
-        with running(argv, tmp_path / "agent.log"):
+        with running(argv, tmp_path / "agent.log") as agent:
             await first.wait(lambda: len(first.messages) >= 3, 20)
             broker.server.stop()
             await asyncio.sleep(1.5)
-    # The agent was stopped (SIGTERM) with the broker down: its buffer is on disk.
+            # Stopped while the broker is down: it exits promptly all the same.
+            began = time.monotonic()
+            agent.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(agent.wait, 10) == 0
+            assert time.monotonic() - began < 5.0
+    # Its buffer is on disk.
     stopped_at = time.time()
     broker.server.start()
     async with listening(broker.operator(), [METRICS], "second") as second:
