@@ -12,9 +12,10 @@ All calls come from the event loop's thread; each is a few small statements.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Final
 
@@ -153,21 +154,18 @@ class Store:
             return None
         return row[0], bytes(row[1]) if row[1] is not None else None
 
-    def _durable(self) -> sqlite3.Connection:
+    @contextlib.contextmanager
+    def _durable(self) -> Iterator[None]:
+        """One transaction synced to disk before it returns (synchronous=FULL)."""
         self._db.execute("PRAGMA synchronous=FULL")
-        return self._db
-
-    def _relaxed(self) -> None:
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with self._db:
+                yield
+        finally:
+            self._db.execute("PRAGMA synchronous=NORMAL")
 
     def begin_command(self, command_id: str, digest: str, accepted: bytes) -> None:
         """Remember ``command_id`` as running and queue its ``accepted`` result, at once."""
-        try:
-            self._begin_command(command_id, digest, accepted)
-        finally:
-            self._relaxed()
-
-    def _begin_command(self, command_id: str, digest: str, accepted: bytes) -> None:
         with self._durable():
             self._db.execute(
                 "INSERT INTO commands (id, digest, result) VALUES (?, ?, NULL)",
@@ -181,12 +179,6 @@ class Store:
 
     def remember_command(self, command_id: str, digest: str, result: bytes) -> None:
         """Record the first final result of ``command_id`` and queue it for sending."""
-        try:
-            self._remember_command(command_id, digest, result)
-        finally:
-            self._relaxed()
-
-    def _remember_command(self, command_id: str, digest: str, result: bytes) -> None:
         with self._durable():
             self._db.execute(
                 "INSERT INTO commands (id, digest, result) VALUES (?, ?, ?) "

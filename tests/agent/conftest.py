@@ -8,7 +8,6 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -146,13 +145,6 @@ def unaccepting_port() -> Iterator[int]:
         for filler in fillers:
             filler.close()
         listener.close()
-
-
-@pytest.fixture
-def tmp_state(tmp_path: Path) -> Path:
-    path = tmp_path / "agent-state"
-    path.mkdir()
-    return path
 
 
 class Listener:

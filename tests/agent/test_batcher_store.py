@@ -33,8 +33,8 @@ def drain(store: Store) -> list[MetricBatch]:
     return out
 
 
-async def test_samples_of_one_tick_travel_in_one_batch(tmp_state: Path) -> None:
-    store = Store.open(tmp_state)
+async def test_samples_of_one_tick_travel_in_one_batch(state_dir: Path) -> None:
+    store = Store.open(state_dir)
     b, woken = batcher(store)
     b.emit(sample("cpu"))
     b.emit(sample("memory"))
@@ -47,22 +47,22 @@ async def test_samples_of_one_tick_travel_in_one_batch(tmp_state: Path) -> None:
     assert {x.session for x in batches} == {7} and len(woken) == 2
 
 
-async def test_sequence_numbers_continue_after_a_restart(tmp_state: Path) -> None:
-    store = Store.open(tmp_state)
+async def test_sequence_numbers_continue_after_a_restart(state_dir: Path) -> None:
+    store = Store.open(state_dir)
     b, _ = batcher(store)
     b.emit(sample())
     b.seal()
     assert [x.seq for x in drain(store)] == [1]
     store.close()
-    reopened = Store.open(tmp_state)
+    reopened = Store.open(state_dir)
     b, _ = batcher(reopened)
     b.emit(sample())
     b.seal()
     assert [x.seq for x in drain(reopened)] == [2]
 
 
-async def test_full_buffer_drops_the_oldest_and_counts_them(tmp_state: Path) -> None:
-    store = Store.open(tmp_state)
+async def test_full_buffer_drops_the_oldest_and_counts_them(state_dir: Path) -> None:
+    store = Store.open(state_dir)
     b, _ = batcher(store, max_batches=3)
     for i in range(5):
         b.emit(sample(t=float(i)))
@@ -73,8 +73,8 @@ async def test_full_buffer_drops_the_oldest_and_counts_them(tmp_state: Path) -> 
     assert [x.samples[0].time for x in kept] == [2.0, 3.0, 4.0]
 
 
-async def test_a_big_tick_is_split_below_the_payload_limit(tmp_state: Path) -> None:
-    store = Store.open(tmp_state)
+async def test_a_big_tick_is_split_below_the_payload_limit(state_dir: Path) -> None:
+    store = Store.open(state_dir)
     b, _ = batcher(store)
     big = Sample(check="application", time=1.0, ok=True, latencies_ms=[123.456] * 1500)
     for _ in range(6):
@@ -89,9 +89,9 @@ async def test_a_big_tick_is_split_below_the_payload_limit(tmp_state: Path) -> N
 
 
 async def test_a_sample_the_wire_would_refuse_is_replaced_by_its_failure(
-    tmp_state: Path,
+    state_dir: Path,
 ) -> None:
-    store = Store.open(tmp_state)
+    store = Store.open(state_dir)
     b, _ = batcher(store)
     b.emit(Sample(check="disk", time=5.0, ok=True, values={"x" * 80: 1.0}))
     b.seal()
@@ -101,17 +101,17 @@ async def test_a_sample_the_wire_would_refuse_is_replaced_by_its_failure(
     assert replaced.error is not None and replaced.error.startswith("invalid sample: ")
 
 
-def test_session_counter_rises_and_persists(tmp_state: Path) -> None:
-    store = Store.open(tmp_state)
+def test_session_counter_rises_and_persists(state_dir: Path) -> None:
+    store = Store.open(state_dir)
     assert [store.next_session(), store.next_session()] == [1, 2]
     store.close()
-    assert Store.open(tmp_state).next_session() == 3
+    assert Store.open(state_dir).next_session() == 3
 
 
-def test_command_records_are_bounded_and_keep_the_first_result(tmp_state: Path) -> None:
+def test_command_records_are_bounded_and_keep_the_first_result(state_dir: Path) -> None:
     import agent.store as store_module
 
-    store = Store.open(tmp_state)
+    store = Store.open(state_dir)
     store.begin_command("cmd-00000001", "d1", b"accepted")
     assert store.command("cmd-00000001") == ("d1", None)
     assert store.unfinished_commands() == [("cmd-00000001", "d1")]

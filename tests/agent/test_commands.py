@@ -55,6 +55,17 @@ def site(tmp_path: Path) -> Site:
     return Site(tmp_path)
 
 
+def config_for(broker: Broker, tmp_path: Path, site: Site, public_key: Path | None) -> Any:
+    """host-a without checks, deploying into ``site`` with its restart script."""
+    return agent_config(
+        state_dir=str(tmp_path / "state"),
+        public_key_file=str(public_key) if public_key else None,
+        mqtt=msgspec.to_builtins(broker.mqtt("host-a")),
+        checks=NO_CHECKS,
+        deploy={"root": str(site.root), "restart_command": [str(site.restart), "{version}"]},
+    )
+
+
 async def start_agent(config: Any) -> tuple[Agent, asyncio.Task[int]]:
     agent = Agent(config)
     task = asyncio.create_task(agent.run())
@@ -65,13 +76,7 @@ async def start_agent(config: Any) -> tuple[Agent, asyncio.Task[int]]:
 async def running_agent(
     broker: Broker, tmp_path: Path, keys: tuple[Any, Path], site: Site
 ) -> AsyncIterator[Agent]:
-    config = agent_config(
-        state_dir=str(tmp_path / "state"),
-        public_key_file=str(keys[1]),
-        mqtt=msgspec.to_builtins(broker.mqtt("host-a")),
-        checks=NO_CHECKS,
-        deploy={"root": str(site.root), "restart_command": [str(site.restart), "{version}"]},
-    )
+    config = config_for(broker, tmp_path, site, keys[1])
     agent, task = await start_agent(config)
     try:
         yield agent
@@ -230,12 +235,7 @@ async def test_an_id_reused_for_a_different_command_is_rejected(
 async def test_without_a_public_key_every_command_is_rejected(
     broker: Broker, tmp_path: Path, keys: tuple[Any, Path], site: Site
 ) -> None:
-    config = agent_config(
-        state_dir=str(tmp_path / "state"),
-        mqtt=msgspec.to_builtins(broker.mqtt("host-a")),
-        checks=NO_CHECKS,
-        deploy={"root": str(site.root), "restart_command": [str(site.restart), "{version}"]},
-    )
+    config = config_for(broker, tmp_path, site, None)
     agent, task = await start_agent(config)
     try:
         async with listening(broker.operator(), [topics.cmd_result("host-a")]) as seen:
@@ -253,13 +253,7 @@ async def test_without_a_public_key_every_command_is_rejected(
 async def test_replay_is_answered_after_an_agent_restart_too(
     broker: Broker, tmp_path: Path, keys: tuple[Any, Path], site: Site
 ) -> None:
-    config = agent_config(
-        state_dir=str(tmp_path / "state"),
-        public_key_file=str(keys[1]),
-        mqtt=msgspec.to_builtins(broker.mqtt("host-a")),
-        checks=NO_CHECKS,
-        deploy={"root": str(site.root), "restart_command": [str(site.restart), "{version}"]},
-    )
+    config = config_for(broker, tmp_path, site, keys[1])
     deploy = encode(signing.sign(make_command("restart-01"), keys[0]))
     async with listening(broker.operator(), [topics.cmd_result("host-a")]) as seen:
         for _ in range(2):
