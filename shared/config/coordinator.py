@@ -6,7 +6,9 @@ table keeps staging's guide defaults (blue-green, 5 %) for the keys it leaves ou
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Annotated, Final, Literal
 
 from msgspec import Meta, field
 
@@ -24,9 +26,11 @@ from shared.config.common import (
 Fraction = Annotated[float, Meta(gt=0, lt=1)]
 Percent = Annotated[float, Meta(gt=0, le=100)]
 Strategy = Literal["canary", "blue-green", "direct"]
+# The agent's check names (shared.messages.CheckName), as config keys and list items.
+CheckName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 
 
-class CanaryPolicy(_Config, kw_only=True):
+class CanaryPolicy(_Config, kw_only=True, frozen=True):
     initial_percent: Percent = 10.0
     steps: list[Percent] = field(default_factory=lambda: [25.0, 50.0, 100.0])
     first_bake: Seconds = 3600.0
@@ -47,29 +51,29 @@ class CanaryPolicy(_Config, kw_only=True):
             previous = step
 
 
-class BlueGreenPolicy(_Config, kw_only=True):
+class BlueGreenPolicy(_Config, kw_only=True, frozen=True):
     # Health checks on the inactive slot must pass for this long before the switch.
     health_window: Seconds = 300.0
     watch: Seconds = 3600.0
 
 
-class DirectPolicy(_Config, kw_only=True):
+class DirectPolicy(_Config, kw_only=True, frozen=True):
     verify_window: Seconds = 300.0
 
 
-class PreflightCommand(_Config, kw_only=True):
+class PreflightCommand(_Config, kw_only=True, frozen=True):
     name: Annotated[str, Meta(min_length=1, max_length=64)]
     argv: Annotated[list[str], Meta(min_length=1)]
     timeout: Seconds = 600.0
 
 
-class Webhook(_Config, kw_only=True):
+class Webhook(_Config, kw_only=True, frozen=True):
     url: str
     format: Literal["slack", "json"] = "json"
     timeout: Seconds = 5.0
 
 
-class EnvironmentPolicy(_Config, kw_only=True):
+class EnvironmentPolicy(_Config, kw_only=True, frozen=True):
     strategy: Strategy
     # Error-rate rollback threshold as a fraction; None reports without rolling back.
     error_rate: Fraction | None
@@ -98,27 +102,37 @@ class EnvironmentPolicy(_Config, kw_only=True):
     direct: DirectPolicy = field(default_factory=DirectPolicy)
     preflight: list[PreflightCommand] = []
     webhooks: list[Webhook] = []
+    # Checks every judged host must report: without them a host has no data and is
+    # never promoted. The application check carries the error rate and latency.
+    required_checks: list[CheckName] = field(default_factory=lambda: ["application"])
+
+    def __post_init__(self) -> None:
+        if len(set(self.required_checks)) != len(self.required_checks):
+            raise ValueError("required_checks must not repeat a check")
+        names = [command.name for command in self.preflight]
+        if len(set(names)) != len(names):
+            raise ValueError("preflight command names must be unique")
 
 
-class DevelopmentPolicy(EnvironmentPolicy, kw_only=True):
+class DevelopmentPolicy(EnvironmentPolicy, kw_only=True, frozen=True):
     strategy: Strategy = "direct"
     error_rate: Fraction | None = None
     log_level: LogLevel = "debug"
 
 
-class StagingPolicy(EnvironmentPolicy, kw_only=True):
+class StagingPolicy(EnvironmentPolicy, kw_only=True, frozen=True):
     strategy: Strategy = "blue-green"
     error_rate: Fraction | None = 0.05
     log_level: LogLevel = "info"
 
 
-class ProductionPolicy(EnvironmentPolicy, kw_only=True):
+class ProductionPolicy(EnvironmentPolicy, kw_only=True, frozen=True):
     strategy: Strategy = "canary"
     error_rate: Fraction | None = 0.01
     log_level: LogLevel = "warning"
 
 
-class Environments(_Config, kw_only=True):
+class Environments(_Config, kw_only=True, frozen=True):
     development: DevelopmentPolicy = field(default_factory=DevelopmentPolicy)
     staging: StagingPolicy = field(default_factory=StagingPolicy)
     production: ProductionPolicy = field(default_factory=ProductionPolicy)
@@ -128,7 +142,7 @@ class Environments(_Config, kw_only=True):
         return policy
 
 
-class AlertPolicy(_Config, kw_only=True):
+class AlertPolicy(_Config, kw_only=True, frozen=True):
     """The guide's alert thresholds, judged on every host, deployment or not."""
 
     enabled: bool = True
@@ -142,16 +156,62 @@ class AlertPolicy(_Config, kw_only=True):
     resolve_after: Annotated[int, Meta(ge=1)] = 3
     # A gauge must fall this many points below its threshold to count as clear.
     hysteresis_percent: Annotated[float, Meta(ge=0, le=50)] = 5.0
+    # Rates are pooled over this much of each host's recent samples and judged with a
+    # confidence bound, as in a deployment: one failed probe of five is not 20 %.
+    rate_window: Seconds = 300.0
+    confidence: Fraction = 0.999
+    latency_quantile: Fraction = 0.95
+    # A host that sends nothing for this many intervals of a check it reports is silent.
+    silent_intervals: Annotated[int, Meta(ge=1)] = 3
 
 
-class HttpConfig(_Config, kw_only=True):
+# The agent's default check intervals (design section 3).
+GUIDE_CHECK_INTERVALS: Final[Mapping[str, float]] = MappingProxyType(
+    {
+        "application": 10.0,
+        "database": 30.0,
+        "network": 30.0,
+        "cpu": 60.0,
+        "memory": 60.0,
+        "cache": 60.0,
+        "disk": 300.0,
+    }
+)
+
+
+def _guide_check_intervals() -> dict[str, float]:
+    return dict(GUIDE_CHECK_INTERVALS)
+
+
+class EngineConfig(_Config, kw_only=True, frozen=True):
+    """How the decision engine keeps time; the rollout policy is per environment."""
+
+    # The interval each check runs at on the agents, to tell a silent host from a slow
+    # check. A check not named here keeps the guide's interval, or ``default_interval``
+    # for a check the guide does not know.
+    check_intervals: dict[CheckName, Seconds] = field(default_factory=_guide_check_intervals)
+    default_interval: Seconds = 60.0
+    # While anything is in flight the engine asks to be woken at least this often, to
+    # notice silence, timeouts and the end of bakes.
+    housekeeping: Seconds = 5.0
+    # Finished deployments remembered per environment (for manual rollback and history).
+    history_limit: Annotated[int, Meta(ge=1, le=10000)] = 100
+
+    def interval(self, check: str) -> float:
+        named = self.check_intervals.get(check)
+        if named is not None:
+            return named
+        return GUIDE_CHECK_INTERVALS.get(check, self.default_interval)
+
+
+class HttpConfig(_Config, kw_only=True, frozen=True):
     listen: str = "127.0.0.1"
     port: Port = 8470
     # Bearer token for /api, read from this file (first line).
     token_file: str | None = None
 
 
-class StoreConfig(_Config, kw_only=True):
+class StoreConfig(_Config, kw_only=True, frozen=True):
     # Empty: SQLite in the state directory. Or a postgresql:// URL.
     url: str = ""
     timeout: Seconds = 5.0
@@ -161,13 +221,13 @@ class StoreConfig(_Config, kw_only=True):
             raise ValueError("url must be empty (SQLite), sqlite:///PATH or postgresql://...")
 
 
-class HaConfig(_Config, kw_only=True):
+class HaConfig(_Config, kw_only=True, frozen=True):
     redis_url: str | None = None
     lease_ttl: Seconds = 10.0
     key_prefix: str = "rollguard"
 
 
-class CoordinatorConfig(_Config, kw_only=True):
+class CoordinatorConfig(_Config, kw_only=True, frozen=True):
     node: Annotated[str, Meta(pattern=r"^[A-Za-z0-9._-]{1,64}$")] = "coordinator"
     state_dir: str = "/var/lib/rollguard"
     # Ed25519 private key that signs every command.
@@ -181,3 +241,4 @@ class CoordinatorConfig(_Config, kw_only=True):
     ha: HaConfig = field(default_factory=HaConfig)
     alerts: AlertPolicy = field(default_factory=AlertPolicy)
     environments: Environments = field(default_factory=Environments)
+    engine: EngineConfig = field(default_factory=EngineConfig)
