@@ -1,0 +1,65 @@
+"""rollguard's decision engine: pure, deterministic, driven by the shell.
+
+``Engine(config).handle(event, now)`` returns actions; ``next_wakeup()`` says when to
+send the next Tick; ``snapshot()`` / ``Engine.restore(config, snapshot)`` persist and
+resume. No IO, no clock, no randomness (tests/engine/test_purity.py keeps it so).
+"""
+
+from coordinator.engine.actions import (
+    CancelCommand,
+    DeploymentChanged,
+    EngineAction,
+    Notify,
+    OperatorReply,
+    Record,
+    RunPreflight,
+    SendCommand,
+)
+from coordinator.engine.alerts import FiringAlert
+from coordinator.engine.deployment import CommandRecord, Deployment, HistoryEntry, Step
+from coordinator.engine.engine import Engine
+from coordinator.engine.errors import EngineError, IllegalTransition, SnapshotError
+from coordinator.engine.events import (
+    CommandResultReceived,
+    EngineEvent,
+    HostStatusReceived,
+    MetricsReceived,
+    OperatorRequest,
+    PreflightReported,
+    Tick,
+)
+from coordinator.engine.fleet import HostRecord
+from coordinator.engine.phases import TRANSITIONS, Phase, Trigger
+from coordinator.engine.state import EngineSnapshot
+
+__all__ = [
+    "TRANSITIONS",
+    "CancelCommand",
+    "CommandRecord",
+    "CommandResultReceived",
+    "Deployment",
+    "DeploymentChanged",
+    "Engine",
+    "EngineAction",
+    "EngineError",
+    "EngineEvent",
+    "EngineSnapshot",
+    "FiringAlert",
+    "HistoryEntry",
+    "HostRecord",
+    "HostStatusReceived",
+    "IllegalTransition",
+    "MetricsReceived",
+    "Notify",
+    "OperatorReply",
+    "OperatorRequest",
+    "Phase",
+    "PreflightReported",
+    "Record",
+    "RunPreflight",
+    "SendCommand",
+    "SnapshotError",
+    "Step",
+    "Tick",
+    "Trigger",
+]

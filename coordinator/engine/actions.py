@@ -1,0 +1,102 @@
+"""What the engine asks the shell to do: one tagged union, returned by ``handle()``.
+
+Actions are returned in the order they must happen: a deployment's snapshot
+(DeploymentChanged) comes before the commands it records, so a shell that persists
+before publishing never sends a command its store does not know.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from msgspec import Struct
+
+from coordinator.engine.deployment import Deployment
+from shared.config.coordinator import PreflightCommand
+from shared.messages import Action, Slot
+
+
+class _Action(Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Base of engine actions."""
+
+
+class SendCommand(_Action, frozen=True, kw_only=True, tag="send_command"):
+    """Sign and publish a command on ``hosts/{host}/cmd``; re-publish the same id until
+    the agent answers, and stop at its expiry or at a CancelCommand for the id."""
+
+    command_id: str
+    deployment_id: str
+    host: str
+    action: Action
+    version: str | None = None
+    slot: Slot | None = None
+    issued: float
+
+
+class CancelCommand(_Action, frozen=True, kw_only=True, tag="cancel_command"):
+    """Stop re-publishing a command: it was superseded (a rollback) or timed out."""
+
+    command_id: str
+    deployment_id: str
+    host: str
+    reason: str
+
+
+class RunPreflight(_Action, frozen=True, kw_only=True, tag="run_preflight"):
+    """Run these commands and report each with PreflightReported."""
+
+    deployment_id: str
+    commands: list[PreflightCommand]
+
+
+class Record(_Action, frozen=True, kw_only=True, tag="record"):
+    """Append to the event log: every decision, with the evidence behind it."""
+
+    time: float
+    kind: str
+    message: str
+    deployment: str | None = None
+    host: str | None = None
+    actor: str | None = None
+    evidence: dict[str, Any] = {}
+
+
+Severity = Literal["info", "warning", "critical"]
+
+
+class Notify(_Action, frozen=True, kw_only=True, tag="notify"):
+    """Tell people (the environment's webhooks): one per state change, never repeated."""
+
+    time: float
+    kind: str
+    severity: Severity
+    message: str
+    environment: str | None = None
+    deployment: str | None = None
+    host: str | None = None
+    evidence: dict[str, Any] = {}
+
+
+class DeploymentChanged(_Action, frozen=True, kw_only=True, tag="deployment_changed"):
+    """Persist this deployment's state: a copy, its bake clock folded to the event's time
+    (Deployment.checkpoint). Also sent on every tick while a bake runs, so a restore
+    keeps the remaining bake time to within one tick."""
+
+    deployment: Deployment
+
+
+class OperatorReply(_Action, frozen=True, kw_only=True, tag="operator_reply"):
+    """The answer to an OperatorRequest, for the API to return: accepted (possibly as a
+    no-op, ``changed`` False) or refused with the reasons, and nothing changed."""
+
+    deployment_id: str
+    action: str
+    accepted: bool
+    changed: bool
+    message: str
+    reasons: list[str] = []
+
+
+EngineAction = (
+    SendCommand | CancelCommand | RunPreflight | Record | Notify | DeploymentChanged | OperatorReply
+)

@@ -1,0 +1,328 @@
+"""The fleet monitor: the guide's alert thresholds on every host, deployment or not.
+
+Each (host, rule) pair is a small hysteresis machine: it fires after ``fire_after``
+consecutive breaching evaluations and resolves after ``resolve_after`` consecutive clear
+ones; an evaluation that is neither (a gauge between the threshold and the threshold
+minus the hysteresis band, a rate whose bounds straddle the threshold) resets both
+streaks. One notification per state change, so a flapping metric cannot flood anyone.
+
+Rates are pooled over the host's last ``rate_window`` seconds of samples and judged
+with the same confidence bounds as a deployment: a breach needs the lower bound over
+the threshold, clearing needs the estimate at or under it. Offline (by the agent's
+Will) fires at once, since the Will is already a definite fact; silence fires when a
+check the host reports has not arrived for ``silent_intervals`` of its interval.
+Checks on a blue-green inactive slot (suffixed ``_blue``/``_green``) serve no traffic
+and raise no fleet alert; the deployment judges them.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from msgspec import Struct
+
+from coordinator.engine.actions import EngineAction, Notify, Record
+from coordinator.engine.stats import wilson
+from coordinator.engine.windows import (
+    GAUGE_CHECKS,
+    CheckWindow,
+    base_check,
+    gauge_value,
+    tally_sample,
+)
+from shared.config.coordinator import AlertPolicy
+from shared.messages import Sample
+
+
+class FiringAlert(Struct, kw_only=True):
+    """An alert that is firing; part of the engine snapshot so a restart does not fire
+    it again."""
+
+    host: str
+    rule: str
+    since: float
+    message: str
+
+
+@dataclass(slots=True)
+class _Streaks:
+    breach: int = 0
+    clear: int = 0
+
+
+@dataclass(slots=True)
+class _Counts:
+    time: float
+    requests: int = 0
+    errors: int = 0
+    latency_n: int = 0
+    slow_definite: int = 0
+    slow_possible: int = 0
+
+    def add(self, other: _Counts, sign: int) -> None:
+        self.requests += sign * other.requests
+        self.errors += sign * other.errors
+        self.latency_n += sign * other.latency_n
+        self.slow_definite += sign * other.slow_definite
+        self.slow_possible += sign * other.slow_possible
+
+
+@dataclass(frozen=True, slots=True)
+class _At:
+    """Where and when an alert is judged."""
+
+    host: str
+    environment: str | None
+    now: float
+
+
+@dataclass
+class _HostState:
+    streaks: dict[str, _Streaks] = field(default_factory=dict)
+    recent: deque[_Counts] = field(default_factory=deque)
+    # The sums of ``recent``, kept as samples enter and leave the window.
+    total: _Counts = field(default_factory=lambda: _Counts(0.0))
+    newest: float = 0.0
+
+
+BREACH, CLEAR, NEUTRAL = "breach", "clear", "neutral"
+
+
+class Alerts:
+    def __init__(self, policy: AlertPolicy, firing: Iterable[FiringAlert] = ()) -> None:
+        self.policy = policy
+        self._hosts: dict[str, _HostState] = {}
+        self.firing: dict[tuple[str, str], FiringAlert] = {(a.host, a.rule): a for a in firing}
+
+    def firing_on(self, host: str) -> list[FiringAlert]:
+        return [a for (h, _), a in sorted(self.firing.items()) if h == host]
+
+    def snapshot(self) -> list[FiringAlert]:
+        return [
+            FiringAlert(host=a.host, rule=a.rule, since=a.since, message=a.message)
+            for _, a in sorted(self.firing.items())
+        ]
+
+    def observe(
+        self, host: str, environment: str | None, sample: Sample, now: float
+    ) -> list[EngineAction]:
+        """Judge one sample; return the alerts it fires or resolves."""
+        if not self.policy.enabled or base_check(sample.check) != sample.check:
+            return []
+        state = self._hosts.setdefault(host, _HostState())
+        at = _At(host, environment, now)
+        out: list[EngineAction] = []
+        policy = self.policy
+        if sample.check in GAUGE_CHECKS:
+            value = gauge_value(sample)
+            limit = {
+                "cpu": policy.cpu_percent,
+                "memory": policy.memory_percent,
+                "disk": policy.disk_percent,
+            }[sample.check]
+            if value is not None:
+                if value > limit:
+                    verdict = BREACH
+                elif value <= limit - policy.hysteresis_percent:
+                    verdict = CLEAR
+                else:
+                    verdict = NEUTRAL
+                out += self._judge(
+                    at,
+                    state,
+                    sample.check,
+                    verdict,
+                    message=f"{sample.check} at {value:g} % (threshold {limit:g} %)",
+                    evidence={"value": value, "threshold": limit},
+                )
+        verdict = CLEAR if sample.ok else BREACH
+        message = f"{sample.check} check failing: {sample.error or 'no detail'}"
+        if sample.ok:
+            message = f"{sample.check} check passing"
+        out += self._judge(
+            at,
+            state,
+            f"health:{sample.check}",
+            verdict,
+            message=message,
+            evidence={"ok": sample.ok, "error": sample.error},
+        )
+        if "requests" in sample.values or sample.latencies_ms or sample.histogram is not None:
+            out += self._rates(at, state, sample)
+        return out
+
+    def _rates(self, at: _At, state: _HostState, sample: Sample) -> list[EngineAction]:
+        policy = self.policy
+        tally = tally_sample(sample, policy.latency_ms, sketch=False)
+        counts = _Counts(
+            sample.time,
+            tally.requests,
+            tally.errors,
+            tally.latency_n,
+            tally.slow_definite,
+            tally.slow_possible,
+        )
+        state.recent.append(counts)
+        state.total.add(counts, 1)
+        state.newest = max(state.newest, sample.time)
+        while state.recent and state.recent[0].time < state.newest - policy.rate_window:
+            state.total.add(state.recent.popleft(), -1)
+        total = state.total
+        requests, errors = total.requests, total.errors
+        out: list[EngineAction] = []
+        if requests:
+            bounds = wilson(errors, requests, policy.confidence)
+            verdict = (
+                BREACH
+                if bounds.lower > policy.error_rate
+                else CLEAR
+                if bounds.estimate <= policy.error_rate
+                else NEUTRAL
+            )
+            out += self._judge(
+                at,
+                state,
+                "error_rate",
+                verdict,
+                message=f"error rate {errors}/{requests} = {bounds.estimate:.2%} over "
+                f"{policy.rate_window:g} s (threshold {policy.error_rate:.2%})",
+                evidence={
+                    "errors": errors,
+                    "requests": requests,
+                    "lower": bounds.lower,
+                    "threshold": policy.error_rate,
+                },
+            )
+        if total.latency_n:
+            share = 1.0 - policy.latency_quantile
+            definite = wilson(total.slow_definite, total.latency_n, policy.confidence)
+            possible = total.slow_possible / total.latency_n
+            verdict = BREACH if definite.lower > share else CLEAR if possible <= share else NEUTRAL
+            out += self._judge(
+                at,
+                state,
+                "latency",
+                verdict,
+                message=f"{definite.events}/{total.latency_n} requests over "
+                f"{policy.latency_ms:g} ms in {policy.rate_window:g} s "
+                f"(p{policy.latency_quantile * 100:g} threshold)",
+                evidence={
+                    "slow": definite.events,
+                    "requests": total.latency_n,
+                    "lower": definite.lower,
+                    "share": share,
+                    "latency_ms": policy.latency_ms,
+                },
+            )
+        return out
+
+    def status(
+        self, host: str, environment: str | None, online: bool, now: float
+    ) -> list[EngineAction]:
+        """The agent's Will (or a graceful offline) fires at once; coming back resolves."""
+        if not self.policy.enabled:
+            return []
+        message = "host offline (agent's Will or shutdown)" if not online else "host online"
+        at = _At(host, environment, now)
+        return self._set(
+            at, "offline", fire=not online, message=message, evidence={"online": online}
+        )
+
+    def tick(
+        self,
+        hosts: Iterable[tuple[str, str | None, bool]],
+        checks: Callable[[str], dict[str, CheckWindow]],
+        interval: Callable[[str], float],
+        since: float,
+        now: float,
+    ) -> list[EngineAction]:
+        """Silence: an online host whose check has not arrived for N intervals."""
+        if not self.policy.enabled:
+            return []
+        out: list[EngineAction] = []
+        for host, environment, online in hosts:
+            silent = []
+            if online:
+                for name, window in sorted(checks(host).items()):
+                    if window.last_seen is None:
+                        continue
+                    allowance = self.policy.silent_intervals * interval(name)
+                    if now - max(window.last_seen, since) > allowance:
+                        silent.append(name)
+            out += self._set(
+                _At(host, environment, now),
+                "silent",
+                fire=bool(silent),
+                message=(
+                    f"no {', '.join(silent)} samples for {self.policy.silent_intervals} intervals"
+                    if silent
+                    else "reporting again"
+                ),
+                evidence={"checks": silent},
+            )
+        return out
+
+    def _judge(
+        self,
+        at: _At,
+        state: _HostState,
+        rule: str,
+        verdict: str,
+        *,
+        message: str,
+        evidence: dict[str, Any],
+    ) -> list[EngineAction]:
+        host = at.host
+        streaks = state.streaks.setdefault(rule, _Streaks())
+        if verdict == BREACH:
+            streaks.breach += 1
+            streaks.clear = 0
+        elif verdict == CLEAR:
+            streaks.clear += 1
+            streaks.breach = 0
+        else:
+            streaks.breach = streaks.clear = 0
+        firing = (host, rule) in self.firing
+        evidence = {**evidence, "breach_streak": streaks.breach, "clear_streak": streaks.clear}
+        if not firing and streaks.breach >= self.policy.fire_after:
+            return self._set(at, rule, fire=True, message=message, evidence=evidence)
+        if firing and streaks.clear >= self.policy.resolve_after:
+            return self._set(at, rule, fire=False, message=message, evidence=evidence)
+        return []
+
+    def _set(
+        self,
+        at: _At,
+        rule: str,
+        *,
+        fire: bool,
+        message: str,
+        evidence: dict[str, Any],
+    ) -> list[EngineAction]:
+        host, environment, now = at.host, at.environment, at.now
+        key = (host, rule)
+        if fire == (key in self.firing):
+            return []
+        if fire:
+            self.firing[key] = FiringAlert(host=host, rule=rule, since=now, message=message)
+            kind, severity, text = "alert.fired", "warning", f"{host}: {rule} alert: {message}"
+        else:
+            since = self.firing.pop(key).since
+            evidence = {**evidence, "fired_at": since, "duration": now - since}
+            kind, severity, text = "alert.resolved", "info", f"{host}: {rule} resolved: {message}"
+        evidence = {"rule": rule, **evidence}
+        return [
+            Record(time=now, kind=kind, message=text, host=host, evidence=evidence),
+            Notify(
+                time=now,
+                kind=kind,
+                severity="warning" if severity == "warning" else "info",
+                message=text,
+                environment=environment,
+                host=host,
+                evidence=evidence,
+            ),
+        ]

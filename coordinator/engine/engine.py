@@ -1,0 +1,339 @@
+"""The decision engine: events in, actions out, no IO and no clock.
+
+Shaped like h11: a pure object the shell drives. The shell calls ``handle(event, now)``
+for every message it receives and at ``next_wakeup()``, performs the returned actions
+in order, and persists ``snapshot()`` (or each DeploymentChanged) before publishing
+the commands it got in the same call. Everything here is deterministic: the same events
+at the same times give the same actions.
+
+After a crash, ``Engine.restore(config, snapshot)`` resumes: deployments continue with
+the bake time they had (the downtime is not bake time), commands keep their ids
+(``outstanding()`` lists the ones to re-publish), and because sample windows are not in
+the snapshot every judged window restarts at the first event after the restore, so
+nothing is promoted on data this engine has not seen.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from coordinator.engine.actions import EngineAction, RunPreflight, SendCommand
+from coordinator.engine.alerts import Alerts, FiringAlert
+from coordinator.engine.deployment import Deployment, HistoryEntry
+from coordinator.engine.driver import Driver
+from coordinator.engine.errors import SnapshotError
+from coordinator.engine.events import (
+    CommandResultReceived,
+    EngineEvent,
+    HostStatusReceived,
+    MetricsReceived,
+    OperatorRequest,
+    PreflightReported,
+    Tick,
+)
+from coordinator.engine.fleet import Fleet, HostRecord, StatusChange
+from coordinator.engine.operator import Operator
+from coordinator.engine.phases import ACTIVE, Phase
+from coordinator.engine.state import SNAPSHOT_FORMAT, EngineSnapshot, EngineState, Outbox
+from shared.config.coordinator import CoordinatorConfig
+from shared.messages import CommandResult, HostStatus, MetricBatch
+
+
+class Engine:
+    def __init__(self, config: CoordinatorConfig) -> None:
+        self._state = EngineState(config)
+        self._driver = Driver(self._state)
+        self._operator = Operator(self._state, self._driver)
+        # Set by restore: the first handle() restarts clocks and windows at its `now`.
+        self._resuming = False
+
+    @property
+    def config(self) -> CoordinatorConfig:
+        return self._state.config
+
+    # The shell's interface -------------------------------------------------------------
+
+    def handle(self, event: EngineEvent, now: float) -> list[EngineAction]:
+        """Apply one event at engine time ``now``; return the actions, in order.
+
+        Time never runs backwards inside the engine: an earlier ``now`` than the last
+        one is taken as the last one.
+        """
+        state = self._state
+        now = max(now, state.now)
+        state.now = now
+        if state.since is None:
+            state.since = now
+        out = Outbox()
+        if self._resuming:
+            self._resume(now, out)
+        match event:
+            case MetricsReceived(batch=batch):
+                self._metrics(batch, now, out)
+            case HostStatusReceived(status=status):
+                self._status(status, now, out)
+            case CommandResultReceived(result=result):
+                self._result(result, now, out)
+            case OperatorRequest():
+                self._operator.handle(event, now, out)
+            case PreflightReported():
+                self._operator.preflight_reported(event, now, out)
+            case Tick():
+                self._tick(now, out)
+        return out.drain(now)
+
+    def next_wakeup(self) -> float | None:
+        """The engine time by which the shell should send a Tick (None: only on events)."""
+        state = self._state
+        times: list[float] = []
+        active = [d for d in state.deployments.values() if d.phase in ACTIVE]
+        if active or (state.fleet.hosts and state.config.alerts.enabled):
+            times.append(state.now + state.config.engine.housekeeping)
+        for dep in active:
+            if dep.phase is Phase.BAKING:
+                times.append(state.now + max(0.0, dep.bake_length - dep.bake_at(state.now)))
+            if dep.phase is Phase.PREFLIGHT and dep.preflight_deadline is not None:
+                times.append(dep.preflight_deadline)
+            times.extend(c.deadline for c in dep.commands.values() if not c.final)
+            runtime = state.runtimes.get(dep.id)
+            if runtime is not None and runtime.wake is not None:
+                times.append(runtime.wake)
+        # Anything due at or before now was handled by the last event; only the future
+        # needs a wake-up (the housekeeping tick bounds how late a fact is noticed).
+        future = [t for t in times if t > state.now]
+        return min(future) if future else None
+
+    def outstanding(self) -> list[EngineAction]:
+        """What the shell must (re)do after a restore: re-publish every unanswered
+        command (same id, so agents run nothing twice) and re-run unreported preflight."""
+        actions: list[EngineAction] = []
+        for dep in sorted(self._state.deployments.values(), key=lambda d: d.id):
+            if dep.phase is Phase.PREFLIGHT and any(p.ok is None for p in dep.preflight):
+                policy = self._state.policy(dep.environment)
+                pending = {p.name for p in dep.preflight if p.ok is None}
+                commands = [c for c in policy.preflight if c.name in pending]
+                actions.append(RunPreflight(deployment_id=dep.id, commands=commands))
+            for command in dep.commands.values():
+                if command.state in ("pending", "accepted"):
+                    actions.append(
+                        SendCommand(
+                            command_id=command.id,
+                            deployment_id=dep.id,
+                            host=command.host,
+                            action=command.action,
+                            version=command.version,
+                            slot=command.slot,
+                            issued=command.issued,
+                        )
+                    )
+        return actions
+
+    # Reading state (copies: the engine's own objects never leave it) --------------------
+
+    def deployment(self, deployment_id: str) -> Deployment | None:
+        dep = self._state.deployments.get(deployment_id)
+        return None if dep is None else dep.checkpoint(self._state.now)
+
+    def deployments(self) -> list[Deployment]:
+        return [d.checkpoint(self._state.now) for d in self._state.deployments.values()]
+
+    def hosts(self) -> list[HostRecord]:
+        return self._state.fleet.records()
+
+    def history(self) -> list[HistoryEntry]:
+        return list(self._state.history)
+
+    def alerts(self) -> list[FiringAlert]:
+        return self._state.alerts.snapshot()
+
+    # Persistence -----------------------------------------------------------------------
+
+    def snapshot(self) -> EngineSnapshot:
+        state = self._state
+        return EngineSnapshot(
+            format=SNAPSHOT_FORMAT,
+            time=state.now,
+            deployments=[d.checkpoint(state.now) for d in state.deployments.values()],
+            history=list(state.history),
+            hosts=state.fleet.records(),
+            alerts=state.alerts.snapshot(),
+        )
+
+    @classmethod
+    def restore(cls, config: CoordinatorConfig, snapshot: EngineSnapshot) -> Engine:
+        if snapshot.format != SNAPSHOT_FORMAT:
+            raise SnapshotError(
+                f"snapshot format {snapshot.format} is not {SNAPSHOT_FORMAT}; cannot restore"
+            )
+        engine = cls(config)
+        state = engine._state
+        state.now = snapshot.time
+        state.fleet = Fleet(
+            [msgspec.structs.replace(h, labels=dict(h.labels)) for h in snapshot.hosts]
+        )
+        state.alerts = Alerts(config.alerts, snapshot.alerts)
+        state.history = list(snapshot.history)
+        for stored in snapshot.deployments:
+            dep = stored.copy()
+            if dep.id in state.deployments:
+                raise SnapshotError(f"deployment {dep.id} appears twice in the snapshot")
+            state.deployments[dep.id] = dep
+            for command_id in dep.commands:
+                state.commands[command_id] = dep.id
+        engine._resuming = True
+        return engine
+
+    def _resume(self, now: float, out: Outbox) -> None:
+        """The first event after a restore: restart every clock at ``now`` so that the
+        downtime counts neither as bake time nor against hosts or agents."""
+        self._resuming = False
+        state = self._state
+        state.since = now
+        for dep in list(state.deployments.values()):
+            if dep.phase not in ACTIVE:
+                continue
+            policy = state.policy(dep.environment)
+            if dep.bake_since is not None:
+                dep.bake_since = now
+            for command in dep.commands.values():
+                if not command.final:
+                    command.deadline = max(command.deadline, now + policy.ack_timeout)
+            if dep.preflight_deadline is not None:
+                dep.preflight_deadline = max(dep.preflight_deadline, now + policy.ack_timeout)
+            if self._driver.judged_step(dep) is not None:
+                self._driver.open_window(dep, now)
+            out.touch(dep)
+            out.record(
+                now,
+                "deployment.resumed_after_restart",
+                f"{dep.id}: resumed in {dep.phase.value} with {dep.bake_at(now):.0f} of "
+                f"{dep.bake_length:.0f} s baked; judging restarts on fresh data",
+                deployment=dep.id,
+                evidence={"bake_elapsed": dep.bake_at(now), "bake_length": dep.bake_length},
+            )
+
+    # Events ----------------------------------------------------------------------------
+
+    def _metrics(self, batch: MetricBatch, now: float, out: Outbox) -> None:
+        state = self._state
+        windows = state.host_windows(batch.host)
+        if windows.duplicate(batch.session, batch.seq):
+            return
+        record = state.fleet.get(batch.host)
+        environment = record.environment if record is not None else None
+        limits = state.limits(environment or "production")
+        dep = state.deployment_of(batch.host)
+        for sample in batch.samples:
+            delta = windows.ingest(sample, now, limits)
+            out.extend(state.alerts.observe(batch.host, environment, sample, now))
+            if delta is not None and dep is not None:
+                self._driver.ingest(dep, batch.host, sample.check, delta)
+        if dep is not None:
+            self._driver.samples_arrived(dep, batch.host, now, out)
+
+    def _status(self, status: HostStatus, now: float, out: Outbox) -> None:
+        state = self._state
+        change = state.fleet.apply(status, now)
+        if change is StatusChange.STALE:
+            return
+        if change in (StatusChange.WENT_OFFLINE, StatusChange.CAME_ONLINE) or (
+            change is StatusChange.NEW and not status.online
+        ):
+            out.extend(state.alerts.status(status.host, status.environment, status.online, now))
+        dep = state.deployment_of(status.host)
+        if dep is None:
+            return
+        if change is StatusChange.CAME_ONLINE and dep.phase is Phase.ROLLING_BACK:
+            ttl = state.config.command_ttl
+            for command in list(dep.commands.values()):
+                if (
+                    command.host == status.host
+                    and command.purpose == "rollback"
+                    and not command.final
+                    and now - command.issued >= ttl
+                ):
+                    self._driver.resend(dep, command, now, out, "expired while the host was away")
+        self._driver.drive(dep, now, out)
+
+    def _result(self, result: CommandResult, now: float, out: Outbox) -> None:
+        state = self._state
+        deployment_id = state.commands.get(result.id)
+        dep = state.deployments.get(deployment_id) if deployment_id is not None else None
+        command = dep.commands.get(result.id) if dep is not None else None
+        if dep is None or command is None:
+            out.record(
+                now,
+                "command.unknown",
+                f"result {result.state} for unknown command {result.id} from {result.host}",
+                host=result.host,
+                evidence={"command": result.id, "state": result.state, "detail": result.detail},
+            )
+            return
+        evidence = {
+            "command": command.id,
+            "state": result.state,
+            "detail": result.detail,
+            "version": result.version,
+            "slot": result.slot,
+            "agent_time": result.time,
+        }
+        if result.host != command.host:
+            out.record(
+                now,
+                "command.host_mismatch",
+                f"{result.host} answered {command.id}, which was sent to {command.host}; ignored",
+                deployment=dep.id,
+                host=result.host,
+                evidence=evidence,
+            )
+            return
+        if command.final:
+            if result.state != command.state:
+                out.record(
+                    now,
+                    "command.late",
+                    f"{command.host} answered {command.id} {result.state} after it was "
+                    f"{command.state}",
+                    deployment=dep.id,
+                    host=command.host,
+                    evidence=evidence,
+                )
+            return
+        if result.state == "accepted":
+            if command.state == "pending":
+                command.state = "accepted"
+                out.touch(dep)
+            return
+        command.state = result.state
+        command.detail = result.detail[:1024]
+        command.answered = now
+        out.touch(dep)
+        out.record(
+            now,
+            f"command.{result.state}",
+            f"{command.host}: {command.action} {command.version or command.slot or ''} "
+            f"{result.state}{': ' + result.detail[:200] if result.detail else ''}",
+            deployment=dep.id,
+            host=command.host,
+            evidence=evidence,
+        )
+        self._driver.drive(dep, now, out)
+
+    def _tick(self, now: float, out: Outbox) -> None:
+        state = self._state
+        for dep in list(state.deployments.values()):
+            if dep.phase not in ACTIVE:
+                continue
+            self._driver.drive(dep, now, out)
+            if dep.phase is Phase.BAKING:
+                out.touch(dep)  # a checkpoint of the running bake clock
+        hosts = [(h.host, h.environment, h.online) for h in state.fleet.hosts.values()]
+        out.extend(
+            state.alerts.tick(
+                sorted(hosts),
+                state.plain_checks,
+                state.config.engine.interval,
+                state.since if state.since is not None else now,
+                now,
+            )
+        )

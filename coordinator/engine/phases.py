@@ -1,0 +1,156 @@
+"""Every phase a deployment goes through, and the one table of legal transitions.
+
+Theory of operation
+-------------------
+A deployment is a plan of steps (canary: 10 %, 25 %, 50 %, 100 %; blue-green: deploy to
+the inactive slot, then switch; direct: every host at once). Each step runs the same
+cycle:
+
+    DEPLOYING ──ACKED──▶ BAKING ──BAKE_PASSED──▶ PROMOTING ──NEXT_STEP──▶ DEPLOYING …
+                            │                       ├─APPROVAL_REQUIRED─▶ AWAITING_APPROVAL
+                            │                       └─STEPS_DONE─▶ VERIFYING ──▶ COMPLETED
+                            └─HOLD─▶ HELD ──CLEARED / RESUME─▶ BAKING
+
+DEPLOYING waits until every command of the step is acknowledged and the host reports
+the new state. BAKING runs the analysis for the step's bake time (the last step's bake
+is the post-promotion watch); its clock stops whenever the deployment leaves BAKING, so
+a hold or a pause never counts as bake time. PROMOTING is transient: it only chooses
+the next phase. HELD is an automatic hold (a fleet-wide incident, missing data, an
+inconclusive verdict after the one extension); PAUSED is an operator's pause and
+resumes into the phase it was paused from.
+
+Safety never pauses: from every phase where hosts may run the new version, a failed
+rule or a failed command (FAIL) or an operator (ROLLBACK) goes to ROLLING_BACK, which
+returns every host that got the new version to the last stable one and verifies it.
+A COMPLETED deployment can still be rolled back by an operator; a FAILED one (its
+rollback could not be verified) can be rolled back again.
+
+An event that a phase has no entry for is a bug or a bad request: ``transition`` raises
+IllegalTransition and changes nothing. Operator requests are checked with
+``allowed`` first and refused with a reason instead.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final, Literal
+
+from coordinator.engine.errors import IllegalTransition
+
+
+class Phase(enum.Enum):
+    PREFLIGHT = "preflight"
+    DEPLOYING = "deploying"
+    BAKING = "baking"
+    HELD = "held"
+    PAUSED = "paused"
+    AWAITING_APPROVAL = "awaiting_approval"
+    PROMOTING = "promoting"
+    VERIFYING = "verifying"
+    ROLLING_BACK = "rolling_back"
+    COMPLETED = "completed"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+    REFUSED = "refused"
+
+
+class Trigger(enum.Enum):
+    PREFLIGHT_PASSED = "preflight_passed"
+    PREFLIGHT_FAILED = "preflight_failed"
+    ACKED = "acked"
+    BAKE_PASSED = "bake_passed"
+    EXTEND = "extend"
+    HOLD = "hold"
+    CLEARED = "cleared"
+    PROMOTE = "promote"
+    APPROVE = "approve"
+    NEXT_STEP = "next_step"
+    APPROVAL_REQUIRED = "approval_required"
+    STEPS_DONE = "steps_done"
+    VERIFIED = "verified"
+    PAUSE = "pause"
+    RESUME = "resume"
+    FAIL = "fail"
+    ROLLBACK = "rollback"
+    ROLLBACK_DONE = "rollback_done"
+    ROLLBACK_FAILED = "rollback_failed"
+
+
+# The target of (PAUSED, RESUME): the phase the deployment was paused from.
+PREVIOUS: Final = "previous"
+Target = Phase | Literal["previous"]
+
+P, T = Phase, Trigger
+TRANSITIONS: Final[dict[tuple[Phase, Trigger], Target]] = {
+    # Before any host is touched: preflight commands and the host gate.
+    (P.PREFLIGHT, T.PREFLIGHT_PASSED): P.DEPLOYING,
+    (P.PREFLIGHT, T.PREFLIGHT_FAILED): P.REFUSED,
+    (P.PREFLIGHT, T.ROLLBACK): P.ROLLING_BACK,
+    # A step's commands are out; hosts already on the new version are still judged.
+    (P.DEPLOYING, T.ACKED): P.BAKING,
+    (P.DEPLOYING, T.PAUSE): P.PAUSED,
+    (P.DEPLOYING, T.FAIL): P.ROLLING_BACK,
+    (P.DEPLOYING, T.ROLLBACK): P.ROLLING_BACK,
+    # The analysis window of a step.
+    (P.BAKING, T.BAKE_PASSED): P.PROMOTING,
+    (P.BAKING, T.PROMOTE): P.PROMOTING,
+    (P.BAKING, T.EXTEND): P.BAKING,
+    (P.BAKING, T.HOLD): P.HELD,
+    (P.BAKING, T.PAUSE): P.PAUSED,
+    (P.BAKING, T.FAIL): P.ROLLING_BACK,
+    (P.BAKING, T.ROLLBACK): P.ROLLING_BACK,
+    # Automatic holds: the bake clock is stopped, the analysis still runs.
+    (P.HELD, T.CLEARED): P.BAKING,
+    (P.HELD, T.RESUME): P.BAKING,
+    (P.HELD, T.PROMOTE): P.PROMOTING,
+    (P.HELD, T.PAUSE): P.PAUSED,
+    (P.HELD, T.FAIL): P.ROLLING_BACK,
+    (P.HELD, T.ROLLBACK): P.ROLLING_BACK,
+    # Operator pause: no progress, but a breach still rolls back.
+    (P.PAUSED, T.RESUME): PREVIOUS,
+    (P.PAUSED, T.FAIL): P.ROLLING_BACK,
+    (P.PAUSED, T.ROLLBACK): P.ROLLING_BACK,
+    # Transient: where a passed step leads.
+    (P.PROMOTING, T.NEXT_STEP): P.DEPLOYING,
+    (P.PROMOTING, T.APPROVAL_REQUIRED): P.AWAITING_APPROVAL,
+    (P.PROMOTING, T.STEPS_DONE): P.VERIFYING,
+    # The manual gate before 100 %; the current cohort is still judged while waiting.
+    (P.AWAITING_APPROVAL, T.APPROVE): P.DEPLOYING,
+    (P.AWAITING_APPROVAL, T.PAUSE): P.PAUSED,
+    (P.AWAITING_APPROVAL, T.FAIL): P.ROLLING_BACK,
+    (P.AWAITING_APPROVAL, T.ROLLBACK): P.ROLLING_BACK,
+    # Every host must report the new version and be healthy.
+    (P.VERIFYING, T.VERIFIED): P.COMPLETED,
+    (P.VERIFYING, T.PAUSE): P.PAUSED,
+    (P.VERIFYING, T.FAIL): P.ROLLING_BACK,
+    (P.VERIFYING, T.ROLLBACK): P.ROLLING_BACK,
+    # Returning to the last stable version, then verifying it.
+    (P.ROLLING_BACK, T.ROLLBACK_DONE): P.ROLLED_BACK,
+    (P.ROLLING_BACK, T.ROLLBACK_FAILED): P.FAILED,
+    # After the fact: the guide's manual rollback, and a retry of a failed rollback.
+    (P.COMPLETED, T.ROLLBACK): P.ROLLING_BACK,
+    (P.FAILED, T.ROLLBACK): P.ROLLING_BACK,
+}
+del P, T
+
+TERMINAL: Final = frozenset({Phase.COMPLETED, Phase.ROLLED_BACK, Phase.FAILED, Phase.REFUSED})
+# Phases in which a deployment owns its environment: no second one may start there.
+ACTIVE: Final = frozenset(set(Phase) - TERMINAL)
+
+
+def allowed(phase: Phase, trigger: Trigger) -> bool:
+    return (phase, trigger) in TRANSITIONS
+
+
+def transition(deployment: str, phase: Phase, trigger: Trigger, paused_from: Phase | None) -> Phase:
+    """The phase after ``trigger``; raise IllegalTransition (and change nothing) when the
+    table has no entry. ``paused_from`` resolves PAUSED's RESUME."""
+    target = TRANSITIONS.get((phase, trigger))
+    if target is None:
+        raise IllegalTransition(deployment, phase, trigger)
+    if target == PREVIOUS:
+        if paused_from is None:
+            raise IllegalTransition(deployment, phase, trigger)
+        return paused_from
+    assert isinstance(target, Phase)
+    return target

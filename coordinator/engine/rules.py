@@ -1,0 +1,369 @@
+"""The rules that judge a cohort, each giving pass, fail, inconclusive or no-data with
+the evidence behind it (rule, window, numbers, hosts). Pure functions of the windows;
+judge.py combines them and applies the baseline policy.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from msgspec import Struct
+
+from coordinator.engine.fleet import HostRecord
+from coordinator.engine.stats import Bounds, wilson
+from coordinator.engine.windows import CheckWindow, Tally
+from shared.config.coordinator import EnvironmentPolicy
+
+APPLICATION = "application"
+
+
+class Verdict(enum.Enum):
+    PASS = "pass"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+    NO_DATA = "no_data"
+
+
+class RuleResult(Struct, frozen=True, kw_only=True):
+    rule: str
+    verdict: Verdict
+    cohort: str
+    window_start: float
+    window_end: float
+    # False for rules the environment only reports (development's error rate).
+    enforced: bool = True
+    hosts: list[str] = []
+    numbers: dict[str, Any] = {}
+    message: str = ""
+
+    def evidence(self) -> dict[str, Any]:
+        data: dict[str, Any] = msgspec.to_builtins(self)
+        return data
+
+
+@dataclass(frozen=True)
+class CohortView:
+    """What the rules see of one cohort: its hosts, their checks (by base name, the
+    slot already resolved), and the pooled counts per base check."""
+
+    name: str
+    hosts: Sequence[str]
+    window_start: float
+    checks: Callable[[str], Mapping[str, CheckWindow]]
+    pooled: Mapping[str, Tally]
+    records: Callable[[str], HostRecord | None]
+
+
+@dataclass(frozen=True)
+class Silence:
+    """How missing data is told: a check is silent after ``intervals`` of its interval."""
+
+    interval: Callable[[str], float]
+    intervals: int
+    # Nothing before this engine time counts as silence (engine start or restore).
+    since: float
+
+
+def _rate(
+    rule: str,
+    cohort: CohortView,
+    bad: Bounds,
+    bad_for_pass: Bounds,
+    *,
+    threshold: float,
+    confidence: float,
+    now: float,
+    numbers: dict[str, Any],
+    enforced: bool = True,
+) -> RuleResult:
+    if bad.trials == 0:
+        verdict = Verdict.NO_DATA
+        message = f"{rule}: no requests in the window"
+    elif bad.lower > threshold:
+        verdict = Verdict.FAIL
+        message = (
+            f"{rule}: {bad.events}/{bad.trials} = {bad.estimate:.2%}, at {confidence:.1%} "
+            f"confidence at least {bad.lower:.2%}, over {threshold:.2%}"
+        )
+    elif bad_for_pass.upper < threshold:
+        verdict = Verdict.PASS
+        message = (
+            f"{rule}: {bad_for_pass.events}/{bad_for_pass.trials}, at {confidence:.1%} "
+            f"confidence at most {bad_for_pass.upper:.2%}, under {threshold:.2%}"
+        )
+    else:
+        verdict = Verdict.INCONCLUSIVE
+        message = (
+            f"{rule}: {bad.events}/{bad.trials} = {bad.estimate:.2%}, bounds "
+            f"{bad.lower:.2%}..{bad_for_pass.upper:.2%} straddle {threshold:.2%}"
+        )
+    numbers = {
+        **numbers,
+        "events": bad.events,
+        "trials": bad.trials,
+        "estimate": bad.estimate,
+        "lower": bad.lower,
+        "upper": bad_for_pass.upper,
+        "threshold": threshold,
+        "confidence": confidence,
+    }
+    return RuleResult(
+        rule=rule,
+        verdict=verdict,
+        cohort=cohort.name,
+        window_start=cohort.window_start,
+        window_end=now,
+        enforced=enforced,
+        hosts=list(cohort.hosts),
+        numbers=numbers,
+        message=message if enforced else f"{message} (reported only)",
+    )
+
+
+def error_rate(policy: EnvironmentPolicy, cohort: CohortView, now: float) -> RuleResult:
+    app = cohort.pooled.get(APPLICATION) or Tally()
+    bounds = wilson(app.errors, app.requests, policy.confidence)
+    if policy.error_rate is None:
+        # Development: "relaxed (report only)" in the guide. Judged against production's
+        # 1 % for the record, never acted on.
+        threshold, enforced = 0.01, False
+    else:
+        threshold, enforced = policy.error_rate, True
+    return _rate(
+        "error_rate",
+        cohort,
+        bounds,
+        bounds,
+        threshold=threshold,
+        confidence=policy.confidence,
+        now=now,
+        numbers={},
+        enforced=enforced,
+    )
+
+
+def latency(policy: EnvironmentPolicy, cohort: CohortView, now: float) -> RuleResult:
+    """The window's pooled quantile over the threshold, judged as the share of requests
+    slower than the threshold against ``1 - quantile``."""
+    app = cohort.pooled.get(APPLICATION) or Tally()
+    share = 1.0 - policy.latency_quantile
+    definite = wilson(app.slow_definite, app.latency_n, policy.confidence)
+    possible = wilson(app.slow_possible, app.latency_n, policy.confidence)
+    quantile = app.sketch.quantile(policy.latency_quantile)
+    numbers = {
+        "quantile": policy.latency_quantile,
+        # Approximate (within 2 %), for people; the verdict uses the exact counts.
+        "quantile_ms": None if quantile is None or quantile == float("inf") else quantile,
+        "latency_ms": policy.latency_ms,
+        "slow_possible": app.slow_possible,
+    }
+    return _rate(
+        "latency",
+        cohort,
+        definite,
+        possible,
+        threshold=share,
+        confidence=policy.confidence,
+        now=now,
+        numbers=numbers,
+    )
+
+
+def _gauge_limit(policy: EnvironmentPolicy, check: str) -> float:
+    limits = {
+        "cpu": policy.cpu_percent,
+        "memory": policy.memory_percent,
+        "disk": policy.disk_percent,
+    }
+    return limits[check]
+
+
+def gauge(policy: EnvironmentPolicy, cohort: CohortView, check: str, now: float) -> RuleResult:
+    limit = _gauge_limit(policy, check)
+    over: list[str] = []
+    peaks: dict[str, float] = {}
+    reporting = 0
+    for host in cohort.hosts:
+        window = cohort.checks(host).get(check)
+        if window is None or window.tally.gauge_n == 0:
+            continue
+        reporting += 1
+        if window.over_streak >= policy.gauge_consecutive:
+            over.append(host)
+            peaks[host] = window.tally.gauge_max or 0.0
+    if over:
+        verdict = Verdict.FAIL
+        message = (
+            f"{check}: {', '.join(over)} over {limit:g} % for "
+            f"{policy.gauge_consecutive} consecutive samples"
+        )
+    elif reporting:
+        verdict = Verdict.PASS
+        message = f"{check}: no host over {limit:g} % for {policy.gauge_consecutive} samples"
+    else:
+        verdict = Verdict.NO_DATA
+        message = f"{check}: no samples in the window"
+    return RuleResult(
+        rule=check,
+        verdict=verdict,
+        cohort=cohort.name,
+        window_start=cohort.window_start,
+        window_end=now,
+        hosts=over or list(cohort.hosts),
+        numbers={
+            "limit": limit,
+            "consecutive": policy.gauge_consecutive,
+            "reporting": reporting,
+            "peaks": peaks,
+        },
+        message=message,
+    )
+
+
+def health(policy: EnvironmentPolicy, cohort: CohortView, now: float) -> RuleResult:
+    failing: dict[str, list[str]] = {}
+    errors: dict[str, str] = {}
+    for host in cohort.hosts:
+        for check, window in sorted(cohort.checks(host).items()):
+            if window.fail_streak >= policy.health_consecutive_failures:
+                failing.setdefault(host, []).append(check)
+                if window.last_error:
+                    errors[f"{host}/{check}"] = window.last_error[:200]
+    if failing:
+        verdict = Verdict.FAIL
+        message = (
+            "health: "
+            + "; ".join(f"{host} {', '.join(checks)}" for host, checks in failing.items())
+            + f" failed {policy.health_consecutive_failures} times in a row"
+        )
+    else:
+        verdict = Verdict.PASS
+        message = "health: no check failing consecutively"
+    return RuleResult(
+        rule="health",
+        verdict=verdict,
+        cohort=cohort.name,
+        window_start=cohort.window_start,
+        window_end=now,
+        hosts=sorted(failing) or list(cohort.hosts),
+        numbers={
+            "consecutive": policy.health_consecutive_failures,
+            "failing": failing,
+            "errors": errors,
+        },
+        message=message,
+    )
+
+
+def coverage(policy: EnvironmentPolicy, cohort: CohortView, now: float) -> RuleResult:
+    """Fresh data: every host has at least one sample of every required check in this
+    window. Nothing is promoted on data the engine has not seen."""
+    lacking: dict[str, list[str]] = {}
+    for host in cohort.hosts:
+        checks = cohort.checks(host)
+        for check in policy.required_checks:
+            window = checks.get(check)
+            if window is None or window.tally.samples == 0:
+                lacking.setdefault(host, []).append(check)
+    return RuleResult(
+        rule="coverage",
+        verdict=Verdict.NO_DATA if lacking else Verdict.PASS,
+        cohort=cohort.name,
+        window_start=cohort.window_start,
+        window_end=now,
+        hosts=sorted(lacking) or list(cohort.hosts),
+        numbers={"lacking": lacking, "required": list(policy.required_checks)},
+        message=(
+            "coverage: no samples yet in this window from "
+            + "; ".join(f"{h} ({', '.join(c)})" for h, c in lacking.items())
+            if lacking
+            else "coverage: every host reported every required check"
+        ),
+    )
+
+
+def missing(
+    policy: EnvironmentPolicy,
+    cohort: CohortView,
+    silence: Silence,
+    now: float,
+) -> tuple[RuleResult, dict[str, tuple[float, str]]]:
+    """The missing-data rule: NO_DATA while a host is missing, FAIL once one has been
+    missing for the environment's grace."""
+    absent: dict[str, tuple[float, str]] = {}
+    for host in cohort.hosts:
+        found = host_missing(
+            policy,
+            cohort.records(host),
+            cohort.checks(host),
+            silence=silence,
+            reference=cohort.window_start,
+            now=now,
+        )
+        if found is not None:
+            absent[host] = found
+    expired = sorted(
+        h for h, (since, _) in absent.items() if now - since >= policy.missing_data_grace
+    )
+    if expired:
+        verdict = Verdict.FAIL
+        message = (
+            f"missing data: {', '.join(expired)} without data for over "
+            f"{policy.missing_data_grace:g} s"
+        )
+    elif absent:
+        verdict = Verdict.NO_DATA
+        message = "missing data: " + "; ".join(
+            f"{h} {why}" for h, (_, why) in sorted(absent.items())
+        )
+    else:
+        verdict = Verdict.PASS
+        message = "missing data: every host reporting"
+    result = RuleResult(
+        rule="missing_data",
+        verdict=verdict,
+        cohort=cohort.name,
+        window_start=cohort.window_start,
+        window_end=now,
+        hosts=sorted(absent) or list(cohort.hosts),
+        numbers={
+            "grace": policy.missing_data_grace,
+            "missing": {
+                h: {"since": since, "why": why} for h, (since, why) in sorted(absent.items())
+            },
+        },
+        message=message,
+    )
+    return result, absent
+
+
+def host_missing(
+    policy: EnvironmentPolicy,
+    record: HostRecord | None,
+    checks: Mapping[str, CheckWindow],
+    *,
+    silence: Silence,
+    reference: float,
+    now: float,
+) -> tuple[float, str] | None:
+    """Since when this host has had no data, and why; None while it has data.
+
+    Offline by its Will counts from the moment it went offline; a silent required check
+    from ``intervals`` of its interval after its last sample (after ``reference``, the
+    window's start, for a check not seen yet). Nothing counts before ``silence.since``:
+    the engine's own downtime is not the host's silence.
+    """
+    if record is not None and not record.online:
+        return max(record.changed_at, silence.since), "offline"
+    for check in policy.required_checks:
+        window = checks.get(check)
+        last = window.last_seen if window is not None else None
+        start = max(last if last is not None else reference, silence.since)
+        deadline = start + silence.intervals * silence.interval(check)
+        if now >= deadline:
+            return deadline, f"silent: no {check} sample since {start:.0f}"
+    return None

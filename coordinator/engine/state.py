@@ -1,0 +1,238 @@
+"""What the engine holds between events, the outbox it fills, and the snapshot format.
+
+Two kinds of state live here. Durable state (deployments, history, host records, firing
+alerts) is what ``Engine.snapshot()`` exports. Derived state (sample windows, pooled
+cohort counts, which notifications were sent) is rebuilt from new data after a
+restore, on purpose: a restarted engine judges only what it has seen itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from msgspec import Struct
+
+from coordinator.engine.actions import DeploymentChanged, EngineAction, Notify, Record, Severity
+from coordinator.engine.alerts import Alerts, FiringAlert
+from coordinator.engine.deployment import Deployment, HistoryEntry
+from coordinator.engine.fleet import Fleet, HostRecord
+from coordinator.engine.phases import ACTIVE
+from coordinator.engine.rules import CohortView, Silence
+from coordinator.engine.windows import (
+    GAUGE_CHECKS,
+    CheckWindow,
+    HostWindows,
+    Limits,
+    Tally,
+    base_check,
+    slot_check,
+)
+from shared.config.coordinator import CoordinatorConfig, EnvironmentPolicy
+from shared.messages import Slot
+
+SNAPSHOT_FORMAT = 1
+
+
+class EngineSnapshot(Struct, kw_only=True):
+    """Everything needed to resume: persist it whole, restore it with Engine.restore."""
+
+    format: int = SNAPSHOT_FORMAT
+    # The engine time it was taken at.
+    time: float
+    deployments: list[Deployment] = []
+    history: list[HistoryEntry] = []
+    hosts: list[HostRecord] = []
+    alerts: list[FiringAlert] = []
+
+
+@dataclass
+class Runtime:
+    """A deployment's derived state: cohorts of the current window and their counts."""
+
+    # host -> "canary" | "baseline" for the hosts judged in this window.
+    members: dict[str, str] = field(default_factory=dict)
+    # host -> slot whose checks are judged (blue-green's inactive slot), if any.
+    slots: dict[str, Slot] = field(default_factory=dict)
+    pooled: dict[str, dict[str, Tally]] = field(default_factory=dict)
+    # Notifications already sent for a condition, so each is sent once.
+    notified: set[str] = field(default_factory=set)
+    # The earliest time a fact may change without a new event (silence, grace).
+    wake: float | None = None
+
+    def base_name(self, host: str, reported: str) -> str | None:
+        """The base check a host's reported check counts as in this window, if any."""
+        slot = self.slots.get(host)
+        if slot is None:
+            return reported if base_check(reported) == reported else None
+        if reported in GAUGE_CHECKS:
+            return reported
+        return base_check(reported) if reported == slot_check(base_check(reported), slot) else None
+
+    def cohort(self, name: str) -> list[str]:
+        return sorted(h for h, c in self.members.items() if c == name)
+
+
+class Outbox:
+    """Actions of one handle() call, with the deployments it changed.
+
+    ``drain`` puts the DeploymentChanged snapshots first: a shell that persists before
+    it publishes never sends a command its store does not know about.
+    """
+
+    def __init__(self) -> None:
+        self.actions: list[EngineAction] = []
+        self.changed: dict[str, Deployment] = {}
+
+    def add(self, action: EngineAction) -> None:
+        self.actions.append(action)
+
+    def extend(self, actions: list[EngineAction]) -> None:
+        self.actions.extend(actions)
+
+    def touch(self, deployment: Deployment) -> None:
+        self.changed[deployment.id] = deployment
+
+    def record(
+        self,
+        now: float,
+        kind: str,
+        message: str,
+        *,
+        deployment: str | None = None,
+        host: str | None = None,
+        actor: str | None = None,
+        evidence: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.add(
+            Record(
+                time=now,
+                kind=kind,
+                message=message,
+                deployment=deployment,
+                host=host,
+                actor=actor,
+                evidence=dict(evidence or {}),
+            )
+        )
+
+    def notify(
+        self,
+        now: float,
+        kind: str,
+        severity: Severity,
+        message: str,
+        *,
+        environment: str | None = None,
+        deployment: str | None = None,
+        evidence: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.add(
+            Notify(
+                time=now,
+                kind=kind,
+                severity=severity,
+                message=message,
+                environment=environment,
+                deployment=deployment,
+                evidence=dict(evidence or {}),
+            )
+        )
+
+    def drain(self, now: float) -> list[EngineAction]:
+        first: list[EngineAction] = [
+            DeploymentChanged(deployment=d.checkpoint(now)) for d in self.changed.values()
+        ]
+        return first + self.actions
+
+
+class EngineState:
+    def __init__(self, config: CoordinatorConfig) -> None:
+        self.config = config
+        self.fleet = Fleet()
+        self.windows: dict[str, HostWindows] = {}
+        self.alerts = Alerts(config.alerts)
+        # Active deployments and the latest finished one of each environment.
+        self.deployments: dict[str, Deployment] = {}
+        self.history: list[HistoryEntry] = []
+        self.commands: dict[str, str] = {}
+        self.runtimes: dict[str, Runtime] = {}
+        self.now = 0.0
+        # Nothing before this engine time counts as a host's silence: the engine's start,
+        # or its restore.
+        self.since: float | None = None
+
+    # Lookups -------------------------------------------------------------------------
+
+    def policy(self, environment: str) -> EnvironmentPolicy:
+        return self.config.environments.get(environment)
+
+    def limits(self, environment: str) -> Limits:
+        policy = self.policy(environment)
+        return Limits(
+            latency_ms=policy.latency_ms,
+            gauges={
+                "cpu": policy.cpu_percent,
+                "memory": policy.memory_percent,
+                "disk": policy.disk_percent,
+            },
+        )
+
+    def silence(self, policy: EnvironmentPolicy) -> Silence:
+        return Silence(
+            interval=self.config.engine.interval,
+            intervals=policy.silent_intervals,
+            since=self.since if self.since is not None else self.now,
+        )
+
+    def host_windows(self, host: str) -> HostWindows:
+        windows = self.windows.get(host)
+        if windows is None:
+            windows = self.windows[host] = HostWindows(host)
+        return windows
+
+    def plain_checks(self, host: str) -> dict[str, CheckWindow]:
+        """A host's checks as the fleet sees them (no blue-green slot checks). Read only."""
+        windows = self.windows.get(host)
+        return windows.plain if windows is not None else {}
+
+    def judged_checks(self, runtime: Runtime, host: str) -> dict[str, CheckWindow]:
+        """A host's checks by base name, as judged in the deployment's window. Read only."""
+        windows = self.windows.get(host)
+        if windows is None:
+            return {}
+        slot = runtime.slots.get(host)
+        return windows.plain if slot is None else windows.for_slot(slot)
+
+    def cohort_view(self, deployment: Deployment, runtime: Runtime, name: str) -> CohortView:
+        return CohortView(
+            name=name,
+            hosts=runtime.cohort(name),
+            window_start=deployment.window_start
+            if deployment.window_start is not None
+            else self.now,
+            checks=lambda host: self.judged_checks(runtime, host),
+            pooled=runtime.pooled.get(name, {}),
+            records=self.fleet.get,
+        )
+
+    def active_in(self, environment: str) -> Deployment | None:
+        for deployment in self.deployments.values():
+            if deployment.environment == environment and deployment.phase in ACTIVE:
+                return deployment
+        return None
+
+    def deployment_of(self, host: str) -> Deployment | None:
+        record = self.fleet.get(host)
+        if record is None:
+            return None
+        deployment = self.active_in(record.environment)
+        if deployment is None or host not in deployment.targets:
+            return None
+        return deployment
+
+    def known_id(self, deployment_id: str) -> bool:
+        return deployment_id in self.deployments or any(
+            h.deployment == deployment_id for h in self.history
+        )

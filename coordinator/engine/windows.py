@@ -1,0 +1,224 @@
+"""Per host and check: what arrived in the current analysis window, and streaks.
+
+A window opens when a step's bake starts (and again after a restart or a fleet-wide
+hold): samples timed before its start are the old version's or were never seen by this
+engine and are not counted. Counts are kept, never per-sample percentages: a rate is
+only ever errors summed over requests summed, pooled over the window and the cohort.
+
+Latency is counted against the environment's threshold as it arrives: raw observations
+over it are slow; for a histogram, a bucket wholly above it is surely slow and a bucket
+that straddles it possibly slow, so a failure is never claimed on a straddling bucket
+and a pass never ignores one.
+
+Check names: a sample's ``check`` is what the agent measured. For blue-green, the
+inactive slot's checks are told apart by a ``_blue`` / ``_green`` suffix on the check
+name (``application_green``) until the wire carries the slot itself.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Final
+
+from coordinator.engine.stats import LatencySketch
+from shared.messages import Sample, Slot
+
+# Gauge checks and the percent values they carry; disk may carry one per mount
+# ("percent", "percent_var", ...): the fullest mount counts.
+GAUGE_CHECKS: Final = ("cpu", "memory", "disk")
+SLOTS: Final[tuple[Slot, ...]] = ("blue", "green")
+# Batches remembered per host to drop MQTT QoS 1 duplicates.
+DEDUP_DEPTH: Final = 64
+
+
+def slot_check(check: str, slot: Slot | None) -> str:
+    """The check name the agent uses for ``check`` measured on ``slot``."""
+    return check if slot is None else f"{check}_{slot}"
+
+
+def gauge_value(sample: Sample) -> float | None:
+    values = [v for k, v in sample.values.items() if k == "percent" or k.startswith("percent_")]
+    return max(values) if values else None
+
+
+def base_check(check: str) -> str:
+    for slot in SLOTS:
+        suffix = f"_{slot}"
+        if check.endswith(suffix):
+            return check[: -len(suffix)]
+    return check
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Thresholds a host's samples are counted against (its environment's policy)."""
+
+    latency_ms: float
+    gauges: dict[str, float]
+
+
+@dataclass(slots=True)
+class Tally:
+    """Counts over a window; merges by addition, so cohorts pool exactly."""
+
+    samples: int = 0
+    failures: int = 0
+    requests: int = 0
+    errors: int = 0
+    latency_n: int = 0
+    slow_definite: int = 0
+    slow_possible: int = 0
+    gauge_n: int = 0
+    gauge_sum: float = 0.0
+    gauge_max: float | None = None
+    sketch: LatencySketch = field(default_factory=LatencySketch)
+
+    def merge(self, other: Tally) -> None:
+        self.samples += other.samples
+        self.failures += other.failures
+        self.requests += other.requests
+        self.errors += other.errors
+        self.latency_n += other.latency_n
+        self.slow_definite += other.slow_definite
+        self.slow_possible += other.slow_possible
+        self.gauge_n += other.gauge_n
+        self.gauge_sum += other.gauge_sum
+        if other.gauge_max is not None and (
+            self.gauge_max is None or other.gauge_max > self.gauge_max
+        ):
+            self.gauge_max = other.gauge_max
+        if other.sketch.total:
+            self.sketch.merge(other.sketch)
+
+
+def tally_sample(sample: Sample, latency_ms: float, *, sketch: bool = True) -> Tally:
+    """One sample's contribution to a window (``sketch`` False: counts only)."""
+    tally = Tally(samples=1, failures=0 if sample.ok else 1)
+    requests = sample.values.get("requests")
+    if requests is not None:
+        tally.requests = max(0, int(requests))
+        # More errors than requests is a broken agent; never count a rate over 100 %.
+        tally.errors = min(tally.requests, max(0, int(sample.values.get("errors", 0.0))))
+    for latency in sample.latencies_ms:
+        tally.latency_n += 1
+        if sketch:
+            tally.sketch.add(latency)
+        if latency > latency_ms:
+            tally.slow_definite += 1
+            tally.slow_possible += 1
+    if sample.histogram is not None:
+        bounds = sample.histogram.bounds
+        for i, count in enumerate(sample.histogram.counts):
+            if count <= 0:
+                continue
+            lower = bounds[i - 1] if i > 0 else 0.0
+            upper = bounds[i] if i < len(bounds) else float("inf")
+            tally.latency_n += count
+            if sketch:
+                tally.sketch.add(upper, count)
+            if lower >= latency_ms:
+                tally.slow_definite += count
+            if upper > latency_ms:
+                tally.slow_possible += count
+    if sample.check in GAUGE_CHECKS:
+        value = gauge_value(sample)
+        if value is not None:
+            tally.gauge_n = 1
+            tally.gauge_sum = value
+            tally.gauge_max = value
+    return tally
+
+
+@dataclass(slots=True)
+class CheckWindow:
+    """One check of one host: the window's counts, streaks, and what came last."""
+
+    tally: Tally = field(default_factory=Tally)
+    # Consecutive failed samples, and consecutive gauge samples over the threshold,
+    # within the window.
+    fail_streak: int = 0
+    over_streak: int = 0
+    last_ok: bool | None = None
+    last_value: float | None = None
+    last_error: str | None = None
+    # Engine time of the latest sample's arrival (silence is judged on arrival).
+    last_seen: float | None = None
+
+
+class HostWindows:
+    """Every check of one host."""
+
+    __slots__ = ("_batches", "_seen_batches", "checks", "host", "plain", "slotted", "start")
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.start: float | None = None
+        self.checks: dict[str, CheckWindow] = {}
+        # The same windows by kind: plain checks, and each slot's checks by base name.
+        self.plain: dict[str, CheckWindow] = {}
+        self.slotted: dict[str, dict[str, CheckWindow]] = {}
+        self._batches: deque[tuple[int, int]] = deque()
+        self._seen_batches: set[tuple[int, int]] = set()
+
+    def duplicate(self, session: int, seq: int) -> bool:
+        """Whether this batch was seen already; remembers it if not."""
+        key = (session, seq)
+        if key in self._seen_batches:
+            return True
+        self._batches.append(key)
+        self._seen_batches.add(key)
+        if len(self._batches) > DEDUP_DEPTH:
+            self._seen_batches.discard(self._batches.popleft())
+        return False
+
+    def open(self, start: float) -> None:
+        """Start a new window: counts and streaks restart, last-seen facts stay."""
+        self.start = start
+        for window in self.checks.values():
+            window.tally = Tally()
+            window.fail_streak = 0
+            window.over_streak = 0
+
+    def close(self) -> None:
+        self.open(0.0)
+        self.start = None
+
+    def ingest(self, sample: Sample, now: float, limits: Limits) -> Tally | None:
+        """Take one sample; return what it added to the window (None: before the window)."""
+        window = self.checks.get(sample.check)
+        if window is None:
+            window = self._create(sample.check)
+        window.last_seen = now
+        window.last_ok = sample.ok
+        window.last_error = sample.error
+        value = gauge_value(sample) if sample.check in GAUGE_CHECKS else None
+        window.last_value = value
+        if self.start is not None and sample.time < self.start:
+            return None
+        window.fail_streak = 0 if sample.ok else window.fail_streak + 1
+        limit = limits.gauges.get(sample.check)
+        if value is not None and limit is not None:
+            window.over_streak = window.over_streak + 1 if value > limit else 0
+        delta = tally_sample(sample, limits.latency_ms)
+        window.tally.merge(delta)
+        return delta
+
+    def get(self, check: str) -> CheckWindow | None:
+        return self.checks.get(check)
+
+    def for_slot(self, slot: Slot) -> dict[str, CheckWindow]:
+        """The checks judged for a blue-green slot: that slot's checks by base name, and
+        the host-level gauges."""
+        judged = {c: w for c, w in self.plain.items() if c in GAUGE_CHECKS}
+        judged.update(self.slotted.get(slot, {}))
+        return judged
+
+    def _create(self, check: str) -> CheckWindow:
+        window = self.checks[check] = CheckWindow()
+        base = base_check(check)
+        if base == check:
+            self.plain[check] = window
+        else:
+            self.slotted.setdefault(check[len(base) + 1 :], {})[base] = window
+        return window

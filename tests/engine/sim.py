@@ -1,0 +1,397 @@
+"""A deterministic fleet simulator driving the pure engine with a virtual clock.
+
+Every host is a small agent model: it measures at fixed intervals (offset per host so
+the fleet does not measure in lockstep), draws its samples from the profile of the
+version it serves (seeded), and executes commands like the real agent: accepted, then
+succeeded, then a new retained status. Faults are scheduled calls (a host dies, a
+database goes down) at virtual times. Hours of rollout run in well under a second.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from coordinator.engine import (
+    CancelCommand,
+    CommandResultReceived,
+    DeploymentChanged,
+    Engine,
+    EngineAction,
+    EngineEvent,
+    HostStatusReceived,
+    MetricsReceived,
+    Notify,
+    OperatorReply,
+    OperatorRequest,
+    PreflightReported,
+    Record,
+    RunPreflight,
+    SendCommand,
+    Tick,
+)
+from shared.config import CoordinatorConfig, loads
+from shared.messages import CommandResult, HostStatus, MetricBatch, Sample
+
+# Test durations: the guide's hours, with a short ack timeout and grace so that faults
+# resolve quickly in virtual time.
+BASE_TOML = """
+[engine]
+housekeeping = 5.0
+[engine.check_intervals]
+application = 10.0
+cpu = 60.0
+memory = 60.0
+database = 30.0
+"""
+
+
+def make_config(extra: str = "") -> CoordinatorConfig:
+    return loads(CoordinatorConfig, BASE_TOML + extra)
+
+
+@dataclass
+class Profile:
+    """How a version behaves on a host."""
+
+    error_rate: float = 0.002
+    # Lognormal request latency: median and spread.
+    latency_median_ms: float = 120.0
+    latency_sigma: float = 0.4
+    cpu: float = 35.0
+    memory: float = 50.0
+    database_fail: float = 0.0
+
+
+@dataclass
+class SimHost:
+    name: str
+    zone: str
+    version: str
+    environment: str
+    slot: str | None = None
+    slots: dict[str, str | None] = field(default_factory=dict)
+    session: int = 1
+    alive: bool = True
+    seq: int = 0
+    executed: dict[str, str] = field(default_factory=dict)
+    offset: float = 0.0
+    # Commands received in order (id, action, version/slot), for assertions.
+    history: list[tuple[str, str, str | None]] = field(default_factory=list)
+
+    def status(self, now: float, online: bool = True) -> HostStatus:
+        return HostStatus(
+            host=self.name,
+            online=online,
+            session=self.session,
+            environment=self.environment,  # type: ignore[arg-type]
+            version=self.version,
+            slot=self.slot,  # type: ignore[arg-type]
+            labels={"zone": self.zone},
+            time=now,
+        )
+
+
+class Sim:
+    def __init__(
+        self,
+        *,
+        hosts: int = 20,
+        environment: str = "production",
+        config: CoordinatorConfig | None = None,
+        profiles: dict[str, Profile] | None = None,
+        seed: int = 1,
+        stable: str = "1.0.0",
+        requests: int = 5,
+        app_interval: float = 10.0,
+        gauge_interval: float = 60.0,
+        database_interval: float = 30.0,
+        command_delay: float = 2.0,
+        blue_green: bool = False,
+        zones: int = 3,
+        engine: Engine | None = None,
+    ) -> None:
+        self.config = config or make_config()
+        self.engine = engine or Engine(self.config)
+        self.rng = random.Random(seed)
+        self.profiles = profiles or {}
+        self.requests = requests
+        self.intervals = {
+            "application": app_interval,
+            "gauges": gauge_interval,
+            "database": database_interval,
+        }
+        self.command_delay = command_delay
+        self.now = 0.0
+        self.hosts: dict[str, SimHost] = {}
+        self.actions: list[tuple[float, EngineAction]] = []
+        self.sent: list[SendCommand] = []
+        self.cancelled: set[str] = set()
+        self.replies: list[OperatorReply] = []
+        self.snapshots: dict[str, Any] = {}
+        self.preflight_ok: dict[str, bool] = {}
+        self._queue: list[tuple[float, int, str, Any]] = []
+        self._counter = 0
+        self._scheduled_tick: float | None = None
+        for i in range(hosts):
+            name = f"host-{i:02d}"
+            host = SimHost(
+                name=name,
+                zone=f"zone-{i % zones}",
+                version=stable,
+                environment=environment,
+                offset=self.rng.uniform(0, app_interval),
+            )
+            if blue_green:
+                host.slot = "blue"
+                host.slots = {"blue": stable, "green": None}
+            self.hosts[name] = host
+            self.feed(HostStatusReceived(status=host.status(0.0)))
+        for host in self.hosts.values():
+            self._push(host.offset, "app", host.name)
+            self._push(host.offset + 0.5, "gauges", host.name)
+            self._push(host.offset + 0.7, "database", host.name)
+
+    # Engine I/O ----------------------------------------------------------------------
+
+    def feed(self, event: EngineEvent) -> list[EngineAction]:
+        actions = self.engine.handle(event, self.now)
+        for action in actions:
+            self.actions.append((self.now, action))
+            match action:
+                case SendCommand():
+                    self.sent.append(action)
+                    self._push(self.now + self.command_delay, "deliver", action)
+                case CancelCommand():
+                    self.cancelled.add(action.command_id)
+                case OperatorReply():
+                    self.replies.append(action)
+                case DeploymentChanged():
+                    self.snapshots[action.deployment.id] = action.deployment
+                case RunPreflight():
+                    for command in action.commands:
+                        self._push(
+                            self.now + 1.0,
+                            "preflight",
+                            (action.deployment_id, command.name),
+                        )
+                case _:
+                    pass
+        self._schedule_wakeup()
+        return actions
+
+    def _schedule_wakeup(self) -> None:
+        wake = self.engine.next_wakeup()
+        if wake is not None and (self._scheduled_tick is None or wake < self._scheduled_tick):
+            self._scheduled_tick = wake
+            self._push(wake, "tick", None)
+
+    def _push(self, when: float, kind: str, payload: Any) -> None:
+        self._counter += 1
+        heapq.heappush(self._queue, (when, self._counter, kind, payload))
+
+    def at(self, when: float, action: Callable[[], None]) -> None:
+        """Run ``action`` (a fault, an operator request) at virtual time ``when``."""
+        self._push(when, "call", action)
+
+    def run_until(self, until: float, stop: Callable[[], bool] | None = None) -> None:
+        while self._queue and self._queue[0][0] <= until:
+            when, _, kind, payload = heapq.heappop(self._queue)
+            self.now = max(self.now, when)
+            self._dispatch(kind, payload)
+            if stop is not None and stop():
+                return
+        self.now = max(self.now, until)
+
+    def _dispatch(self, kind: str, payload: Any) -> None:
+        if kind == "tick":
+            if self._scheduled_tick is not None and self.now >= self._scheduled_tick:
+                self._scheduled_tick = None
+            self.feed(Tick())
+        elif kind == "app":
+            host = self.hosts[payload]
+            self._push(self.now + self.intervals["application"], "app", payload)
+            if host.alive:
+                self._publish(host, self._app_samples(host))
+        elif kind == "gauges":
+            host = self.hosts[payload]
+            self._push(self.now + self.intervals["gauges"], "gauges", payload)
+            if host.alive:
+                self._publish(host, self._gauge_samples(host))
+        elif kind == "database":
+            host = self.hosts[payload]
+            self._push(self.now + self.intervals["database"], "database", payload)
+            if host.alive:
+                self._publish(host, [self._database_sample(host)])
+        elif kind == "deliver":
+            self._deliver(payload)
+        elif kind == "preflight":
+            deployment, name = payload
+            self.feed(
+                PreflightReported(
+                    deployment_id=deployment,
+                    name=name,
+                    ok=self.preflight_ok.get(name, True),
+                    output_tail="done",
+                )
+            )
+        elif kind == "call":
+            payload()
+
+    # The agent model -----------------------------------------------------------------
+
+    def profile(self, version: str | None) -> Profile:
+        return self.profiles.get(version or "", Profile())
+
+    def _publish(self, host: SimHost, samples: list[Sample]) -> None:
+        host.seq += 1
+        batch = MetricBatch(host=host.name, session=host.session, seq=host.seq, samples=samples)
+        self.feed(MetricsReceived(batch=batch))
+
+    def _app_sample(self, check: str, profile: Profile) -> Sample:
+        errors = sum(1 for _ in range(self.requests) if self.rng.random() < profile.error_rate)
+        latencies = [
+            round(profile.latency_median_ms * math.exp(self.rng.gauss(0, profile.latency_sigma)), 3)
+            for _ in range(self.requests)
+        ]
+        return Sample(
+            check=check,
+            time=self.now,
+            ok=errors < self.requests,
+            values={"requests": float(self.requests), "errors": float(errors)},
+            latencies_ms=latencies,
+        )
+
+    def _app_samples(self, host: SimHost) -> list[Sample]:
+        samples = [self._app_sample("application", self.profile(host.version))]
+        if host.slot is not None:
+            inactive = "green" if host.slot == "blue" else "blue"
+            version = host.slots.get(inactive)
+            if version is not None:
+                samples.append(self._app_sample(f"application_{inactive}", self.profile(version)))
+        return samples
+
+    def _gauge_samples(self, host: SimHost) -> list[Sample]:
+        profile = self.profile(host.version)
+        cpu = min(100.0, max(0.0, self.rng.gauss(profile.cpu, 3.0)))
+        memory = min(100.0, max(0.0, self.rng.gauss(profile.memory, 2.0)))
+        return [
+            Sample(check="cpu", time=self.now, ok=True, values={"percent": round(cpu, 2)}),
+            Sample(check="memory", time=self.now, ok=True, values={"percent": round(memory, 2)}),
+        ]
+
+    def _database_sample(self, host: SimHost) -> Sample:
+        ok = self.rng.random() >= self.profile(host.version).database_fail
+        return Sample(
+            check="database",
+            time=self.now,
+            ok=ok,
+            values={"latency_ms": 2.0},
+            error=None if ok else "connection refused",
+        )
+
+    def _deliver(self, command: SendCommand) -> None:
+        host = self.hosts[command.host]
+        if command.command_id in self.cancelled or not host.alive:
+            # Not delivered: a real shell keeps re-publishing until cancelled; a dead host
+            # hears nothing. Re-deliver later while it might still be wanted.
+            if command.command_id not in self.cancelled:
+                self._push(self.now + 10.0, "deliver", command)
+            return
+        if command.command_id in host.executed:
+            return  # idempotent by id: answered before, runs nothing
+        host.executed[command.command_id] = "succeeded"
+        host.history.append((command.command_id, command.action, command.version or command.slot))
+        self.feed(CommandResultReceived(result=self._result(host, command, "accepted")))
+        if command.action == "deploy":
+            if command.slot is not None:
+                host.slots[command.slot] = command.version
+            else:
+                host.version = command.version or host.version
+        elif command.action == "rollback":
+            if command.version is not None:
+                host.version = command.version
+        elif command.action == "switch" and command.slot is not None:
+            host.slot = command.slot
+            host.version = host.slots.get(command.slot) or host.version
+        self.feed(HostStatusReceived(status=host.status(self.now)))
+        self.feed(CommandResultReceived(result=self._result(host, command, "succeeded")))
+
+    def _result(self, host: SimHost, command: SendCommand, state: str) -> CommandResult:
+        return CommandResult(
+            id=command.command_id,
+            host=host.name,
+            state=state,  # type: ignore[arg-type]
+            version=host.version,
+            slot=host.slot,  # type: ignore[arg-type]
+            time=self.now,
+        )
+
+    # Faults and operators ------------------------------------------------------------
+
+    def kill(self, name: str) -> None:
+        """The host dies: its Will (offline, same session) arrives at once."""
+        host = self.hosts[name]
+        host.alive = False
+        self.feed(HostStatusReceived(status=host.status(self.now, online=False)))
+
+    def revive(self, name: str) -> None:
+        host = self.hosts[name]
+        host.alive = True
+        host.session += 1
+        self.feed(HostStatusReceived(status=host.status(self.now)))
+
+    def operator(self, action: str, deployment: str, **fields: Any) -> OperatorReply:
+        before = len(self.replies)
+        self.feed(
+            OperatorRequest(
+                deployment_id=deployment,
+                action=action,  # type: ignore[arg-type]
+                actor=fields.pop("actor", "alice"),
+                **fields,
+            )
+        )
+        assert len(self.replies) == before + 1, "every operator request gets one reply"
+        return self.replies[-1]
+
+    def start(self, deployment: str, version: str, **fields: Any) -> OperatorReply:
+        return self.operator("start", deployment, version=version, **fields)
+
+    # Reading what happened -----------------------------------------------------------
+
+    def records(self, kind: str | None = None) -> list[Record]:
+        return [
+            a for _, a in self.actions if isinstance(a, Record) and (kind is None or a.kind == kind)
+        ]
+
+    def notifications(self, kind: str | None = None) -> list[Notify]:
+        return [
+            a for _, a in self.actions if isinstance(a, Notify) and (kind is None or a.kind == kind)
+        ]
+
+    def first(self, kind: str) -> Record:
+        found = self.records(kind)
+        assert found, f"no {kind} record; kinds seen: {sorted({r.kind for r in self.records()})}"
+        return found[0]
+
+    def phase(self, deployment: str) -> str:
+        dep = self.engine.deployment(deployment)
+        assert dep is not None
+        return dep.phase.value
+
+    def versions(self) -> dict[str, str]:
+        return {name: host.version for name, host in self.hosts.items()}
+
+    def commands_for(self, deployment: str) -> list[SendCommand]:
+        return [c for c in self.sent if c.deployment_id == deployment]
+
+
+def roundtrip(value: Any, kind: type[Any]) -> Any:
+    """Through JSON and back, as the daemon's store would."""
+    return msgspec.json.decode(msgspec.json.encode(value), type=kind)
