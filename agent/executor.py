@@ -28,10 +28,11 @@ from typing import Final
 import msgspec
 
 from agent.deploy import Deployer, Outcome
-from agent.signature import canonical_bytes, verify
+from agent.signature import verify
 from agent.store import Store
 from shared.errors import MessageError, SignatureError
 from shared.messages import Command, CommandResult, ResultState, decode, encode
+from shared.signing import canonical_bytes
 
 log = logging.getLogger(__name__)
 QUEUE_LIMIT: Final = 100

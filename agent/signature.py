@@ -1,10 +1,8 @@
 """Checking a command's signature against the coordinator's public key.
 
-The signed bytes are ``shared.signing.canonical_bytes``: the domain tag and the
-command's JSON with ``signature`` emptied and keys sorted. They are rebuilt here, not
-imported, because importing ``shared.signing`` loads ``cryptography`` (see
-``agent.ed25519``); a test keeps the two byte-for-byte equal, and signatures made by
-``shared.signing.sign`` verify here.
+The signed bytes and the signature's parsing come from ``shared.signing`` (which
+imports ``cryptography`` only inside the functions the agent does not call); the
+verification itself is ``agent.ed25519``, to keep the agent inside its memory budget.
 """
 
 from __future__ import annotations
@@ -14,22 +12,15 @@ import binascii
 from pathlib import Path
 from typing import Final
 
-import msgspec
-
 from agent import ed25519
 from shared.errors import SignatureError
 from shared.messages import Command
+from shared.signing import canonical_bytes, signature_bytes
 
-DOMAIN: Final = b"rollguard-cmd-v1\n"
 # DER SubjectPublicKeyInfo of an Ed25519 key: this prefix, then the 32 key bytes.
 _SPKI_PREFIX: Final = bytes.fromhex("302a300506032b6570032100")
 _PEM_BEGIN: Final = "-----BEGIN PUBLIC KEY-----"
 _PEM_END: Final = "-----END PUBLIC KEY-----"
-
-
-def canonical_bytes(command: Command) -> bytes:
-    unsigned = msgspec.structs.replace(command, signature="")
-    return DOMAIN + msgspec.json.encode(unsigned, order="sorted")
 
 
 def load_public_key(path: str | Path) -> bytes:
@@ -57,11 +48,5 @@ def load_public_key(path: str | Path) -> bytes:
 
 def verify(command: Command, key: bytes) -> None:
     """Return if ``command`` carries a valid signature by ``key``; else raise."""
-    if not command.signature:
-        raise SignatureError("command is unsigned")
-    try:
-        raw = base64.b64decode(command.signature, validate=True)
-    except binascii.Error as exc:
-        raise SignatureError("signature is not valid base64") from exc
-    if not ed25519.verify(key, canonical_bytes(command), raw):
+    if not ed25519.verify(key, canonical_bytes(command), signature_bytes(command)):
         raise SignatureError("signature does not verify against the coordinator key")

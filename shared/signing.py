@@ -4,6 +4,10 @@ The coordinator holds the private key; agents hold only the public key. The sign
 bytes are a domain tag followed by the command's JSON with the ``signature`` field
 emptied and keys in sorted order, so both sides derive them identically from the
 decoded Struct, whatever the sender's field order or whitespace.
+
+``cryptography`` is imported inside the functions that need it: the agent takes the
+canonical encoding and signature parsing from here but verifies with its own small
+verifier (``agent.ed25519``) to stay inside its memory budget.
 """
 
 from __future__ import annotations
@@ -12,15 +16,18 @@ import base64
 import binascii
 import os
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import msgspec
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from shared.errors import SignatureError
 from shared.messages import Command
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 _DOMAIN: Final = b"rollguard-cmd-v1\n"
 PRIVATE_KEY_NAME: Final = "coordinator.key"
@@ -37,14 +44,21 @@ def sign(command: Command, key: Ed25519PrivateKey) -> Command:
     return msgspec.structs.replace(command, signature=base64.b64encode(signature).decode())
 
 
-def verify(command: Command, key: Ed25519PublicKey) -> None:
-    """Return if ``command`` carries a valid signature by ``key``; else raise."""
+def signature_bytes(command: Command) -> bytes:
+    """The raw signature carried by ``command``; SignatureError if absent or garbled."""
     if not command.signature:
         raise SignatureError("command is unsigned")
     try:
-        raw = base64.b64decode(command.signature, validate=True)
+        return base64.b64decode(command.signature, validate=True)
     except binascii.Error as exc:
         raise SignatureError("signature is not valid base64") from exc
+
+
+def verify(command: Command, key: Ed25519PublicKey) -> None:
+    """Return if ``command`` carries a valid signature by ``key``; else raise."""
+    from cryptography.exceptions import InvalidSignature
+
+    raw = signature_bytes(command)
     try:
         key.verify(raw, canonical_bytes(command))
     except InvalidSignature as exc:
@@ -53,6 +67,9 @@ def verify(command: Command, key: Ed25519PublicKey) -> None:
 
 def generate_keypair(directory: Path) -> tuple[Path, Path]:
     """Write a new key pair into ``directory``; refuse to overwrite an existing key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     directory.mkdir(parents=True, exist_ok=True)
     private_path = directory / PRIVATE_KEY_NAME
     public_path = directory / PUBLIC_KEY_NAME
@@ -76,6 +93,9 @@ def generate_keypair(directory: Path) -> tuple[Path, Path]:
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
@@ -86,6 +106,9 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         key = serialization.load_pem_public_key(path.read_bytes())
     except (OSError, ValueError, TypeError) as exc:
