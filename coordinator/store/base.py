@@ -86,6 +86,15 @@ class Transaction(ABC):
     @abstractmethod
     async def get_deployment(self, deployment_id: str) -> DeploymentRecord | None: ...
 
+    # -- the engine's snapshot
+    @abstractmethod
+    async def save_engine_state(self, snapshot: bytes, time: float, *, fencing: int) -> None:
+        """Replace the engine's resumable state (one row)."""
+
+    @abstractmethod
+    async def load_engine_state(self) -> tuple[bytes, float] | None:
+        """The last saved engine snapshot and its engine time, or None on a fresh store."""
+
     @abstractmethod
     async def list_deployments(
         self,
@@ -336,6 +345,14 @@ class Store(ABC):
     async def get_deployment(self, deployment_id: str) -> DeploymentRecord | None:
         async with self._reading() as tx:
             return await tx.get_deployment(deployment_id)
+
+    async def save_engine_state(self, snapshot: bytes, time: float, *, fencing: int) -> None:
+        async with self.transaction() as tx:
+            await tx.save_engine_state(snapshot, time, fencing=fencing)
+
+    async def load_engine_state(self) -> tuple[bytes, float] | None:
+        async with self._reading() as tx:
+            return await tx.load_engine_state()
 
     async def list_deployments(
         self,

@@ -239,8 +239,28 @@ _V1_POSTGRES: Final = (
     FOR EACH STATEMENT EXECUTE FUNCTION events_append_only()""",
 )
 
+# The engine's resumable state (its snapshot) in one row, written with the deployment
+# rows of the same step; the deployments table stays the queryable history.
+_V2_SQLITE: Final = (
+    """CREATE TABLE engine_state (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        snapshot BLOB NOT NULL,
+        time REAL NOT NULL,
+        fencing INTEGER NOT NULL
+    )""",
+)
+_V2_POSTGRES: Final = (
+    """CREATE TABLE engine_state (
+        id integer PRIMARY KEY CHECK (id = 1),
+        snapshot bytea NOT NULL,
+        time double precision NOT NULL,
+        fencing bigint NOT NULL
+    )""",
+)
+
 MIGRATIONS: Final = (
     Migration(version=1, name="initial schema", sqlite=_V1_SQLITE, postgres=_V1_POSTGRES),
+    Migration(version=2, name="engine state", sqlite=_V2_SQLITE, postgres=_V2_POSTGRES),
 )
 
 LATEST_VERSION: Final = MIGRATIONS[-1].version

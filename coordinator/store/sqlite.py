@@ -320,6 +320,20 @@ class _SqliteTransaction(Transaction):
             (deployment_id, environment, version, strategy, state, snapshot, fencing, at, at),
         )
 
+    async def save_engine_state(self, snapshot: bytes, time: float, *, fencing: int) -> None:
+        await self.fence(fencing)
+        await self._call(
+            _execute_params,
+            """INSERT INTO engine_state (id, snapshot, time, fencing) VALUES (1, ?, ?, ?)
+            ON CONFLICT (id) DO UPDATE SET
+                snapshot = excluded.snapshot, time = excluded.time, fencing = excluded.fencing""",
+            (snapshot, time, fencing),
+        )
+
+    async def load_engine_state(self) -> tuple[bytes, float] | None:
+        rows = await self._call(_fetch, "SELECT snapshot, time FROM engine_state WHERE id = 1", ())
+        return (bytes(rows[0][0]), float(rows[0][1])) if rows else None
+
     async def get_deployment(self, deployment_id: str) -> DeploymentRecord | None:
         rows = await self._call(
             _fetch, f"SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?", (deployment_id,)
