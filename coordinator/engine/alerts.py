@@ -130,25 +130,28 @@ class Alerts:
                     verdict = CLEAR
                 else:
                     verdict = NEUTRAL
+                reading = value
                 out += self._judge(
                     at,
                     state,
                     sample.check,
                     verdict,
-                    message=f"{sample.check} at {value:g} % (threshold {limit:g} %)",
-                    evidence={"value": value, "threshold": limit},
+                    lambda: (
+                        f"{sample.check} at {reading:g} % (threshold {limit:g} %)",
+                        {"value": reading, "threshold": limit},
+                    ),
                 )
-        verdict = CLEAR if sample.ok else BREACH
-        message = f"{sample.check} check failing: {sample.error or 'no detail'}"
-        if sample.ok:
-            message = f"{sample.check} check passing"
         out += self._judge(
             at,
             state,
             f"health:{sample.check}",
-            verdict,
-            message=message,
-            evidence={"ok": sample.ok, "error": sample.error},
+            CLEAR if sample.ok else BREACH,
+            lambda: (
+                f"{sample.check} check passing"
+                if sample.ok
+                else f"{sample.check} check failing: {sample.error or 'no detail'}",
+                {"ok": sample.ok, "error": sample.error},
+            ),
         )
         if "requests" in sample.values or sample.latencies_ms or sample.histogram is not None:
             out += self._rates(at, state, sample)
@@ -174,49 +177,51 @@ class Alerts:
         requests, errors = total.requests, total.errors
         out: list[EngineAction] = []
         if requests:
-            bounds = wilson(errors, requests, policy.confidence)
-            verdict = (
-                BREACH
-                if bounds.lower > policy.error_rate
-                else CLEAR
-                if bounds.estimate <= policy.error_rate
-                else NEUTRAL
-            )
-            out += self._judge(
-                at,
-                state,
-                "error_rate",
-                verdict,
-                message=f"error rate {errors}/{requests} = {bounds.estimate:.2%} over "
-                f"{policy.rate_window:g} s (threshold {policy.error_rate:.2%})",
-                evidence={
-                    "errors": errors,
-                    "requests": requests,
-                    "lower": bounds.lower,
-                    "threshold": policy.error_rate,
-                },
-            )
+            estimate = errors / requests
+            # Most samples are clear by their estimate; the bound is computed only when
+            # the estimate is over the threshold.
+            if estimate <= policy.error_rate:
+                verdict, lower = CLEAR, None
+            else:
+                lower = wilson(errors, requests, policy.confidence).lower
+                verdict = BREACH if lower > policy.error_rate else NEUTRAL
+
+            def describe_errors() -> tuple[str, dict[str, Any]]:
+                return (
+                    f"error rate {errors}/{requests} = {estimate:.2%} over "
+                    f"{policy.rate_window:g} s (threshold {policy.error_rate:.2%})",
+                    {
+                        "errors": errors,
+                        "requests": requests,
+                        "lower": lower,
+                        "threshold": policy.error_rate,
+                    },
+                )
+
+            out += self._judge(at, state, "error_rate", verdict, describe_errors)
         if total.latency_n:
             share = 1.0 - policy.latency_quantile
-            definite = wilson(total.slow_definite, total.latency_n, policy.confidence)
-            possible = total.slow_possible / total.latency_n
-            verdict = BREACH if definite.lower > share else CLEAR if possible <= share else NEUTRAL
-            out += self._judge(
-                at,
-                state,
-                "latency",
-                verdict,
-                message=f"{definite.events}/{total.latency_n} requests over "
-                f"{policy.latency_ms:g} ms in {policy.rate_window:g} s "
-                f"(p{policy.latency_quantile * 100:g} threshold)",
-                evidence={
-                    "slow": definite.events,
-                    "requests": total.latency_n,
-                    "lower": definite.lower,
-                    "share": share,
-                    "latency_ms": policy.latency_ms,
-                },
-            )
+            slow, count = total.slow_definite, total.latency_n
+            if total.slow_possible / count <= share:
+                verdict, slow_lower = CLEAR, None
+            else:
+                slow_lower = wilson(slow, count, policy.confidence).lower
+                verdict = BREACH if slow_lower > share else NEUTRAL
+
+            def describe_latency() -> tuple[str, dict[str, Any]]:
+                return (
+                    f"{slow}/{count} requests over {policy.latency_ms:g} ms in "
+                    f"{policy.rate_window:g} s (p{policy.latency_quantile * 100:g} threshold)",
+                    {
+                        "slow": slow,
+                        "requests": count,
+                        "lower": slow_lower,
+                        "share": share,
+                        "latency_ms": policy.latency_ms,
+                    },
+                )
+
+            out += self._judge(at, state, "latency", verdict, describe_latency)
         return out
 
     def status(
@@ -271,12 +276,13 @@ class Alerts:
         state: _HostState,
         rule: str,
         verdict: str,
-        *,
-        message: str,
-        evidence: dict[str, Any],
+        describe: Callable[[], tuple[str, dict[str, Any]]],
     ) -> list[EngineAction]:
-        host = at.host
-        streaks = state.streaks.setdefault(rule, _Streaks())
+        """Count one evaluation; ``describe`` builds the message and evidence, only when
+        the alert changes state."""
+        streaks = state.streaks.get(rule)
+        if streaks is None:
+            streaks = state.streaks[rule] = _Streaks()
         if verdict == BREACH:
             streaks.breach += 1
             streaks.clear = 0
@@ -285,13 +291,16 @@ class Alerts:
             streaks.breach = 0
         else:
             streaks.breach = streaks.clear = 0
-        firing = (host, rule) in self.firing
+        firing = (at.host, rule) in self.firing
+        if firing:
+            change = streaks.clear >= self.policy.resolve_after
+        else:
+            change = streaks.breach >= self.policy.fire_after
+        if not change:
+            return []
+        message, evidence = describe()
         evidence = {**evidence, "breach_streak": streaks.breach, "clear_streak": streaks.clear}
-        if not firing and streaks.breach >= self.policy.fire_after:
-            return self._set(at, rule, fire=True, message=message, evidence=evidence)
-        if firing and streaks.clear >= self.policy.resolve_after:
-            return self._set(at, rule, fire=False, message=message, evidence=evidence)
-        return []
+        return self._set(at, rule, fire=not firing, message=message, evidence=evidence)
 
     def _set(
         self,

@@ -134,6 +134,11 @@ class Engine:
         dep = self._state.deployments.get(deployment_id)
         return None if dep is None else dep.checkpoint(self._state.now)
 
+    def phase(self, deployment_id: str) -> Phase | None:
+        """A deployment's phase, without copying it (None: not held in full)."""
+        dep = self._state.deployments.get(deployment_id)
+        return None if dep is None else dep.phase
+
     def deployments(self) -> list[Deployment]:
         return [d.checkpoint(self._state.now) for d in self._state.deployments.values()]
 

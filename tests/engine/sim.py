@@ -25,6 +25,7 @@ from coordinator.engine import (
     Engine,
     EngineAction,
     EngineEvent,
+    EngineSnapshot,
     HostStatusReceived,
     MetricsReceived,
     Notify,
@@ -137,6 +138,12 @@ class Sim:
         self.snapshots: dict[str, Any] = {}
         self.preflight_ok: dict[str, bool] = {}
         self._queue: list[tuple[float, int, str, Any]] = []
+        self.down_until: float | None = None
+        self.persisted: EngineSnapshot | None = None
+        self.crashes: list[float] = []
+        self.restored_at: list[float] = []
+        self.resent: list[EngineAction] = []
+        self.repeats: list[str] = []
         self._counter = 0
         self._scheduled_tick: float | None = None
         for i in range(hosts):
@@ -161,7 +168,38 @@ class Sim:
     # Engine I/O ----------------------------------------------------------------------
 
     def feed(self, event: EngineEvent) -> list[EngineAction]:
+        if self.down_until is not None:
+            if self.now < self.down_until:
+                return []  # the coordinator is down: the event is lost
+            self._restart()
         actions = self.engine.handle(event, self.now)
+        self._perform(actions)
+        self._schedule_wakeup()
+        return actions
+
+    def crash(self, downtime: float) -> None:
+        """SIGKILL the coordinator now; it restarts from its last snapshot after
+        ``downtime`` (events meanwhile are lost, as on a dead coordinator)."""
+        self.persisted = roundtrip(self.engine.snapshot(), EngineSnapshot)
+        self.down_until = self.now + downtime
+        self.crashes.append(self.now)
+        self._push(self.down_until, "restart", None)
+
+    def _restart(self) -> None:
+        assert self.persisted is not None
+        self.down_until = None
+        self.engine = Engine.restore(self.config, self.persisted)
+        self.restored_at.append(self.now)
+        # The shell re-publishes what the engine still waits for, with the same ids.
+        self.resent = self.engine.outstanding()
+        for action in self.resent:
+            if isinstance(action, SendCommand):
+                self._push(self.now + self.command_delay, "deliver", action)
+        # Re-subscribing delivers every retained status.
+        for host in self.hosts.values():
+            self.feed(HostStatusReceived(status=host.status(self.now, online=host.alive)))
+
+    def _perform(self, actions: list[EngineAction]) -> None:
         for action in actions:
             self.actions.append((self.now, action))
             match action:
@@ -183,8 +221,6 @@ class Sim:
                         )
                 case _:
                     pass
-        self._schedule_wakeup()
-        return actions
 
     def _schedule_wakeup(self) -> None:
         wake = self.engine.next_wakeup()
@@ -243,6 +279,8 @@ class Sim:
             )
         elif kind == "call":
             payload()
+        elif kind == "restart" and self.down_until is not None and self.now >= self.down_until:
+            self.feed(Tick())
 
     # The agent model -----------------------------------------------------------------
 
@@ -305,7 +343,11 @@ class Sim:
                 self._push(self.now + 10.0, "deliver", command)
             return
         if command.command_id in host.executed:
-            return  # idempotent by id: answered before, runs nothing
+            # Idempotent by id: a repeated id is answered with the first result and runs
+            # nothing.
+            self.repeats.append(command.command_id)
+            self.feed(CommandResultReceived(result=self._result(host, command, "succeeded")))
+            return
         host.executed[command.command_id] = "succeeded"
         host.history.append((command.command_id, command.action, command.version or command.slot))
         self.feed(CommandResultReceived(result=self._result(host, command, "accepted")))
@@ -363,6 +405,17 @@ class Sim:
     def start(self, deployment: str, version: str, **fields: Any) -> OperatorReply:
         return self.operator("start", deployment, version=version, **fields)
 
+    def finish(self, deployment: str, limit: float) -> str:
+        """Run until ``deployment`` is finished (or ``limit``); return its phase."""
+        terminal = {"completed", "rolled_back", "failed", "refused"}
+
+        def done() -> bool:
+            phase = self.engine.phase(deployment)
+            return phase is not None and phase.value in terminal
+
+        self.run_until(limit, stop=done)
+        return self.phase(deployment)
+
     # Reading what happened -----------------------------------------------------------
 
     def records(self, kind: str | None = None) -> list[Record]:
@@ -381,9 +434,9 @@ class Sim:
         return found[0]
 
     def phase(self, deployment: str) -> str:
-        dep = self.engine.deployment(deployment)
-        assert dep is not None
-        return dep.phase.value
+        phase = self.engine.phase(deployment)
+        assert phase is not None
+        return phase.value
 
     def versions(self) -> dict[str, str]:
         return {name: host.version for name, host in self.hosts.items()}
