@@ -30,7 +30,7 @@ from coordinator.engine.events import (
 )
 from coordinator.engine.fleet import HostRecord
 from coordinator.engine.phases import TRANSITIONS, Phase, Trigger
-from coordinator.engine.state import EngineSnapshot
+from coordinator.engine.state import EngineSnapshot, decode_snapshot, encode_snapshot
 
 __all__ = [
     "TRANSITIONS",
@@ -62,4 +62,6 @@ __all__ = [
     "Step",
     "Tick",
     "Trigger",
+    "decode_snapshot",
+    "encode_snapshot",
 ]

@@ -12,11 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from msgspec import Struct
 
 from coordinator.engine.actions import DeploymentChanged, EngineAction, Notify, Record, Severity
 from coordinator.engine.alerts import Alerts, FiringAlert
 from coordinator.engine.deployment import Deployment, HistoryEntry
+from coordinator.engine.errors import SnapshotError
 from coordinator.engine.fleet import Fleet, HostRecord
 from coordinator.engine.phases import ACTIVE
 from coordinator.engine.rules import CohortView, Silence
@@ -236,3 +238,20 @@ class EngineState:
         return deployment_id in self.deployments or any(
             h.deployment == deployment_id for h in self.history
         )
+
+
+_snapshot_encoder = msgspec.json.Encoder()
+_snapshot_decoder = msgspec.json.Decoder(EngineSnapshot)
+
+
+def encode_snapshot(snapshot: EngineSnapshot) -> bytes:
+    """JSON bytes for the store."""
+    return _snapshot_encoder.encode(snapshot)
+
+
+def decode_snapshot(data: bytes) -> EngineSnapshot:
+    """The snapshot in ``data``; SnapshotError if it is not one."""
+    try:
+        return _snapshot_decoder.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise SnapshotError(f"not an engine snapshot: {exc}") from exc
