@@ -1,16 +1,31 @@
-"""The coordinator's HTTP API on aiohttp: health, readiness, Prometheus metrics and the
-token-protected ``/api/v1`` routes. Errors are JSON ``{"error": "..."}`` with a 4xx/5xx."""
+"""The coordinator's HTTP API on aiohttp.
+
+``/healthz``, ``/readyz`` and ``/metrics`` are open (for probes and Prometheus); every
+``/api/`` route needs the bearer token, compared in constant time. Errors are JSON
+``{"error": "...", "reasons": [...]}``: 400 for a malformed request (naming the
+field), 401 for a bad token, 404 for an unknown deployment, 409 for a request the
+engine refused (with its reasons), 503 while the coordinator holds or is standby.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import msgspec
 from aiohttp import web
+from msgspec import Meta
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from coordinator.engine import Deployment, OperatorRequest
+from coordinator.eventhub import ListenerLagged
+from shared.config.coordinator import Strategy
+from shared.errors import RollguardError
+from shared.messages import Environment, HostId, Version
 
 if TYPE_CHECKING:
     from coordinator.daemon import Coordinator
@@ -18,6 +33,24 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 COORDINATOR_KEY: web.AppKey[Coordinator] = web.AppKey("coordinator")
+ACTIONS: Final = ("promote", "rollback", "pause", "resume", "approve")
+Actor = Annotated[str, Meta(min_length=1, max_length=128)]
+Reason = Annotated[str, Meta(max_length=1024)]
+
+
+class DeployRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    version: Version
+    environment: Environment = "production"
+    strategy: Strategy | None = None
+    hosts: list[HostId] | None = None
+    actor: Actor | None = None
+    reason: Reason = ""
+
+
+class ActionRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    actor: Actor | None = None
+    reason: Reason = ""
+    step: Annotated[int, Meta(ge=0)] | None = None
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -26,8 +59,11 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     )
 
 
-def error(status: int, message: str) -> web.Response:
-    return json_response({"error": message}, status=status)
+def error(status: int, message: str, reasons: list[str] | None = None) -> web.Response:
+    body: dict[str, Any] = {"error": message}
+    if reasons:
+        body["reasons"] = reasons
+    return json_response(body, status=status)
 
 
 def token_middleware(token: str) -> Any:  # aiohttp's Middleware protocol
@@ -50,24 +86,173 @@ def token_middleware(token: str) -> Any:  # aiohttp's Middleware protocol
     return check
 
 
+async def _body(request: web.Request, kind: type[Any]) -> Any:
+    raw = await request.read()
+    try:
+        return msgspec.json.decode(raw or b"{}", type=kind)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise web.HTTPBadRequest(reason=f"invalid request body: {exc}") from exc
+
+
+def _actor(request: web.Request, given: str | None) -> str:
+    return given or request.headers.get("X-Rollguard-Actor", "") or "api"
+
+
+def deployment_view(dep: Deployment, now: float) -> dict[str, Any]:
+    """A deployment as the API shows it: the engine's record plus derived fields."""
+    view: dict[str, Any] = msgspec.to_builtins(dep)
+    step = dep.current_step()
+    view["state"] = dep.phase.value
+    view["percent"] = step.percent if step else None
+    view["step_name"] = step.name if step else None
+    view["steps_total"] = len(dep.steps)
+    view["bake_elapsed"] = round(dep.bake_at(now), 3)
+    view["bake_remaining"] = round(max(0.0, dep.bake_length - dep.bake_at(now)), 3)
+    return view
+
+
 async def healthz(_: web.Request) -> web.Response:
     return json_response({"ok": True})
 
 
 async def readyz(request: web.Request) -> web.Response:
-    coordinator = request.app[COORDINATOR_KEY]
-    ready, detail = coordinator.readiness()
+    ready, detail = request.app[COORDINATOR_KEY].readiness()
     return json_response({"ready": ready, **detail}, status=200 if ready else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
     coordinator = request.app[COORDINATOR_KEY]
+    coordinator.telemetry.refresh(coordinator)
     body = generate_latest(coordinator.telemetry.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def hosts(request: web.Request) -> web.Response:
     return json_response({"hosts": request.app[COORDINATOR_KEY].hosts.as_builtins()})
+
+
+async def _load(coordinator: Coordinator, deployment_id: str) -> Deployment | None:
+    engine = coordinator.engine
+    if engine is not None and (dep := engine.deployment(deployment_id)) is not None:
+        return dep
+    record = await coordinator.store.get_deployment(deployment_id)
+    if record is None:
+        return None
+    return msgspec.msgpack.decode(record.snapshot, type=Deployment)
+
+
+async def list_deployments(request: web.Request) -> web.Response:
+    coordinator = request.app[COORDINATOR_KEY]
+    try:
+        limit = min(int(request.query.get("limit", "50")), 500)
+    except ValueError as exc:
+        raise web.HTTPBadRequest(reason="limit must be an integer") from exc
+    environment = request.query.get("environment")
+    records = await coordinator.store.list_deployments(limit, environment)
+    now = coordinator.clock()
+    out = []
+    for record in records:
+        dep = await _load(coordinator, record.id)
+        if dep is not None:
+            out.append(deployment_view(dep, now))
+    return json_response({"deployments": out})
+
+
+async def get_deployment(request: web.Request) -> web.Response:
+    coordinator = request.app[COORDINATOR_KEY]
+    dep = await _load(coordinator, request.match_info["id"])
+    if dep is None:
+        return error(404, f"no deployment {request.match_info['id']!r}")
+    return json_response({"deployment": deployment_view(dep, coordinator.clock())})
+
+
+async def deployment_events(request: web.Request) -> web.Response:
+    coordinator = request.app[COORDINATOR_KEY]
+    deployment_id = request.match_info["id"]
+    if await _load(coordinator, deployment_id) is None:
+        return error(404, f"no deployment {deployment_id!r}")
+    events = await coordinator.store.events(deployment=deployment_id, limit=100_000)
+    return json_response({"events": [msgspec.to_builtins(e) for e in events]})
+
+
+async def _run(coordinator: Coordinator, request: OperatorRequest) -> web.Response:
+    try:
+        reply, stored = await coordinator.request(request)
+    except RollguardError as exc:
+        return error(503, str(exc))
+    except TimeoutError:
+        return error(503, "the coordinator could not store the decision in time")
+    if not reply.accepted:
+        return error(409, reply.message, reply.reasons)
+    if not stored:
+        return error(503, "the decision could not be stored; the coordinator is holding")
+    dep = await _load(coordinator, request.deployment_id)
+    view = deployment_view(dep, coordinator.clock()) if dep is not None else None
+    return json_response(
+        {"accepted": True, "changed": reply.changed, "message": reply.message, "deployment": view},
+        status=201 if request.action == "start" else 200,
+    )
+
+
+async def create_deployment(request: web.Request) -> web.Response:
+    from coordinator.daemon import new_deployment_id
+
+    coordinator = request.app[COORDINATOR_KEY]
+    body: DeployRequest = await _body(request, DeployRequest)
+    operator = OperatorRequest(
+        deployment_id=new_deployment_id(coordinator.clock()), action="start",
+        actor=_actor(request, body.actor), reason=body.reason, version=body.version,
+        environment=body.environment, strategy=body.strategy, hosts=body.hosts,
+    )
+    return await _run(coordinator, operator)
+
+
+async def act(request: web.Request) -> web.Response:
+    coordinator = request.app[COORDINATOR_KEY]
+    action = request.match_info["action"]
+    if action not in ACTIONS:
+        return error(404, f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
+    deployment_id = request.match_info["id"]
+    body: ActionRequest = await _body(request, ActionRequest)
+    if await _load(coordinator, deployment_id) is None:
+        return error(404, f"no deployment {deployment_id!r}")
+    operator = OperatorRequest(
+        deployment_id=deployment_id, action=action,  # type: ignore[arg-type]
+        actor=_actor(request, body.actor), reason=body.reason, step=body.step,
+    )
+    return await _run(coordinator, operator)
+
+
+async def events_stream(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: the stored events after ``?after=SEQ``, then live ones."""
+    coordinator = request.app[COORDINATOR_KEY]
+    try:
+        after = int(request.query.get("after", "0"))
+    except ValueError as exc:
+        raise web.HTTPBadRequest(reason="after must be an integer event seq") from exc
+    deployment = request.query.get("deployment")
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    async with coordinator.hub.subscribe() as live:
+        # Subscribe first, then replay: nothing committed in between is missed, and
+        # duplicates are skipped by seq.
+        for event in await coordinator.store.events(after, deployment, limit=10_000):
+            await _send_event(response, event)
+            after = event.seq
+        with contextlib.suppress(ListenerLagged, ConnectionResetError, asyncio.CancelledError):
+            async for event in live:
+                if event.seq <= after or (deployment and event.deployment != deployment):
+                    continue
+                await _send_event(response, event)
+                after = event.seq
+    return response
+
+
+async def _send_event(response: web.StreamResponse, event: Any) -> None:
+    data = msgspec.json.encode(event).decode()
+    await response.write(f"id: {event.seq}\nevent: {event.kind}\ndata: {data}\n\n".encode())
 
 
 def build_app(coordinator: Coordinator, token: str) -> web.Application:
@@ -77,4 +262,10 @@ def build_app(coordinator: Coordinator, token: str) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/v1/hosts", hosts)
+    app.router.add_get("/api/v1/deployments", list_deployments)
+    app.router.add_post("/api/v1/deployments", create_deployment)
+    app.router.add_get("/api/v1/deployments/{id}", get_deployment)
+    app.router.add_get("/api/v1/deployments/{id}/events", deployment_events)
+    app.router.add_post("/api/v1/deployments/{id}/{action}", act)
+    app.router.add_get("/api/v1/events", events_stream)
     return app

@@ -1,39 +1,83 @@
-"""The coordinator daemon: the IO shell around the decisions.
+"""The coordinator daemon: the IO shell around the pure engine.
 
-It keeps one MQTT session (reconnecting with backoff), validates every inbound
-message before it touches state, keeps the fleet view, publishes its own retained
-status with a Will, and serves the HTTP API.
+It keeps one MQTT session (reconnecting with backoff) and validates every inbound
+message before it touches state. The engine runs only while this coordinator is
+*active*: it leads (always, without ``ha.redis_url``; else while it holds the Redis
+lease) and its store answers. Becoming active rebuilds the engine from the store's
+snapshot and feeds it the latest retained status of every host; leaving it (lost
+lease, store failure) drops the engine at once, so a coordinator that cannot persist
+or no longer leads never decides or commands anything.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import aiomqtt
+import msgspec
 from aiohttp import web
 
 from coordinator.api import build_app
+from coordinator.engine import (
+    CommandResultReceived,
+    Engine,
+    EngineAction,
+    EngineEvent,
+    EngineSnapshot,
+    HostStatusReceived,
+    MetricsReceived,
+    OperatorReply,
+    OperatorRequest,
+    PreflightReported,
+    RunPreflight,
+    SendCommand,
+    Tick,
+)
+from coordinator.eventhub import EventHub
 from coordinator.hostview import HostRegistry
 from coordinator.ingest import parse_inbound
+from coordinator.lease import Lease
+from coordinator.notify import Notifier, targets_from_config
+from coordinator.outbox import Outbox, signed_command
+from coordinator.pipeline import Pipeline, Step
+from coordinator.preflight import run_preflight
+from coordinator.store import Store, StoreError, open_store
 from coordinator.telemetry import Telemetry
 from shared import topics
 from shared.config import CoordinatorConfig
-from shared.errors import ConfigError, MessageError
-from shared.messages import CommandResult, CoordinatorStatus, HostStatus, MetricBatch, encode
+from shared.errors import ConfigError, MessageError, RollguardError
+from shared.messages import (
+    Command,
+    CommandResult,
+    CoordinatorStatus,
+    Event,
+    HostStatus,
+    MetricBatch,
+    encode,
+)
 from shared.mqtt import QOS, make_client, run_forever, will_for
+from shared.signing import PRIVATE_KEY_NAME, generate_keypair, load_private_key
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 log = logging.getLogger("rollguard.coordinator")
 TOKEN_NAME: Final = "api.token"
 # Keep our broker session (and QoS 1 results addressed to us) across a short outage.
 SESSION_EXPIRY: Final = 300
 PUBLISH_TIMEOUT: Final = 5.0
+# The longest the shell sleeps between ticks, so re-publishes and store retries run.
+MAX_SLEEP: Final = 1.0
+STORE_RETRY: Final = 2.0
+REPLY_TIMEOUT: Final = 10.0
 
 
 def load_or_create_token(config: CoordinatorConfig) -> str:
@@ -58,6 +102,22 @@ def load_or_create_token(config: CoordinatorConfig) -> str:
     return token
 
 
+def load_or_create_key(config: CoordinatorConfig) -> Ed25519PrivateKey:
+    """The signing key from ``private_key_file``, or a pair generated in the state dir."""
+    if config.private_key_file:
+        return load_private_key(Path(config.private_key_file))
+    directory = Path(config.state_dir) / "keys"
+    if not (directory / PRIVATE_KEY_NAME).exists():
+        _, public = generate_keypair(directory)
+        log.warning("generated a command-signing key pair; give agents %s", public)
+    return load_private_key(directory / PRIVATE_KEY_NAME)
+
+
+def new_deployment_id(now: float) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
+    return f"d{stamp}-{secrets.token_hex(2)}"
+
+
 class Coordinator:
     def __init__(
         self, config: CoordinatorConfig, *, clock: Callable[[], float] = time.time
@@ -66,8 +126,143 @@ class Coordinator:
         self.clock = clock
         self.hosts = HostRegistry()
         self.telemetry = Telemetry()
+        self.hub = EventHub()
+        self.outbox = Outbox()
+        self.store: Store = open_store(config.store, config.state_dir)
+        self.notifier = Notifier(targets_from_config(config.environments))
+        self.lease = Lease.from_config(config.ha, config.node) if config.ha.redis_url else None
+        self.engine: Engine | None = None
         self.mqtt_connected = False
+        self.store_ok = False
+        self.leader = self.lease is None
+        self.fencing = 0
+        self._key: Ed25519PrivateKey | None = None
         self._client: aiomqtt.Client | None = None
+        self._statuses: dict[str, HostStatus] = {}
+        self._wake = asyncio.Event()
+        self._preflights: set[asyncio.Task[None]] = set()
+        self._store_opened = asyncio.Event()
+        self.pipeline = Pipeline(
+            store=self.store,
+            outbox=self.outbox,
+            hub=self.hub,
+            notifier=self.notifier,
+            telemetry=self.telemetry,
+            publish_command=self._publish_command,
+            publish_event=self._publish_event,
+            run_preflight=self._start_preflight,
+            on_store_failure=self._store_failed,
+        )
+
+    # -- the engine ---------------------------------------------------------------
+
+    @property
+    def active(self) -> bool:
+        return self.engine is not None
+
+    def step(self, event: EngineEvent, now: float | None = None) -> Step | None:
+        """Feed one event to the engine and queue its consequences; None when inactive."""
+        engine = self.engine
+        if engine is None:
+            return None
+        now = self.clock() if now is None else now
+        actions = engine.handle(event, now)
+        self._wake.set()
+        if not actions:
+            return None
+        return self._submit(engine, actions, now)
+
+    def _submit(self, engine: Engine, actions: list[EngineAction], now: float) -> Step:
+        assert self._key is not None
+        commands: list[Command] = []
+        snapshot: bytes | None = None
+        for action in actions:
+            if isinstance(action, SendCommand):
+                commands.append(
+                    signed_command(
+                        self._key, command_id=action.command_id, host=action.host,
+                        deployment=action.deployment_id, action=action.action,
+                        version=action.version, slot=action.slot, now=action.issued,
+                        ttl=self.config.command_ttl, fencing=self.fencing,
+                    )
+                )
+            elif snapshot is None and type(action).__name__ == "DeploymentChanged":
+                snapshot = _encode_snapshot(engine.snapshot())
+        step = Step(actions=actions, snapshot=snapshot, time=now, fencing=self.fencing,
+                    commands=commands, done=asyncio.get_running_loop().create_future())
+        self.pipeline.submit(step)
+        return step
+
+    async def request(self, request: OperatorRequest) -> tuple[OperatorReply, bool]:
+        """Run an operator request; return the engine's reply and whether its step was
+        stored (a reply is only final once stored)."""
+        engine = self.engine
+        if engine is None:
+            raise RollguardError(self._inactive_reason())
+        now = self.clock()
+        actions = engine.handle(request, now)
+        self._wake.set()
+        replies = [a for a in actions if isinstance(a, OperatorReply)]
+        step = self._submit(engine, actions, now) if actions else None
+        stored = True
+        if step is not None and step.done is not None:
+            stored = await asyncio.wait_for(asyncio.shield(step.done), REPLY_TIMEOUT)
+        if not replies:
+            raise RollguardError("the engine gave no answer to the request")
+        return replies[-1], stored
+
+    def _inactive_reason(self) -> str:
+        if not self.store_ok:
+            return "the coordinator is holding: its store is unreachable"
+        if not self.leader:
+            return "this coordinator is the standby; send requests to the leader"
+        return "the coordinator is starting"
+
+    async def _activate(self) -> None:
+        """Rebuild the engine from the store and resume (leader with a working store)."""
+        saved = await self.store.load_engine_state()
+        if self.lease is None:
+            self.fencing = max(self.fencing, await self.store.current_fence())
+        if saved is None:
+            engine = Engine(self.config)
+        else:
+            snapshot = msgspec.msgpack.decode(saved[0], type=EngineSnapshot)
+            engine = Engine.restore(self.config, snapshot)
+        self.engine = engine
+        now = self.clock()
+        # The fleet comes from the broker's retained statuses, which we keep as they
+        # arrive; a new engine learns them before anything else.
+        for status in list(self._statuses.values()):
+            self.step(HostStatusReceived(status=status), now)
+        for action in engine.outstanding():
+            if isinstance(action, SendCommand):
+                await self._resend_stored(action.command_id, action.host)
+            elif isinstance(action, RunPreflight):
+                self._start_preflight(action)
+        log.warning(
+            "active: engine %s with %d deployment(s), fencing token %d",
+            "restored" if saved else "started", len(engine.deployments()), self.fencing,
+        )
+
+    async def _resend_stored(self, command_id: str, host: str) -> None:
+        record = await self.store.get_command(command_id)
+        if record is None:
+            log.error("outstanding command %s is not in the store; not re-sent", command_id)
+            return
+        command = msgspec.json.decode(record.payload, type=Command)
+        payload = self.outbox.add_command(command, self.clock())
+        await self._publish_command(host, payload)
+
+    def _deactivate(self, reason: str) -> None:
+        if self.engine is None:
+            return
+        self.engine = None
+        dropped = self.pipeline.drop_pending()
+        log.error("holding (%s); dropped %d unstored step(s)", reason, dropped)
+
+    def _store_failed(self, exc: Exception) -> None:
+        self.store_ok = False
+        self._deactivate(f"store failure: {exc}")
 
     # -- inbound -----------------------------------------------------------------
 
@@ -82,32 +277,85 @@ class Coordinator:
             return
         if isinstance(message, HostStatus):
             self.telemetry.ingested.labels("status").inc()
-            view = self.hosts.apply_status(message, now)
-            if view is not None:
+            current = self._statuses.get(message.host)
+            if current is None or message.session >= current.session:
+                self._statuses[message.host] = message
+            if self.hosts.apply_status(message, now) is not None:
                 log.info(
-                    "host %s %s (session %d, version %s)",
-                    message.host,
-                    "online" if message.online else "offline",
-                    message.session,
-                    message.version,
+                    "host %s %s (session %d, version %s)", message.host,
+                    "online" if message.online else "offline", message.session, message.version,
                 )
             self.telemetry.hosts_online.set(self.hosts.online_count())
+            self.step(HostStatusReceived(status=message), now)
         elif isinstance(message, MetricBatch):
             self.telemetry.ingested.labels("metrics").inc()
             self.hosts.apply_batch(message, now)
-        elif isinstance(message, CommandResult):
+            self.step(MetricsReceived(batch=message), now)
+        else:
             self.telemetry.ingested.labels("cmd_result").inc()
+            self._result(message, now)
+
+    def _result(self, result: CommandResult, now: float) -> None:
+        if result.state == "accepted":
+            self.outbox.accepted(result.id)
+        elif result.state in ("succeeded", "failed", "rejected"):
+            first_sent = self.outbox.finished(result.id)
+            if first_sent is not None:
+                self.telemetry.command_rtt.observe(max(0.0, now - first_sent))
+        self.step(CommandResultReceived(result=result), now)
+        if self.engine is not None and self.store_ok:
+            task = asyncio.create_task(self._store_result(result))
+            self._preflights.add(task)
+            task.add_done_callback(self._preflights.discard)
+
+    async def _store_result(self, result: CommandResult) -> None:
+        try:
+            await self.store.record_command_result(
+                result.id, result.state, result.detail, result.time, fencing=self.fencing
+            )
+        except StoreError as exc:
+            log.warning("could not store the result of %s: %s", result.id, exc)
+
+    # -- preflight ---------------------------------------------------------------
+
+    def _start_preflight(self, action: RunPreflight) -> None:
+        task = asyncio.create_task(self._preflight(action))
+        self._preflights.add(task)
+        task.add_done_callback(self._preflights.discard)
+
+    async def _preflight(self, action: RunPreflight) -> None:
+        outcomes = await run_preflight(action.commands)
+        for outcome in outcomes:
+            if outcome.skipped:
+                continue
+            self.step(
+                PreflightReported(
+                    deployment_id=action.deployment_id, name=outcome.name, ok=outcome.ok,
+                    output_tail=outcome.output_tail[-2000:] or (outcome.error or ""),
+                )
+            )
+        # Commands after the first failure were skipped: the deployment already failed.
 
     # -- readiness ---------------------------------------------------------------
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        return self.mqtt_connected, {"broker": self.mqtt_connected}
+        role = "leader" if self.leader else "standby"
+        ready = self.mqtt_connected and self.store_ok and (self.active or not self.leader)
+        detail: dict[str, Any] = {
+            "broker": self.mqtt_connected, "store": self.store_ok, "role": role,
+            "engine": self.active,
+        }
+        if not ready:
+            detail["reason"] = (
+                "broker unreachable" if not self.mqtt_connected else self._inactive_reason()
+            )
+        return ready, detail
 
     # -- MQTT --------------------------------------------------------------------
 
     def _status(self, online: bool) -> CoordinatorStatus:
         return CoordinatorStatus(
-            online=online, node=self.config.node, leader=True, time=self.clock()
+            online=online, node=self.config.node, leader=online and self.leader, time=self.clock()
         )
 
     def _make_client(self) -> aiomqtt.Client:
@@ -118,14 +366,39 @@ class Coordinator:
             session_expiry=SESSION_EXPIRY,
         )
 
+    async def _publish_command(self, host: str, payload: bytes) -> None:
+        client = self._client
+        if client is None:
+            return  # the outbox re-publishes once we are connected again
+        try:
+            await client.publish(topics.cmd(host), payload, qos=QOS, timeout=PUBLISH_TIMEOUT)
+        except aiomqtt.MqttError as exc:
+            log.warning("could not publish a command to %s (will retry): %s", host, exc)
+
+    async def _publish_event(self, event: Event) -> None:
+        client = self._client
+        if client is None:
+            return
+        try:
+            await client.publish(topics.EVENTS, encode(event), qos=QOS, timeout=PUBLISH_TIMEOUT)
+        except aiomqtt.MqttError as exc:
+            log.warning("could not publish event %d: %s", event.seq, exc)
+
+    async def publish_status(self) -> None:
+        client = self._client
+        if client is not None:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.publish(
+                    topics.COORDINATOR_STATUS, encode(self._status(True)), qos=QOS, retain=True,
+                    timeout=PUBLISH_TIMEOUT,
+                )
+
     async def _session(self, client: aiomqtt.Client) -> None:
         for topic in (topics.ALL_STATUS, topics.ALL_METRICS, topics.ALL_RESULTS):
             await client.subscribe(topic, qos=QOS)
-        await client.publish(
-            topics.COORDINATOR_STATUS, encode(self._status(True)), qos=QOS, retain=True
-        )
         self._client = client
         self.mqtt_connected = True
+        await self.publish_status()
         try:
             async for message in client.messages:
                 payload = message.payload
@@ -134,32 +407,120 @@ class Coordinator:
                 self.receive(message.topic.value, bytes(payload))
         except asyncio.CancelledError:
             # Graceful stop: say we are offline before the Will would.
-            try:
-                await asyncio.wait_for(
-                    client.publish(
-                        topics.COORDINATOR_STATUS, encode(self._status(False)), qos=QOS, retain=True
-                    ),
-                    PUBLISH_TIMEOUT,
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                await client.publish(
+                    topics.COORDINATOR_STATUS, encode(self._status(False)), qos=QOS,
+                    retain=True, timeout=PUBLISH_TIMEOUT,
                 )
-            except (aiomqtt.MqttError, TimeoutError):
-                log.warning("could not publish the offline status on shutdown")
             raise
         finally:
             self.mqtt_connected = False
             self._client = None
 
+    # -- background loops --------------------------------------------------------
+
+    async def _ticker(self) -> None:
+        """Tick the engine at its next wake-up, re-publish unanswered commands, and
+        keep trying to (re)activate when leading with a store that came back."""
+        while True:
+            now = self.clock()
+            for _command_id, host, payload in self.outbox.due(now):
+                await self._publish_command(host, payload)
+            engine = self.engine
+            if engine is not None:
+                wake = engine.next_wakeup()
+                if wake is not None and wake <= now:
+                    self.step(Tick(), now)
+            elif self.leader:
+                await self._try_activate()
+            engine = self.engine
+            deadline = now + MAX_SLEEP
+            if engine is not None and (wake := engine.next_wakeup()) is not None:
+                deadline = min(deadline, wake)
+            if (due := self.outbox.next_due()) is not None:
+                deadline = min(deadline, due)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, deadline - self.clock()))
+
+    async def _try_activate(self) -> None:
+        if not self._store_opened.is_set():
+            return
+        try:
+            await self.store.ping()
+            self.store_ok = True
+            await self._activate()
+        except StoreError as exc:
+            if self.store_ok:
+                log.error("store unreachable; holding: %s", exc)
+            self.store_ok = False
+            self._deactivate(f"store failure: {exc}")
+            await asyncio.sleep(STORE_RETRY)
+
+    def _lease_changed(self, leading: bool, token: int) -> None:
+        self.leader = leading
+        if leading:
+            self.fencing = token
+            log.warning("leader with fencing token %d", token)
+        else:
+            self._deactivate("lost the leader lease")
+        self._wake.set()
+        asyncio.get_running_loop().create_task(self.publish_status())
+
+    async def _open_store(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.store.open()
+                await self.store.migrate()
+            except StoreError as exc:
+                log.error("store unavailable (%s); retrying", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), STORE_RETRY)
+            else:
+                self.store_ok = True
+                self._store_opened.set()
+                self._wake.set()
+                return
+
+    async def _start_store_and_lease(self, stop: asyncio.Event) -> None:
+        await self._open_store(stop)
+        if self.lease is not None and not stop.is_set():
+            # Never below what the store has seen, even if Redis lost its counter.
+            self.lease.min_token = await self.store.current_fence()
+            await self.lease.run(stop, self._lease_changed)
+
     # -- lifecycle ---------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         token = load_or_create_token(self.config)
+        self._key = load_or_create_key(self.config)
         runner = web.AppRunner(build_app(self, token), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.config.http.listen, self.config.http.port)
         await site.start()
         log.info("HTTP API on http://%s:%d", self.config.http.listen, self.config.http.port)
+        self.notifier.start()
+        tasks: list[asyncio.Task[Any]] = []
         try:
+            tasks.append(asyncio.create_task(self._start_store_and_lease(stop)))
+            tasks.append(asyncio.create_task(self.pipeline.run()))
+            tasks.append(asyncio.create_task(self._ticker()))
             await run_forever(
                 self.config.mqtt, self._make_client, self._session, stop=stop, name="coordinator"
             )
         finally:
+            for task in [*tasks, *self._preflights]:
+                task.cancel()
+            await asyncio.gather(*tasks, *self._preflights, return_exceptions=True)
+            if self.lease is not None:
+                await self.lease.close()
+            self.hub.close()
+            await self.notifier.close()
+            await self.store.close()
             await runner.cleanup()
+
+
+def _encode_snapshot(snapshot: EngineSnapshot) -> bytes:
+    # Hosts are left out: the broker's retained statuses are their source of truth and
+    # are fed to a restored engine first, and 10,000 of them would bloat every save.
+    return msgspec.msgpack.encode(msgspec.structs.replace(snapshot, hosts=[]))

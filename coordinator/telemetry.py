@@ -3,7 +3,12 @@ so several coordinators in one test process never collide."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from coordinator.daemon import Coordinator
 
 
 class Telemetry:
@@ -39,3 +44,15 @@ class Telemetry:
         self.deployments = Gauge(
             "rollguard_deployments", "Deployments by state", ["state"], registry=self.registry
         )
+
+    def refresh(self, coordinator: Coordinator) -> None:
+        """Update the gauges that are read off state at scrape time."""
+        self.hosts_online.set(coordinator.hosts.online_count())
+        self.deployments.clear()
+        engine = coordinator.engine
+        if engine is not None:
+            counts: dict[str, int] = {}
+            for dep in engine.deployments():
+                counts[dep.phase.value] = counts.get(dep.phase.value, 0) + 1
+            for state, count in counts.items():
+                self.deployments.labels(state).set(count)

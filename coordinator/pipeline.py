@@ -1,0 +1,201 @@
+"""From the engine's actions to the world, in order: store first, then publish.
+
+The engine runs synchronously on the ingest path; what it decides goes into one
+queue drained by a single writer task. For each engine step the writer commits, in one
+transaction, the engine snapshot, the deployment rows, the signed commands and the
+events; only after the commit does it publish the commands and events and send the
+notifications. So a crash at any point either loses the whole step (the engine is
+restored from the store as it was before it) or re-sends exactly the stored commands,
+with the same ids, which agents answer from memory.
+
+When a commit fails (store unreachable, or a stale leader refused by the fence), the
+step's commands are never published and the coordinator is told to hold: it drops its
+engine and rebuilds it from the store once the store answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import msgspec
+
+from coordinator.engine import (
+    CancelCommand,
+    DeploymentChanged,
+    EngineAction,
+    Notify,
+    OperatorReply,
+    Record,
+    RunPreflight,
+    SendCommand,
+)
+from coordinator.eventhub import EventHub
+from coordinator.notify import Notification, Notifier
+from coordinator.outbox import Outbox
+from coordinator.store import Store, StoreError
+from coordinator.telemetry import Telemetry
+from shared.messages import Command, Event
+
+log = logging.getLogger("rollguard.pipeline")
+QUEUE_LIMIT: Final = 100_000
+
+Publish = Callable[[str, bytes, bool], Awaitable[None]]
+SignCommand = Callable[[SendCommand], Command]
+
+
+@dataclass
+class Step:
+    """One engine step's consequences, ready to persist."""
+
+    actions: list[EngineAction]
+    snapshot: bytes | None
+    time: float
+    fencing: int
+    commands: list[Command] = field(default_factory=list)
+    # Resolved once the step is committed (True) or failed to commit (False).
+    done: asyncio.Future[bool] | None = None
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        outbox: Outbox,
+        hub: EventHub,
+        notifier: Notifier,
+        telemetry: Telemetry,
+        publish_command: Callable[[str, bytes], Awaitable[None]],
+        publish_event: Callable[[Event], Awaitable[None]],
+        run_preflight: Callable[[RunPreflight], None],
+        on_store_failure: Callable[[Exception], None],
+    ) -> None:
+        self._store = store
+        self._outbox = outbox
+        self._hub = hub
+        self._notifier = notifier
+        self._telemetry = telemetry
+        self._publish_command = publish_command
+        self._publish_event = publish_event
+        self._run_preflight = run_preflight
+        self._on_store_failure = on_store_failure
+        self._queue: asyncio.Queue[Step] = asyncio.Queue(QUEUE_LIMIT)
+
+    def submit(self, step: Step) -> None:
+        """Queue a step; never blocks the ingest path."""
+        self._queue.put_nowait(step)
+
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    async def run(self) -> None:
+        while True:
+            step = await self._queue.get()
+            try:
+                await self._handle(step)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one bad step must not stop the writer
+                log.exception("failed to carry out an engine step")
+                if step.done is not None and not step.done.done():
+                    step.done.set_result(False)
+
+    def drop_pending(self) -> int:
+        """Forget queued steps (after a store failure or losing the lease)."""
+        dropped = 0
+        while not self._queue.empty():
+            step = self._queue.get_nowait()
+            if step.done is not None and not step.done.done():
+                step.done.set_result(False)
+            dropped += 1
+        return dropped
+
+    async def _handle(self, step: Step) -> None:
+        try:
+            events = await self._persist(step)
+        except StoreError as exc:
+            log.error("could not store an engine step; holding: %s", exc)
+            if step.done is not None and not step.done.done():
+                step.done.set_result(False)
+            self._on_store_failure(exc)
+            return
+        if step.done is not None and not step.done.done():
+            step.done.set_result(True)
+        commands = {command.id: command for command in step.commands}
+        for action in step.actions:
+            match action:
+                case SendCommand(command_id=command_id):
+                    command = commands[command_id]
+                    payload = self._outbox.add_command(command, step.time)
+                    await self._publish_command(command.host, payload)
+                case CancelCommand(command_id=command_id):
+                    self._outbox.finished(command_id)
+                case RunPreflight():
+                    self._run_preflight(action)
+                case Notify():
+                    self._notifier.notify(_notification(action))
+                case _:
+                    pass
+        for event in events:
+            self._telemetry.decisions.labels(event.kind).inc()
+            self._hub.publish(event)
+            await self._publish_event(event)
+
+    async def _persist(self, step: Step) -> list[Event]:
+        events: list[Event] = []
+        async with self._store.transaction() as tx:
+            await tx.fence(step.fencing)
+            if step.snapshot is not None:
+                await tx.save_engine_state(step.snapshot, step.time, fencing=step.fencing)
+            for action in step.actions:
+                match action:
+                    case DeploymentChanged(deployment=dep):
+                        await tx.save_deployment(
+                            dep.id, dep.environment, dep.version, dep.strategy,
+                            dep.phase.value, msgspec.msgpack.encode(dep),
+                            fencing=step.fencing, updated=dep.updated,
+                        )
+                    case Record():
+                        evidence: dict[str, Any] = dict(action.evidence)
+                        seq = await tx.append_event(
+                            action.time, action.kind, action.message, action.deployment,
+                            action.host, action.actor, evidence, fencing=step.fencing,
+                        )
+                        events.append(
+                            Event(
+                                seq=seq, time=action.time, kind=action.kind,
+                                message=action.message, deployment=action.deployment,
+                                host=action.host, actor=action.actor, evidence=evidence,
+                            )
+                        )
+                    case _:
+                        pass
+            for command in step.commands:
+                await tx.save_command(
+                    command.id, command.deployment, command.host, command.action,
+                    msgspec.json.encode(command), command.issued, fencing=step.fencing,
+                )
+        return events
+
+
+def _notification(action: Notify) -> Notification:
+    return Notification(
+        kind=action.kind,  # type: ignore[arg-type]
+        environment=action.environment or "",
+        deployment=action.deployment,
+        host=action.host,
+        message=action.message,
+        evidence=dict(action.evidence),
+        time=action.time,
+        # The engine sends one Notify per state change; its time makes the key unique
+        # per change and identical if a resumed coordinator ever repeats it.
+        key=f"{action.host or ''}@{action.time:.6f}",
+    )
+
+
+def operator_replies(actions: list[EngineAction]) -> list[OperatorReply]:
+    return [a for a in actions if isinstance(a, OperatorReply)]
