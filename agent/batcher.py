@@ -56,7 +56,7 @@ class Batcher:
             # does. A sample the coordinator would refuse must not poison a batch.
             _sample_decoder.decode(encoded)
         except msgspec.ValidationError as exc:
-            log.error(  # noqa: TRY400 - the reason is the message; no traceback wanted
+            log.error(
                 "check %s produced an invalid sample (%s); sending its failure instead",
                       sample.check, exc)
             sample = Sample(check=sample.check, time=sample.time, ok=False,
@@ -88,7 +88,7 @@ class Batcher:
         except sqlite3.Error as exc:
             # A full or broken disk must not stop collection; the samples are lost and
             # said so, the agent keeps running and retries with the next tick.
-            log.error(  # noqa: TRY400 - the reason is the message; no traceback wanted
+            log.error(
                 "cannot store a batch of %d samples: %s", len(samples), exc
             )
             return

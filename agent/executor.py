@@ -74,7 +74,7 @@ class Executor:
         try:
             self._queue.put_nowait(payload)
         except asyncio.QueueFull:
-            log.error(  # noqa: TRY400 - a full queue is the whole story
+            log.error(
                 "command queue full (%d); dropping a command payload", QUEUE_LIMIT
             )
 
