@@ -49,6 +49,7 @@ from coordinator.notify import Notifier, targets_from_config
 from coordinator.outbox import Outbox, signed_command
 from coordinator.pipeline import Pipeline, Step
 from coordinator.preflight import run_preflight
+from coordinator.series import SeriesRecorder
 from coordinator.store import Store, StoreError, open_store
 from coordinator.telemetry import Telemetry
 from shared import topics
@@ -132,6 +133,7 @@ class Coordinator:
         self.notifier = Notifier(targets_from_config(config.environments))
         self.lease = Lease.from_config(config.ha, config.node) if config.ha.redis_url else None
         self.engine: Engine | None = None
+        self.series = SeriesRecorder(max(1.0, config.engine.housekeeping * 4))
         self.mqtt_connected = False
         self.store_ok = False
         self.leader = self.lease is None
@@ -290,6 +292,7 @@ class Coordinator:
         elif isinstance(message, MetricBatch):
             self.telemetry.ingested.labels("metrics").inc()
             self.hosts.apply_batch(message, now)
+            self.series.observe(message)
             self.step(MetricsReceived(batch=message), now)
         else:
             self.telemetry.ingested.labels("cmd_result").inc()
@@ -431,6 +434,8 @@ class Coordinator:
                 wake = engine.next_wakeup()
                 if wake is not None and wake <= now:
                     self.step(Tick(), now)
+                if self.series.due(now):
+                    self._record_series(engine, now)
             elif self.leader:
                 await self._try_activate()
             engine = self.engine
@@ -442,6 +447,14 @@ class Coordinator:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, deadline - self.clock()))
+
+    def _record_series(self, engine: Engine, now: float) -> None:
+        versions = {view.host: view.version for view in self.hosts.all()}
+        records = self.series.flush(now, engine.deployments(), versions)
+        if records:
+            self.pipeline.submit(
+                Step(actions=list(records), snapshot=None, time=now, fencing=self.fencing)
+            )
 
     async def _try_activate(self) -> None:
         if not self._store_opened.is_set():
