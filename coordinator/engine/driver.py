@@ -601,6 +601,7 @@ class Driver:
         *,
         actor: str | None = None,
         reason: str = "",
+        evidence: dict[str, Any] | None = None,
     ) -> None:
         """Send the next step's orders (after a passed bake or an approve)."""
         step = dep.steps[dep.step + 1]
@@ -615,7 +616,12 @@ class Driver:
             out,
             message,
             actor=actor,
-            evidence={"hosts": hosts, "percent": step.percent, "next_step": step.index},
+            evidence={
+                "hosts": hosts,
+                "percent": step.percent,
+                "next_step": step.index,
+                **(evidence or {}),
+            },
             notify=("promoted", "info"),
         )
         dep.step = step.index

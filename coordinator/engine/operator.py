@@ -342,7 +342,7 @@ class Operator:
             raise _Refused(f"nothing awaits approval (the deployment is {dep.phase.value})")
         if request.step is not None and request.step != gated:
             raise _Refused(f"step {gated} awaits approval, not step {request.step}")
-        self._safe_to_advance(dep, now)
+        evidence = self._safe_to_advance(dep, now)
         dep.approved.append(gated)
         self.driver.advance_step(
             dep,
@@ -351,6 +351,7 @@ class Operator:
             out,
             actor=request.actor,
             reason=f"approved by {request.actor}: {request.reason or 'no reason given'}",
+            evidence=evidence,
         )
         self.driver.drive(dep, now, out)
         return True, f"approved; {dep.steps[gated].name} deploying"

@@ -139,6 +139,12 @@ class Sim:
         self.preflight_ok: dict[str, bool] = {}
         self._queue: list[tuple[float, int, str, Any]] = []
         self.down_until: float | None = None
+        # Ground truth for oracles: every sample the coordinator received, in order.
+        self.log_samples = False
+        self.sample_log: list[tuple[float, str, Sample]] = []
+        self.fail_deploys: set[str] = set()
+        # Called with every action as it happens (oracles in property tests).
+        self.observers: list[Callable[[float, EngineAction], None]] = []
         self.persisted: EngineSnapshot | None = None
         self.crashes: list[float] = []
         self.restored_at: list[float] = []
@@ -202,6 +208,8 @@ class Sim:
     def _perform(self, actions: list[EngineAction]) -> None:
         for action in actions:
             self.actions.append((self.now, action))
+            for observer in self.observers:
+                observer(self.now, action)
             match action:
                 case SendCommand():
                     self.sent.append(action)
@@ -290,6 +298,8 @@ class Sim:
     def _publish(self, host: SimHost, samples: list[Sample]) -> None:
         host.seq += 1
         batch = MetricBatch(host=host.name, session=host.session, seq=host.seq, samples=samples)
+        if self.log_samples and self.down_until is None:
+            self.sample_log.extend((self.now, host.name, sample) for sample in samples)
         self.feed(MetricsReceived(batch=batch))
 
     def _app_sample(self, check: str, profile: Profile) -> Sample:
@@ -346,7 +356,14 @@ class Sim:
             # Idempotent by id: a repeated id is answered with the first result and runs
             # nothing.
             self.repeats.append(command.command_id)
-            self.feed(CommandResultReceived(result=self._result(host, command, "succeeded")))
+            state = host.executed[command.command_id]
+            self.feed(CommandResultReceived(result=self._result(host, command, state)))
+            return
+        if command.action == "deploy" and host.name in self.fail_deploys:
+            host.executed[command.command_id] = "failed"
+            host.history.append((command.command_id, "deploy-failed", command.version))
+            result = self._result(host, command, "failed")
+            self.feed(CommandResultReceived(result=msgspec.structs.replace(result, detail="boom")))
             return
         host.executed[command.command_id] = "succeeded"
         host.history.append((command.command_id, command.action, command.version or command.slot))
