@@ -169,7 +169,8 @@ class PostgresStore(Store):
             if not _succeeded(task):
                 with suppress(BaseException):
                     task.exception()  # retrieved, so asyncio does not log it
-                raise StoreError(f"{self!r}: no answer within {self.timeout:g} s")
+                silence = TimeoutError(f"no answer within {self.timeout:g} s")
+                raise StoreError(f"{self!r}: {silence}") from silence
         try:
             return task.result()
         except psycopg.Error as exc:
