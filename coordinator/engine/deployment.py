@@ -123,6 +123,8 @@ class Deployment(Struct, kw_only=True):
     rollback_version: str | None = None
     rollback_reason: str | None = None
     rollback_started: float | None = None
+    # The hosts the rollback returns to the stable version (kept for a retry).
+    rollback_hosts: list[str] = []
     finished: float | None = None
     # The last decision in words, for `rollguard status`.
     summary: str = ""

@@ -107,13 +107,73 @@ class Driver:
         if after in TERMINAL:
             self._finish(dep, now)
         else:
+            self.runtime(dep).waiting = None
             self.rebuild(dep)
 
-    def drive(self, dep: Deployment, now: float, out: Outbox) -> None:
+    def drive(self, dep: Deployment, now: float, out: Outbox, *, full: bool = True) -> None:
+        """Advance ``dep`` as far as the facts at ``now`` allow.
+
+        A light drive (``full`` False) is for an acknowledgement or a status that only
+        confirms a command: it checks the commands still awaited, in constant time, and
+        judges nothing; it turns full as soon as it takes a transition. Everything that
+        can fail a rule (samples, offline hosts, failed commands) and every tick drives
+        fully, so no decision waits on a light drive.
+        """
         for _ in range(MAX_TRANSITIONS_PER_EVENT):
-            if not self._advance(dep, now, out):
+            if not self._advance(dep, now, out, full=full):
                 return
+            full = True
         raise EngineError(f"deployment {dep.id} did not settle at {now}")
+
+    # Commands awaited ------------------------------------------------------------------
+
+    def _attempt(self, dep: Deployment) -> list[CommandRecord]:
+        """The commands the current phase waits for: the step's orders while deploying,
+        the rollback's while rolling back."""
+        if dep.phase is Phase.DEPLOYING:
+            return [
+                c for c in dep.rollout_commands() if c.step == dep.step and c.state != "cancelled"
+            ]
+        if dep.phase is Phase.ROLLING_BACK:
+            started = dep.rollback_started if dep.rollback_started is not None else 0.0
+            return [
+                c
+                for c in dep.commands.values()
+                if c.purpose == "rollback" and c.issued >= started and c.state != "cancelled"
+            ]
+        return []
+
+    def waiting(self, dep: Deployment) -> dict[str, set[str]]:
+        """Commands of the current attempt neither confirmed nor final, by host."""
+        runtime = self.runtime(dep)
+        if runtime.waiting is None:
+            runtime.waiting = {}
+            for command in self._attempt(dep):
+                if self._awaited(command):
+                    runtime.waiting.setdefault(command.host, set()).add(command.id)
+        return runtime.waiting
+
+    def _awaited(self, command: CommandRecord) -> bool:
+        """Neither confirmed nor failed: an answer or a status is still to come."""
+        return (
+            command.state not in _FAILED_STATES
+            and command.state != "cancelled"
+            and not (self.confirmed(command))
+        )
+
+    def heard_from(self, dep: Deployment, host: str) -> None:
+        """A result or status from ``host``: drop its commands that are now settled."""
+        runtime = self.runtime(dep)
+        if runtime.waiting is None:
+            return
+        ids = runtime.waiting.get(host)
+        if not ids:
+            return
+        for command_id in list(ids):
+            if not self._awaited(dep.commands[command_id]):
+                ids.discard(command_id)
+        if not ids:
+            del runtime.waiting[host]
 
     # Cohorts and windows --------------------------------------------------------------
 
@@ -267,6 +327,7 @@ class Driver:
             )
             dep.commands[command.id] = command
             self.state.commands[command.id] = dep.id
+            self.runtime(dep).waiting = None
             out.add(
                 SendCommand(
                     command_id=command.id,
@@ -356,7 +417,7 @@ class Driver:
 
     # The automatic path ---------------------------------------------------------------
 
-    def _advance(self, dep: Deployment, now: float, out: Outbox) -> bool:
+    def _advance(self, dep: Deployment, now: float, out: Outbox, *, full: bool) -> bool:
         phase = dep.phase
         if phase in TERMINAL:
             return False
@@ -375,10 +436,16 @@ class Driver:
                 return True
             return False  # preflight reports and operator requests move it (operator.py)
         if phase is Phase.ROLLING_BACK:
+            if not full and self.waiting(dep):
+                return False
             return self._rollback_progress(dep, now, out)
         if phase is Phase.PROMOTING:
             self._choose_next(dep, now, out)
             return True
+        if not full:
+            if phase is Phase.DEPLOYING and not self.waiting(dep):
+                return self._confirm_step(dep, now, out)
+            return False
         failures = []
         for command in dep.rollout_commands():
             if command.state in _FAILED_STATES or self._expire(dep, command, now, out):
@@ -407,25 +474,7 @@ class Driver:
             return True
         self._alert_once(dep, result, now, out)
         if phase is Phase.DEPLOYING:
-            step = dep.steps[dep.step]
-            mine = [
-                c for c in dep.rollout_commands() if c.step == dep.step and c.state != "cancelled"
-            ]
-            if len(mine) >= len(step.orders) and all(self.confirmed(c) for c in mine):
-                dep.bake_elapsed = 0.0
-                dep.bake_length = step.bake
-                dep.extended = False
-                self.fire(
-                    dep,
-                    Trigger.ACKED,
-                    now,
-                    out,
-                    f"step {step.name}: every host confirmed; baking {step.bake:g} s",
-                    evidence={"hosts": sorted(c.host for c in mine)},
-                )
-                self.open_window(dep, now)
-                return True
-            return False
+            return self._confirm_step(dep, now, out)
         if phase is Phase.BAKING:
             return self._baking(dep, result, now, out)
         if phase is Phase.HELD:
@@ -447,6 +496,25 @@ class Driver:
         if phase is Phase.VERIFYING:
             return self._verify(dep, result, now, out)
         return False
+
+    def _confirm_step(self, dep: Deployment, now: float, out: Outbox) -> bool:
+        step = dep.steps[dep.step]
+        mine = self._attempt(dep)
+        if len(mine) < len(step.orders) or not all(self.confirmed(c) for c in mine):
+            return False
+        dep.bake_elapsed = 0.0
+        dep.bake_length = step.bake
+        dep.extended = False
+        self.fire(
+            dep,
+            Trigger.ACKED,
+            now,
+            out,
+            f"step {step.name}: every host confirmed; baking {step.bake:g} s",
+            evidence={"hosts": sorted(c.host for c in mine)},
+        )
+        self.open_window(dep, now)
+        return True
 
     def _baking(self, dep: Deployment, result: Judgement | None, now: float, out: Outbox) -> bool:
         if result is None:
@@ -667,16 +735,18 @@ class Driver:
     # Rollback --------------------------------------------------------------------------
 
     def stable_version(self, dep: Deployment) -> str | None:
-        """The last stable version: for a finished deployment, the newest completed one
-        before it in the environment's history; otherwise what the hosts ran at start."""
+        """The last stable version. For a completed deployment: the newest deployment
+        before it in the environment's history that completed and was not rolled back
+        since. Otherwise (or without such history): what the hosts ran at its start."""
         if dep.phase is Phase.COMPLETED:
             entries = [h for h in self.state.history if h.environment == dep.environment]
-            seen = False
+            seen, undone = False, set()
             for entry in reversed(entries):
                 if entry.deployment == dep.id:
                     seen = True
-                    continue
-                if seen and entry.outcome == "completed":
+                elif entry.outcome == "rolled_back":
+                    undone.add(entry.deployment)
+                elif seen and entry.outcome == "completed" and entry.deployment not in undone:
                     return entry.version
         return dep.from_version
 
@@ -691,41 +761,57 @@ class Driver:
         evidence: dict[str, Any],
         actor: str | None = None,
     ) -> None:
-        stable = self.stable_version(dep)
-        retry = dep.phase is Phase.FAILED
-        whole_fleet = dep.phase in (Phase.COMPLETED, Phase.FAILED)
+        """Return every host that got (or may have got) the new version to the last
+        stable version: the canary's and direct's hosts by a rollback command, blue-green's
+        switched hosts by switching back. After completion that is every target host; a
+        retry after a failed rollback repeats it where it was not confirmed."""
+        retry = dep.phase is Phase.FAILED and dep.rollback_version is not None
+        if retry:
+            stable, hosts = dep.rollback_version, set(dep.rollback_hosts)
+        else:
+            stable = self.stable_version(dep)
+            whole_fleet = dep.phase is Phase.COMPLETED
+            if whole_fleet:
+                hosts = set(dep.targets)
+            elif dep.strategy == "blue-green":
+                # Before the switch no host serves the new version: nothing to revert.
+                hosts = {c.host for c in dep.rollout_commands() if c.action == "switch"}
+            else:
+                hosts = dep.ordered_hosts()
         self.fire(
             dep,
             trigger,
             now,
             out,
             f"rolling back to {stable}: {reason}",
-            evidence={"stable_version": stable, "reason": reason, **evidence},
+            evidence={
+                "stable_version": stable,
+                "from_version": dep.from_version,
+                "hosts": sorted(hosts),
+                "reason": reason,
+                **evidence,
+            },
             actor=actor,
             notify=("rolling_back", "critical" if trigger is Trigger.FAIL else "warning"),
         )
         dep.rollback_version = stable
         dep.rollback_reason = reason
         dep.rollback_started = now
+        dep.rollback_hosts = sorted(hosts)
         for command in dep.commands.values():
             if not command.final:
                 self.cancel(dep, command, out, "superseded by rollback")
-        if dep.strategy == "blue-green":
-            switched = {c.host for c in dep.rollout_commands() if c.action == "switch"}
-            if whole_fleet:
-                switched = set(dep.targets)
-            orders = bluegreen.rollback_orders(dep.targets, sorted(switched))
-        else:
-            hosts = set(dep.targets) if whole_fleet else dep.ordered_hosts()
-            orders = canary.rollback_orders(sorted(hosts), stable)
         if retry:
-            # A retry re-sends only where the last attempt was not confirmed.
             done = {
                 c.host
                 for c in dep.commands.values()
                 if c.purpose == "rollback" and self.confirmed(c)
             }
-            orders = [o for o in orders if o.host not in done]
+            hosts -= done
+        if dep.strategy == "blue-green":
+            orders = bluegreen.rollback_orders(dep.targets, sorted(hosts))
+        else:
+            orders = canary.rollback_orders(sorted(hosts), stable)
         self.send(dep, orders, now, out, purpose="rollback", step=-1)
 
     def _rollback_progress(self, dep: Deployment, now: float, out: Outbox) -> bool:
@@ -763,7 +849,10 @@ class Driver:
                 or (expected_slot.get(host) is not None and record.slot != expected_slot[host])
             ):
                 off[host] = {"version": record.version, "slot": record.slot}
-        if off and not failed and now < started + timeout:
+        # Statuses may lag the acks (and after a restart, arrive again): give them the
+        # ack timeout, counted from the engine's own (re)start at the earliest.
+        since = self.state.since if self.state.since is not None else started
+        if off and not failed and now < max(started, since) + timeout:
             return False
         unhealthy = sorted(
             f"{host}/{name}"
@@ -828,13 +917,19 @@ class Driver:
         if len(mine) > limit:
             drop = {id(h) for h in mine[: len(mine) - limit]}
             self.state.history = [h for h in self.state.history if id(h) not in drop]
-        # Keep only the latest finished deployment of the environment in full.
-        for other in list(self.state.deployments.values()):
-            if (
-                other.id != dep.id
-                and other.environment == dep.environment
-                and other.phase in TERMINAL
-            ):
+        # Keep in full only this deployment and the environment's latest completed one
+        # (the one a manual rollback can still undo); the rest lives on in the history.
+        finished = [
+            d
+            for d in self.state.deployments.values()
+            if d.environment == dep.environment and d.phase in TERMINAL
+        ]
+        completed = [d for d in finished if d.phase is Phase.COMPLETED]
+        keep = {dep.id}
+        if completed:
+            keep.add(max(completed, key=lambda d: d.finished or 0.0).id)
+        for other in finished:
+            if other.id not in keep:
                 self.forget(other)
         for host in dep.targets:
             windows = self.state.windows.get(host)

@@ -21,7 +21,7 @@ from coordinator.engine.actions import EngineAction, RunPreflight, SendCommand
 from coordinator.engine.alerts import Alerts, FiringAlert
 from coordinator.engine.deployment import Deployment, HistoryEntry
 from coordinator.engine.driver import Driver
-from coordinator.engine.errors import SnapshotError
+from coordinator.engine.errors import EngineError, SnapshotError
 from coordinator.engine.events import (
     CommandResultReceived,
     EngineEvent,
@@ -80,6 +80,8 @@ class Engine:
                 self._operator.preflight_reported(event, now, out)
             case Tick():
                 self._tick(now, out)
+            case _:
+                raise EngineError(f"not an engine event: {type(event).__name__}")
         return out.drain(now)
 
     def next_wakeup(self) -> float | None:
@@ -248,6 +250,7 @@ class Engine:
         dep = state.deployment_of(status.host)
         if dep is None:
             return
+        online_changed = change in (StatusChange.WENT_OFFLINE, StatusChange.CAME_ONLINE)
         if change is StatusChange.CAME_ONLINE and dep.phase is Phase.ROLLING_BACK:
             ttl = state.config.command_ttl
             for command in list(dep.commands.values()):
@@ -258,7 +261,10 @@ class Engine:
                     and now - command.issued >= ttl
                 ):
                     self._driver.resend(dep, command, now, out, "expired while the host was away")
-        self._driver.drive(dep, now, out)
+        # A host going offline or coming back may change a verdict: judge fully. Any
+        # other status only confirms commands.
+        self._driver.heard_from(dep, status.host)
+        self._driver.drive(dep, now, out, full=online_changed)
 
     def _result(self, result: CommandResult, now: float, out: Outbox) -> None:
         state = self._state
@@ -304,15 +310,17 @@ class Engine:
                     evidence=evidence,
                 )
             return
+        # An answer alone is not persisted at once (no DeploymentChanged): if it is lost
+        # in a crash, the restored engine still waits for it, the shell re-publishes the
+        # same id and the agent answers again from memory. Decisions taken on it are.
         if result.state == "accepted":
             if command.state == "pending":
                 command.state = "accepted"
-                out.touch(dep)
             return
         command.state = result.state
         command.detail = result.detail[:1024]
         command.answered = now
-        out.touch(dep)
+        self._driver.heard_from(dep, command.host)
         out.record(
             now,
             f"command.{result.state}",
@@ -322,7 +330,7 @@ class Engine:
             host=command.host,
             evidence=evidence,
         )
-        self._driver.drive(dep, now, out)
+        self._driver.drive(dep, now, out, full=result.state != "succeeded")
 
     def _tick(self, now: float, out: Outbox) -> None:
         state = self._state

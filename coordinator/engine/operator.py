@@ -11,14 +11,17 @@ time, not on evidence.
 
 from __future__ import annotations
 
+import re
+
 from coordinator.engine.actions import OperatorReply, RunPreflight
 from coordinator.engine.deployment import Deployment, PreflightState
 from coordinator.engine.driver import Driver, plan, targets_of
-from coordinator.engine.events import OperatorRequest, PreflightReported
+from coordinator.engine.events import DEPLOYMENT_ID_PATTERN, OperatorRequest, PreflightReported
 from coordinator.engine.fleet import HostRecord
 from coordinator.engine.gate import host_gate
 from coordinator.engine.phases import ACTIVE, Phase, Trigger, allowed
 from coordinator.engine.state import EngineState, Outbox
+from shared.messages import VERSION_PATTERN
 
 
 class _Refused(Exception):
@@ -107,8 +110,16 @@ class Operator:
     # start -----------------------------------------------------------------------------
 
     def _start(self, request: OperatorRequest, now: float, out: Outbox) -> tuple[bool, str]:
+        # Requests built in Python skip msgspec's decode-time checks; ids and versions end
+        # up in command ids and directory names, so they are checked here too.
+        if not re.fullmatch(DEPLOYMENT_ID_PATTERN, request.deployment_id):
+            raise _Refused(
+                f"deployment id {request.deployment_id!r} must match {DEPLOYMENT_ID_PATTERN}"
+            )
         if request.version is None:
             raise _Refused("start needs a version")
+        if not re.fullmatch(VERSION_PATTERN, request.version):
+            raise _Refused(f"version {request.version!r} must match {VERSION_PATTERN}")
         if self.state.known_id(request.deployment_id):
             raise _Refused(f"deployment id {request.deployment_id} is already used")
         environment = request.environment or "production"

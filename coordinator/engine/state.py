@@ -62,6 +62,8 @@ class Runtime:
     notified: set[str] = field(default_factory=set)
     # The earliest time a fact may change without a new event (silence, grace).
     wake: float | None = None
+    # Commands of the current attempt still awaited, by host (None: to be recomputed).
+    waiting: dict[str, set[str]] | None = None
 
     def base_name(self, host: str, reported: str) -> str | None:
         """The base check a host's reported check counts as in this window, if any."""

@@ -3,7 +3,7 @@ reasons and no change; each recorded with who and why."""
 
 from __future__ import annotations
 
-from coordinator.engine import MetricsReceived, OperatorReply, RunPreflight
+from coordinator.engine import CommandResultReceived, MetricsReceived, OperatorReply, RunPreflight
 from shared.messages import MetricBatch, Sample
 
 from .sim import Profile, Sim, make_config
@@ -257,3 +257,70 @@ def test_a_failed_preflight_command_refuses_the_deployment() -> None:
 
 def _metrics(host: str, seq: int, samples: list[Sample]) -> MetricsReceived:
     return MetricsReceived(batch=MetricBatch(host=host, session=1, seq=seq, samples=samples))
+
+
+def test_a_rolled_back_deployment_leaves_the_completed_one_before_it_undoable() -> None:
+    sim = Sim(
+        hosts=4,
+        environment="development",
+        profiles={"2.0.0": GOOD, "3.0.0": Profile(database_fail=1.0)},
+    )
+    sim.run_until(T0)
+    assert sim.start("d1", "2.0.0", environment="development").accepted
+    assert sim.finish("d1", 3600.0) == "completed"
+    assert sim.start("d2", "3.0.0", environment="development").accepted
+    assert sim.finish("d2", 7200.0) == "rolled_back"
+    assert set(sim.versions().values()) == {"2.0.0"}
+    reply = sim.operator("rollback", "d1", reason="2.0 leaks memory")
+    assert reply.accepted and reply.message == "rolling back to 1.0.0"
+    assert sim.finish("d1", 9000.0) == "rolled_back"
+    assert set(sim.versions().values()) == {"1.0.0"}
+
+
+def test_a_failed_rollback_is_retried_only_where_it_was_not_confirmed() -> None:
+    sim = Sim(hosts=4, environment="development", profiles={"2.0.0": Profile(database_fail=1.0)})
+    stuck = "host-02"
+    broken = {stuck}  # its agent fails rollbacks until repaired
+    original = sim._deliver
+
+    def deliver(command):  # type: ignore[no-untyped-def]
+        if command.action == "rollback" and command.host in broken:
+            result = sim._result(sim.hosts[stuck], command, "failed")
+            sim.feed(CommandResultReceived(result=result))
+            return None
+        return original(command)
+
+    sim._deliver = deliver  # type: ignore[method-assign]
+    sim.run_until(T0)
+    assert sim.start("d1", "2.0.0", environment="development").accepted
+    assert sim.finish("d1", 3600.0) == "failed"
+    failed = sim.first("deployment.rollback_failed")
+    assert failed.evidence["not_on_stable"] == {stuck: {"version": "2.0.0", "slot": None}}
+    assert len(sim.notifications("deployment.rollback_failed")) == 1
+    first_attempt = {c.command_id for c in sim.sent if c.action == "rollback"}
+    broken.clear()
+    reply = sim.operator("rollback", "d1", reason="retry after fixing host-02")
+    assert reply.accepted and reply.changed
+    assert sim.finish("d1", 7200.0) == "rolled_back"
+    retried = [c for c in sim.sent if c.action == "rollback" and c.command_id not in first_attempt]
+    assert [c.host for c in retried] == [stuck]
+    assert set(sim.versions().values()) == {"1.0.0"}
+
+
+def test_ids_and_versions_are_checked_even_when_built_in_python() -> None:
+    sim = Sim(hosts=2)
+    sim.run_until(T0)
+    bad_id = sim.start("bad id!", "2.0.0")
+    assert not bad_id.accepted and "must match" in bad_id.reasons[0]
+    bad_version = sim.start("d1", "../../etc")
+    assert not bad_version.accepted and "must match" in bad_version.reasons[0]
+
+
+def test_an_unknown_event_is_an_error() -> None:
+    import pytest
+
+    from coordinator.engine import EngineError
+
+    sim = Sim(hosts=1)
+    with pytest.raises(EngineError, match="not an engine event"):
+        sim.engine.handle("tick", 1.0)  # type: ignore[arg-type]
