@@ -1,16 +1,29 @@
 """The decision engine: events in, actions out, no IO and no clock.
 
-Shaped like h11: a pure object the shell drives. The shell calls ``handle(event, now)``
-for every message it receives and at ``next_wakeup()``, performs the returned actions
-in order, and persists ``snapshot()`` (or each DeploymentChanged) before publishing
-the commands it got in the same call. Everything here is deterministic: the same events
-at the same times give the same actions.
+Shaped like h11: a pure object the shell drives. Everything is deterministic: the same
+events at the same times give the same actions.
+
+How the shell drives it
+-----------------------
+* Every validated MQTT message becomes one event: ``hosts/+/status`` ->
+  HostStatusReceived, ``hosts/+/metrics`` -> MetricsReceived, ``hosts/+/cmd/result`` ->
+  CommandResultReceived; API calls -> OperatorRequest; preflight outcomes ->
+  PreflightReported. Call ``handle(event, now)`` with the shell's clock.
+* Sleep until ``next_wakeup()`` (or the next message) and then ``handle(Tick(), now)``.
+* Perform the returned actions in order. DeploymentChanged comes first: persist it (or
+  the whole ``snapshot()``) before publishing the SendCommands of the same call, so a
+  command is never out that the store does not know. Re-publish every SendCommand with
+  its id until the agent answers, stop on CancelCommand or at its expiry.
+* Acknowledgements alone emit no DeploymentChanged: a lost one is asked again after a
+  restart by re-publishing the same id, which the agent answers from memory. While a
+  bake runs, every Tick emits a DeploymentChanged, a checkpoint of the bake clock.
 
 After a crash, ``Engine.restore(config, snapshot)`` resumes: deployments continue with
-the bake time they had (the downtime is not bake time), commands keep their ids
-(``outstanding()`` lists the ones to re-publish), and because sample windows are not in
-the snapshot every judged window restarts at the first event after the restore, so
-nothing is promoted on data this engine has not seen.
+the bake time they had at their last checkpoint (the downtime is not bake time),
+commands keep their ids (``outstanding()`` lists what to re-publish and which preflight
+commands to re-run), and because sample windows are not in the snapshot every judged
+window restarts at the first event after the restore, so nothing is promoted on data
+this engine has not seen.
 """
 
 from __future__ import annotations

@@ -13,9 +13,9 @@ from msgspec import Meta, Struct
 from shared.config.coordinator import Strategy
 from shared.messages import CommandResult, Environment, HostId, HostStatus, MetricBatch, Version
 
-# Deployment ids become part of command ids ("<deployment>-c0001", at most 64 characters,
-# ``^[A-Za-z0-9_-]{8,64}$``), so they are kept to a safe alphabet and length.
-DEPLOYMENT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,48}$"
+# Deployment ids become part of command ids ("<deployment>-c0001": the wire wants
+# ``^[A-Za-z0-9_-]{8,64}$``), so they are kept to that alphabet and 2 to 48 characters.
+DEPLOYMENT_ID_PATTERN = r"^[A-Za-z0-9_-]{2,48}$"
 DeploymentId = Annotated[str, Meta(pattern=DEPLOYMENT_ID_PATTERN)]
 
 OperatorAction = Literal["start", "promote", "rollback", "pause", "resume", "approve"]

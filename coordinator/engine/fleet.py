@@ -76,13 +76,18 @@ class Fleet:
             if status.online and status.time < record.status_time:
                 return StatusChange.STALE
         was_online = record.online
-        record.environment = status.environment
-        record.online = status.online
-        record.session = status.session
-        record.version = status.version
-        record.slot = status.slot
-        record.labels = dict(status.labels)
-        record.status_time = status.time
+        if not status.online and status.session == record.session:
+            # The current session's Will: the agent prepared it when it connected, so its
+            # version and slot may predate a deploy since. It only ends the session.
+            record.online = False
+        else:
+            record.environment = status.environment
+            record.online = status.online
+            record.session = status.session
+            record.version = status.version
+            record.slot = status.slot
+            record.labels = dict(status.labels)
+            record.status_time = status.time
         if was_online != status.online:
             record.changed_at = now
             return StatusChange.CAME_ONLINE if status.online else StatusChange.WENT_OFFLINE

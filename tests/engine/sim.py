@@ -80,6 +80,11 @@ class SimHost:
     slots: dict[str, str | None] = field(default_factory=dict)
     session: int = 1
     alive: bool = True
+    # Connected but sending no samples (a hung collector): silent without a Will.
+    mute: bool = False
+    # What the Will registered at connect time says.
+    connected_version: str | None = None
+    connected_at: float = 0.0
     seq: int = 0
     executed: dict[str, str] = field(default_factory=dict)
     offset: float = 0.0
@@ -161,6 +166,7 @@ class Sim:
                 environment=environment,
                 offset=self.rng.uniform(0, app_interval),
             )
+            host.connected_version = stable
             if blue_green:
                 host.slot = "blue"
                 host.slots = {"blue": stable, "green": None}
@@ -261,17 +267,17 @@ class Sim:
         elif kind == "app":
             host = self.hosts[payload]
             self._push(self.now + self.intervals["application"], "app", payload)
-            if host.alive:
+            if host.alive and not host.mute:
                 self._publish(host, self._app_samples(host))
         elif kind == "gauges":
             host = self.hosts[payload]
             self._push(self.now + self.intervals["gauges"], "gauges", payload)
-            if host.alive:
+            if host.alive and not host.mute:
                 self._publish(host, self._gauge_samples(host))
         elif kind == "database":
             host = self.hosts[payload]
             self._push(self.now + self.intervals["database"], "database", payload)
-            if host.alive:
+            if host.alive and not host.mute:
                 self._publish(host, [self._database_sample(host)])
         elif kind == "deliver":
             self._deliver(payload)
@@ -395,15 +401,19 @@ class Sim:
     # Faults and operators ------------------------------------------------------------
 
     def kill(self, name: str) -> None:
-        """The host dies: its Will (offline, same session) arrives at once."""
+        """The host dies: its Will (offline, same session) arrives at once. Like the real
+        one it was prepared at connect time, with the version and time of then."""
         host = self.hosts[name]
         host.alive = False
-        self.feed(HostStatusReceived(status=host.status(self.now, online=False)))
+        will = host.status(self.now, online=False)
+        will = msgspec.structs.replace(will, version=host.connected_version, time=host.connected_at)
+        self.feed(HostStatusReceived(status=will))
 
     def revive(self, name: str) -> None:
         host = self.hosts[name]
         host.alive = True
         host.session += 1
+        host.connected_version, host.connected_at = host.version, self.now
         self.feed(HostStatusReceived(status=host.status(self.now)))
 
     def operator(self, action: str, deployment: str, **fields: Any) -> OperatorReply:

@@ -32,10 +32,12 @@ def test_the_will_of_the_current_session_ends_it() -> None:
     fleet = Fleet()
     fleet.apply(status(3, True, 10.0), now=10.0)
     fleet.apply(status(3, True, 50.0, version="2.0.0"), now=50.0)
-    # The Will was prepared at connect time, so it is older than the last status.
+    # The Will was prepared at connect time: older than the last status, and it still
+    # names the version from before the deploy. It ends the session, nothing more.
     assert fleet.apply(status(3, False, 10.0), now=60.0) is StatusChange.WENT_OFFLINE
     record = fleet.get("web-1")
     assert record is not None and not record.online and record.changed_at == 60.0
+    assert record.version == "2.0.0"
     # Nothing more from the ended session counts, even an online status.
     assert fleet.apply(status(3, True, 70.0), now=70.0) is StatusChange.STALE
     assert fleet.apply(status(4, True, 80.0), now=80.0) is StatusChange.CAME_ONLINE

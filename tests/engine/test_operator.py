@@ -314,6 +314,8 @@ def test_ids_and_versions_are_checked_even_when_built_in_python() -> None:
     assert not bad_id.accepted and "must match" in bad_id.reasons[0]
     bad_version = sim.start("d1", "../../etc")
     assert not bad_version.accepted and "must match" in bad_version.reasons[0]
+    too_short = sim.start("x", "2.0.0")  # "x-c0001" would be too short a command id
+    assert not too_short.accepted and "must match" in too_short.reasons[0]
 
 
 def test_an_unknown_event_is_an_error() -> None:

@@ -397,3 +397,53 @@ def test_an_unanswered_command_rolls_back_after_the_ack_timeout() -> None:
 
 def _fields(value: object) -> dict[str, object]:
     return {f: getattr(value, f) for f in value.__struct_fields__}  # type: ignore[attr-defined]
+
+
+def test_a_silent_canary_host_holds_at_three_intervals_and_the_bake_resumes_when_it_reports() -> (
+    None
+):
+    sim = Sim(hosts=20, profiles={"2.0.0": GOOD})
+    started(sim)
+    dep = sim.engine.deployment("d1")
+    assert dep is not None
+    quiet = dep.steps[0].orders[0].host
+    sim.at(1000.0, lambda: setattr(sim.hosts[quiet], "mute", True))
+    sim.at(1200.0, lambda: setattr(sim.hosts[quiet], "mute", False))
+    sim.run_until(1300.0)
+    # Its last application sample arrived before 1000 s; three 10 s intervals later it
+    # has no data (no Will: it is still connected).
+    offset = sim.hosts[quiet].offset
+    last = offset + 10 * int((1000.0 - offset) // 10)
+    hold = sim.first("deployment.hold")
+    assert hold.time == pytest.approx(last + 30.0)
+    assert hold.evidence["reason"] == "missing_data"
+    assert hold.evidence["missing"][quiet]["why"].startswith("silent: no application sample")
+    cleared = sim.first("deployment.cleared")
+    assert 1200.0 <= cleared.time <= 1210.0
+    assert sim.phase("d1") == "baking"
+    assert sim.finish("d1", 6 * 3600) == "completed"
+    first_pass = sim.records("deployment.bake_passed")[0]
+    assert first_pass.time == pytest.approx(T0 + DELAY + 3600 + (cleared.time - hold.time))
+
+
+def test_an_inconclusive_bake_is_extended_once_then_held_for_an_operator() -> None:
+    config = make_config()
+    policy = config.environments.production
+    sim = Sim(hosts=10, profiles={"2.0.0": Profile(error_rate=0.012)}, seed=3)
+    started(sim)
+    sim.run_until(T0 + DELAY + policy.canary.first_bake * 1.5 + 10)
+    extended = sim.first("deployment.extend")
+    assert extended.time == T0 + DELAY + policy.canary.first_bake
+    assert (
+        extended.evidence["extension"] == policy.canary.first_bake * policy.inconclusive_extension
+    )
+    assert rule(extended, "error_rate")["verdict"] == "inconclusive"
+    hold = sim.first("deployment.hold")
+    assert hold.time == T0 + DELAY + policy.canary.first_bake * 1.5
+    assert hold.evidence["reason"] == "inconclusive"
+    assert sim.phase("d1") == "held"
+    assert len(sim.notifications("deployment.held")) == 1
+    assert not sim.records("deployment.next_step")
+    reply = sim.operator("promote", "d1", actor="erin", reason="1.2 % is our normal noise")
+    assert reply.accepted and reply.changed
+    assert sim.first("deployment.next_step").time == sim.now
