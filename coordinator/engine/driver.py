@@ -13,31 +13,22 @@ from __future__ import annotations
 from typing import Any
 
 from coordinator.engine import bluegreen, canary, direct
-from coordinator.engine.actions import CancelCommand, SendCommand, Severity
-from coordinator.engine.deployment import (
-    CommandRecord,
-    Deployment,
-    HistoryEntry,
-    HoldReason,
-    Order,
-    Purpose,
-    Step,
-    TargetHost,
-)
+from coordinator.engine.actions import Severity
+from coordinator.engine.cohorts import Cohorts
+from coordinator.engine.commands import FAILED_STATES, Commands
+from coordinator.engine.deployment import Deployment, HistoryEntry, HoldReason, Step, TargetHost
 from coordinator.engine.errors import EngineError
-from coordinator.engine.judge import Judgement, Outcome, judge, quick_failures
+from coordinator.engine.judge import Judgement, Outcome
 from coordinator.engine.phases import TERMINAL, Phase, Trigger, transition
+from coordinator.engine.rollback import Rollback
 from coordinator.engine.rules import Verdict
-from coordinator.engine.state import EngineState, Outbox, Runtime
-from coordinator.engine.windows import Tally
+from coordinator.engine.state import EngineState, Outbox
 from shared.config.coordinator import EnvironmentPolicy
 
 # A deployment settles within a handful of transitions per event; more is a bug.
 MAX_TRANSITIONS_PER_EVENT = 32
 # Floating-point slack when comparing the bake clock with its length.
 EPSILON = 1e-6
-_JUDGED_PHASES = frozenset({Phase.BAKING, Phase.HELD, Phase.AWAITING_APPROVAL, Phase.VERIFYING})
-_FAILED_STATES = frozenset({"failed", "rejected", "timed_out"})
 
 PLANNERS = {"canary": canary.plan, "blue-green": bluegreen.plan, "direct": direct.plan}
 
@@ -45,8 +36,9 @@ PLANNERS = {"canary": canary.plan, "blue-green": bluegreen.plan, "direct": direc
 class Driver:
     def __init__(self, state: EngineState) -> None:
         self.state = state
-
-    # Transitions --------------------------------------------------------------------
+        self.cohorts = Cohorts(state)
+        self.commands = Commands(state, self.cohorts)
+        self.rollback = Rollback(state, self.commands, self)
 
     def fire(
         self,
@@ -107,8 +99,8 @@ class Driver:
         if after in TERMINAL:
             self._finish(dep, now)
         else:
-            self.runtime(dep).waiting = None
-            self.rebuild(dep)
+            self.cohorts.runtime(dep).waiting = None
+            self.cohorts.rebuild(dep)
 
     def drive(self, dep: Deployment, now: float, out: Outbox, *, full: bool = True) -> None:
         """Advance ``dep`` as far as the facts at ``now`` allow.
@@ -125,297 +117,28 @@ class Driver:
             full = True
         raise EngineError(f"deployment {dep.id} did not settle at {now}")
 
-    # Commands awaited ------------------------------------------------------------------
-
-    def _attempt(self, dep: Deployment) -> list[CommandRecord]:
-        """The commands the current phase waits for: the step's orders while deploying,
-        the rollback's while rolling back."""
-        if dep.phase is Phase.DEPLOYING:
-            return [
-                c for c in dep.rollout_commands() if c.step == dep.step and c.state != "cancelled"
-            ]
-        if dep.phase is Phase.ROLLING_BACK:
-            started = dep.rollback_started if dep.rollback_started is not None else 0.0
-            return [
-                c
-                for c in dep.commands.values()
-                if c.purpose == "rollback" and c.issued >= started and c.state != "cancelled"
-            ]
-        return []
-
-    def waiting(self, dep: Deployment) -> dict[str, set[str]]:
-        """Commands of the current attempt neither confirmed nor final, by host."""
-        runtime = self.runtime(dep)
-        if runtime.waiting is None:
-            runtime.waiting = {}
-            for command in self._attempt(dep):
-                if self._awaited(command):
-                    runtime.waiting.setdefault(command.host, set()).add(command.id)
-        return runtime.waiting
-
-    def _awaited(self, command: CommandRecord) -> bool:
-        """Neither confirmed nor failed: an answer or a status is still to come."""
-        return (
-            command.state not in _FAILED_STATES
-            and command.state != "cancelled"
-            and not (self.confirmed(command))
-        )
-
-    def heard_from(self, dep: Deployment, host: str) -> None:
-        """A result or status from ``host``: drop its commands that are now settled."""
-        runtime = self.runtime(dep)
-        if runtime.waiting is None:
-            return
-        ids = runtime.waiting.get(host)
-        if not ids:
-            return
-        for command_id in list(ids):
-            if not self._awaited(dep.commands[command_id]):
-                ids.discard(command_id)
-        if not ids:
-            del runtime.waiting[host]
-
-    # Cohorts and windows --------------------------------------------------------------
-
-    def runtime(self, dep: Deployment) -> Runtime:
-        runtime = self.state.runtimes.get(dep.id)
-        if runtime is None:
-            runtime = self.state.runtimes[dep.id] = Runtime()
-            self.rebuild(dep)
-        return runtime
-
-    def judged_step(self, dep: Deployment) -> int | None:
-        """The last step whose hosts are judged now, or None when nothing is judged."""
-        phase = dep.paused_from if dep.phase is Phase.PAUSED else dep.phase
-        if phase in _JUDGED_PHASES:
-            return dep.step
-        if phase is Phase.DEPLOYING and dep.step > 0:
-            previous, current = dep.steps[dep.step - 1], dep.steps[dep.step]
-            # Hosts already on the new version stay judged while the next ones deploy,
-            # unless the step changes what is judged (blue-green's switch).
-            if not previous.judge_slot and not current.judge_slot:
-                return dep.step - 1
-        return None
-
-    def rebuild(self, dep: Deployment) -> None:
-        """Recompute who is judged as what, and their pooled counts."""
-        runtime = self.state.runtimes.setdefault(dep.id, Runtime())
-        runtime.members.clear()
-        runtime.slots.clear()
-        runtime.pooled.clear()
-        judged = self.judged_step(dep)
-        if judged is None:
-            runtime.wake = None
-            return
-        for step in dep.steps[: judged + 1]:
-            for order in step.orders:
-                runtime.members[order.host] = "canary"
-        if dep.steps[judged].judge_slot:
-            for order in dep.steps[judged].orders:
-                if order.slot is not None:
-                    runtime.slots[order.host] = order.slot
-        ordered = dep.ordered_hosts()
-        for host in dep.targets:
-            if host not in ordered:
-                runtime.members[host] = "baseline"
-        for host, cohort in runtime.members.items():
-            windows = self.state.windows.get(host)
-            if windows is None:
-                continue
-            pooled = runtime.pooled.setdefault(cohort, {})
-            for name, window in windows.checks.items():
-                base = runtime.base_name(host, name)
-                if base is not None:
-                    pooled.setdefault(base, Tally()).merge(window.tally)
-
-    def open_window(self, dep: Deployment, now: float) -> None:
-        dep.window_start = now
-        for host in dep.targets:
-            self.state.host_windows(host).open(now)
-        self.rebuild(dep)
-
-    def ingest(self, dep: Deployment, host: str, reported: str, delta: Tally) -> None:
-        runtime = self.runtime(dep)
-        cohort = runtime.members.get(host)
-        if cohort is None:
-            return
-        base = runtime.base_name(host, reported)
-        if base is not None:
-            runtime.pooled.setdefault(cohort, {}).setdefault(base, Tally()).merge(delta)
-
     def samples_arrived(self, dep: Deployment, host: str, now: float, out: Outbox) -> None:
-        """The hot path: judge only what this host's samples can change, in constant
-        time, and run the full judgement only when something failed or may clear."""
-        runtime = self.runtime(dep)
-        if runtime.members.get(host) != "canary":
-            return
-        policy = self.state.policy(dep.environment)
-        view = self.state.cohort_view(dep, runtime, "canary")
-        if quick_failures(policy, view, host, now) or (
-            dep.phase is Phase.HELD and dep.hold_reason == "missing_data"
+        """After a judged host's samples: drive fully only when they fail a rule (checked
+        in constant time) or may end a hold for missing data."""
+        if self.cohorts.failed_on_arrival(dep, host, now) or (
+            dep.phase is Phase.HELD
+            and dep.hold_reason == "missing_data"
+            and self.cohorts.runtime(dep).members.get(host) == "canary"
         ):
             self.drive(dep, now, out)
 
-    def judgement(self, dep: Deployment, now: float) -> Judgement | None:
-        runtime = self.runtime(dep)
-        if not runtime.members:
-            return None
-        policy = self.state.policy(dep.environment)
-        canary_view = self.state.cohort_view(dep, runtime, "canary")
-        if not canary_view.hosts:
-            return None
-        baseline_view = self.state.cohort_view(dep, runtime, "baseline")
-        silence = self.state.silence(policy)
-        result = judge(
-            policy, canary_view, baseline_view if baseline_view.hosts else None, silence, now
-        )
-        runtime.wake = self._next_change(policy, dep, runtime, result, now)
-        return result
-
-    def _next_change(
-        self,
-        policy: EnvironmentPolicy,
-        dep: Deployment,
-        runtime: Runtime,
-        result: Judgement,
-        now: float,
-    ) -> float | None:
-        """When a judged fact changes by time alone: a missing host's grace ends, or a
-        reporting host's required check falls silent."""
-        times = [since + policy.missing_data_grace for since, _ in result.missing.values()]
-        silence = self.state.silence(policy)
-        reference = dep.window_start if dep.window_start is not None else now
-        for host in runtime.cohort("canary"):
-            if host in result.missing:
-                continue
-            checks = self.state.judged_checks(runtime, host)
-            for check in policy.required_checks:
-                window = checks.get(check)
-                last = window.last_seen if window is not None else None
-                start = max(last if last is not None else reference, silence.since)
-                times.append(start + silence.intervals * silence.interval(check))
-        future = [t for t in times if t > now]
-        return min(future) if future else None
-
-    # Commands --------------------------------------------------------------------------
-
-    def send(
+    def start_rollback(
         self,
         dep: Deployment,
-        orders: list[Order],
+        trigger: Trigger,
         now: float,
         out: Outbox,
         *,
-        purpose: Purpose,
-        step: int,
+        reason: str,
+        evidence: dict[str, Any],
+        actor: str | None = None,
     ) -> None:
-        timeout = self.state.policy(dep.environment).ack_timeout
-        for order in orders:
-            command = CommandRecord(
-                id=dep.next_command_id(),
-                host=order.host,
-                purpose=purpose,
-                step=step,
-                action=order.action,
-                version=order.version,
-                slot=order.slot,
-                expect_version=order.expect_version,
-                expect_slot=order.expect_slot,
-                confirm_status=order.confirm_status,
-                issued=now,
-                deadline=now + timeout,
-            )
-            dep.commands[command.id] = command
-            self.state.commands[command.id] = dep.id
-            self.runtime(dep).waiting = None
-            out.add(
-                SendCommand(
-                    command_id=command.id,
-                    deployment_id=dep.id,
-                    host=command.host,
-                    action=command.action,
-                    version=command.version,
-                    slot=command.slot,
-                    issued=now,
-                )
-            )
-        out.touch(dep)
-        self.rebuild(dep)
-
-    def resend(
-        self, dep: Deployment, command: CommandRecord, now: float, out: Outbox, why: str
-    ) -> None:
-        """Replace a command the agent can no longer accept (expired while its host was
-        away) by a fresh one with a new id."""
-        self.cancel(dep, command, out, why)
-        order = Order(
-            host=command.host,
-            action=command.action,
-            version=command.version,
-            slot=command.slot,
-            expect_version=command.expect_version,
-            expect_slot=command.expect_slot,
-            confirm_status=command.confirm_status,
-        )
-        self.send(dep, [order], now, out, purpose=command.purpose, step=command.step)
-
-    def cancel(self, dep: Deployment, command: CommandRecord, out: Outbox, why: str) -> None:
-        command.state = "cancelled"
-        command.detail = why
-        out.add(
-            CancelCommand(
-                command_id=command.id, deployment_id=dep.id, host=command.host, reason=why
-            )
-        )
-        out.touch(dep)
-
-    def confirmed(self, command: CommandRecord) -> bool:
-        if command.state != "succeeded":
-            return False
-        if not command.confirm_status:
-            return True
-        record = self.state.fleet.get(command.host)
-        if record is None:
-            return False
-        if command.expect_version is not None and record.version != command.expect_version:
-            return False
-        return command.expect_slot is None or record.slot == command.expect_slot
-
-    def _expire(self, dep: Deployment, command: CommandRecord, now: float, out: Outbox) -> bool:
-        """Time out a command past its deadline; True if it failed now."""
-        if command.final and command.state != "succeeded":
-            return False
-        if self.confirmed(command) or now < command.deadline:
-            return False
-        if command.state == "succeeded":
-            return True  # acknowledged, but the host never reported the new state
-        command.state = "timed_out"
-        command.detail = f"no answer within {command.deadline - command.issued:g} s"
-        out.add(
-            CancelCommand(
-                command_id=command.id, deployment_id=dep.id, host=command.host, reason="timed out"
-            )
-        )
-        out.touch(dep)
-        return True
-
-    def _command_evidence(self, command: CommandRecord) -> dict[str, Any]:
-        record = self.state.fleet.get(command.host)
-        return {
-            "command": command.id,
-            "host": command.host,
-            "action": command.action,
-            "state": command.state,
-            "detail": command.detail,
-            "issued": command.issued,
-            "deadline": command.deadline,
-            "reported_version": record.version if record else None,
-            "reported_slot": record.slot if record else None,
-            "expected_version": command.expect_version,
-            "expected_slot": command.expect_slot,
-        }
-
-    # The automatic path ---------------------------------------------------------------
+        self.rollback.start(dep, trigger, now, out, reason=reason, evidence=evidence, actor=actor)
 
     def _advance(self, dep: Deployment, now: float, out: Outbox, *, full: bool) -> bool:
         phase = dep.phase
@@ -436,23 +159,23 @@ class Driver:
                 return True
             return False  # preflight reports and operator requests move it (operator.py)
         if phase is Phase.ROLLING_BACK:
-            if not full and self.waiting(dep):
+            if not full and self.commands.waiting(dep):
                 return False
-            return self._rollback_progress(dep, now, out)
+            return self.rollback.progress(dep, now, out)
         if phase is Phase.PROMOTING:
             self._choose_next(dep, now, out)
             return True
         if not full:
-            if phase is Phase.DEPLOYING and not self.waiting(dep):
+            if phase is Phase.DEPLOYING and not self.commands.waiting(dep):
                 return self._confirm_step(dep, now, out)
             return False
         failures = []
         for command in dep.rollout_commands():
-            if command.state in _FAILED_STATES or self._expire(dep, command, now, out):
-                failures.append(self._command_evidence(command))
+            if command.state in FAILED_STATES or self.commands.expire(dep, command, now, out):
+                failures.append(self.commands.evidence(command))
         if failures:
             hosts = ", ".join(sorted({f["host"] for f in failures}))
-            self.start_rollback(
+            self.rollback.start(
                 dep,
                 Trigger.FAIL,
                 now,
@@ -461,9 +184,9 @@ class Driver:
                 evidence={"rule": "command", "commands": failures},
             )
             return True
-        result = self.judgement(dep, now)
+        result = self.cohorts.judgement(dep, now)
         if result is not None and result.outcome is Outcome.FAIL:
-            self.start_rollback(
+            self.rollback.start(
                 dep,
                 Trigger.FAIL,
                 now,
@@ -499,8 +222,8 @@ class Driver:
 
     def _confirm_step(self, dep: Deployment, now: float, out: Outbox) -> bool:
         step = dep.steps[dep.step]
-        mine = self._attempt(dep)
-        if len(mine) < len(step.orders) or not all(self.confirmed(c) for c in mine):
+        mine = self.commands.attempt(dep)
+        if len(mine) < len(step.orders) or not all(self.commands.confirmed(c) for c in mine):
             return False
         dep.bake_elapsed = 0.0
         dep.bake_length = step.bake
@@ -513,7 +236,7 @@ class Driver:
             f"step {step.name}: every host confirmed; baking {step.bake:g} s",
             evidence={"hosts": sorted(c.host for c in mine)},
         )
-        self.open_window(dep, now)
+        self.cohorts.open_window(dep, now)
         return True
 
     def _baking(self, dep: Deployment, result: Judgement | None, now: float, out: Outbox) -> bool:
@@ -595,7 +318,7 @@ class Driver:
         if reason == "fleet_incident":
             # The window holds the incident's data for canary and baseline alike; a
             # resumed bake must judge the version on data from after it.
-            self.open_window(dep, now)
+            self.cohorts.open_window(dep, now)
         return changed
 
     def _alert_once(
@@ -603,7 +326,7 @@ class Driver:
     ) -> None:
         """Missing data or a fleet-wide breach outside BAKING (deploying, paused,
         awaiting approval, verifying): nothing to hold, but people hear of it once."""
-        runtime = self.runtime(dep)
+        runtime = self.cohorts.runtime(dep)
         conditions = {
             "missing": result is not None and result.outcome is Outcome.MISSING,
             "fleet": result is not None and result.outcome is Outcome.FLEET,
@@ -693,7 +416,7 @@ class Driver:
             notify=("promoted", "info"),
         )
         dep.step = step.index
-        self.send(dep, list(step.orders), now, out, purpose="rollout", step=step.index)
+        self.commands.send(dep, list(step.orders), now, out, purpose="rollout", step=step.index)
 
     def _verify(self, dep: Deployment, result: Judgement | None, now: float, out: Outbox) -> bool:
         expected_slot = {o.host: o.expect_slot for o in dep.steps[-1].orders}
@@ -731,168 +454,6 @@ class Driver:
             notify=("completed", "info"),
         )
         return True
-
-    # Rollback --------------------------------------------------------------------------
-
-    def stable_version(self, dep: Deployment) -> str | None:
-        """The last stable version. For a completed deployment: the newest deployment
-        before it in the environment's history that completed and was not rolled back
-        since. Otherwise (or without such history): what the hosts ran at its start."""
-        if dep.phase is Phase.COMPLETED:
-            entries = [h for h in self.state.history if h.environment == dep.environment]
-            seen, undone = False, set()
-            for entry in reversed(entries):
-                if entry.deployment == dep.id:
-                    seen = True
-                elif entry.outcome == "rolled_back":
-                    undone.add(entry.deployment)
-                elif seen and entry.outcome == "completed" and entry.deployment not in undone:
-                    return entry.version
-        return dep.from_version
-
-    def start_rollback(
-        self,
-        dep: Deployment,
-        trigger: Trigger,
-        now: float,
-        out: Outbox,
-        *,
-        reason: str,
-        evidence: dict[str, Any],
-        actor: str | None = None,
-    ) -> None:
-        """Return every host that got (or may have got) the new version to the last
-        stable version: the canary's and direct's hosts by a rollback command, blue-green's
-        switched hosts by switching back. After completion that is every target host; a
-        retry after a failed rollback repeats it where it was not confirmed."""
-        retry = dep.phase is Phase.FAILED and dep.rollback_version is not None
-        if retry:
-            stable, hosts = dep.rollback_version, set(dep.rollback_hosts)
-        else:
-            stable = self.stable_version(dep)
-            whole_fleet = dep.phase is Phase.COMPLETED
-            if whole_fleet:
-                hosts = set(dep.targets)
-            elif dep.strategy == "blue-green":
-                # Before the switch no host serves the new version: nothing to revert.
-                hosts = {c.host for c in dep.rollout_commands() if c.action == "switch"}
-            else:
-                hosts = dep.ordered_hosts()
-        self.fire(
-            dep,
-            trigger,
-            now,
-            out,
-            f"rolling back to {stable}: {reason}",
-            evidence={
-                "stable_version": stable,
-                "from_version": dep.from_version,
-                "hosts": sorted(hosts),
-                "reason": reason,
-                **evidence,
-            },
-            actor=actor,
-            notify=("rolling_back", "critical" if trigger is Trigger.FAIL else "warning"),
-        )
-        dep.rollback_version = stable
-        dep.rollback_reason = reason
-        dep.rollback_started = now
-        dep.rollback_hosts = sorted(hosts)
-        for command in dep.commands.values():
-            if not command.final:
-                self.cancel(dep, command, out, "superseded by rollback")
-        if retry:
-            done = {
-                c.host
-                for c in dep.commands.values()
-                if c.purpose == "rollback" and self.confirmed(c)
-            }
-            hosts -= done
-        if dep.strategy == "blue-green":
-            orders = bluegreen.rollback_orders(dep.targets, sorted(hosts))
-        else:
-            orders = canary.rollback_orders(sorted(hosts), stable)
-        self.send(dep, orders, now, out, purpose="rollback", step=-1)
-
-    def _rollback_progress(self, dep: Deployment, now: float, out: Outbox) -> bool:
-        timeout = self.state.policy(dep.environment).ack_timeout
-        started = dep.rollback_started if dep.rollback_started is not None else now
-        attempt = [
-            c
-            for c in dep.commands.values()
-            if c.purpose == "rollback" and c.issued >= started and c.state != "cancelled"
-        ]
-        for command in attempt:
-            record = self.state.fleet.get(command.host)
-            if not command.final and record is not None and not record.online:
-                # An offline host cannot answer; it is rolled back when it returns.
-                command.deadline = max(command.deadline, now + timeout)
-                continue
-            self._expire(dep, command, now, out)
-        failed = [c for c in attempt if c.state in _FAILED_STATES]
-        waiting = [c for c in attempt if c not in failed and not self.confirmed(c)]
-        late = [c for c in waiting if c.state == "succeeded" and now >= c.deadline]
-        if waiting and len(late) < len(waiting):
-            return False
-        failed += late
-        stable = dep.rollback_version
-        expected_slot = (
-            {t.host: t.from_slot for t in dep.targets.values()}
-            if dep.strategy == "blue-green"
-            else {}
-        )
-        off = {}
-        for host in sorted(dep.targets):
-            record = self.state.fleet.get(host)
-            if record is not None and (
-                record.version != stable
-                or (expected_slot.get(host) is not None and record.slot != expected_slot[host])
-            ):
-                off[host] = {"version": record.version, "slot": record.slot}
-        # Statuses may lag the acks (and after a restart, arrive again): give them the
-        # ack timeout, counted from the engine's own (re)start at the earliest.
-        since = self.state.since if self.state.since is not None else started
-        if off and not failed and now < max(started, since) + timeout:
-            return False
-        unhealthy = sorted(
-            f"{host}/{name}"
-            for host in dep.targets
-            for name, window in self.state.plain_checks(host).items()
-            if window.last_ok is False
-        )
-        evidence = {
-            "stable_version": stable,
-            "reason": dep.rollback_reason,
-            "commands": [self._command_evidence(c) for c in attempt],
-            "not_on_stable": off,
-            "unhealthy": unhealthy,
-        }
-        if failed or off:
-            self.fire(
-                dep,
-                Trigger.ROLLBACK_FAILED,
-                now,
-                out,
-                f"rollback to {stable} not verified on "
-                + ", ".join(sorted({c.host for c in failed} | set(off)))
-                + "; needs a person (rollback again to retry)",
-                evidence=evidence,
-                notify=("rollback_failed", "critical"),
-            )
-            return True
-        health = f"; still unhealthy: {', '.join(unhealthy)}" if unhealthy else "; healthy"
-        self.fire(
-            dep,
-            Trigger.ROLLBACK_DONE,
-            now,
-            out,
-            f"rolled back: every host reports {stable}{health} (reason: {dep.rollback_reason})",
-            evidence=evidence,
-            notify=("rolled_back", "warning" if unhealthy else "info"),
-        )
-        return True
-
-    # Finishing -------------------------------------------------------------------------
 
     def _finish(self, dep: Deployment, now: float) -> None:
         dep.finished = now

@@ -220,8 +220,8 @@ class Engine:
                     command.deadline = max(command.deadline, now + policy.ack_timeout)
             if dep.preflight_deadline is not None:
                 dep.preflight_deadline = max(dep.preflight_deadline, now + policy.ack_timeout)
-            if self._driver.judged_step(dep) is not None:
-                self._driver.open_window(dep, now)
+            if self._driver.cohorts.judged_step(dep) is not None:
+                self._driver.cohorts.open_window(dep, now)
             out.touch(dep)
             out.record(
                 now,
@@ -247,7 +247,7 @@ class Engine:
             delta = windows.ingest(sample, now, limits)
             out.extend(state.alerts.observe(batch.host, environment, sample, now))
             if delta is not None and dep is not None:
-                self._driver.ingest(dep, batch.host, sample.check, delta)
+                self._driver.cohorts.ingest(dep, batch.host, sample.check, delta)
         if dep is not None:
             self._driver.samples_arrived(dep, batch.host, now, out)
 
@@ -273,10 +273,12 @@ class Engine:
                     and not command.final
                     and now - command.issued >= ttl
                 ):
-                    self._driver.resend(dep, command, now, out, "expired while the host was away")
+                    self._driver.commands.resend(
+                        dep, command, now, out, "expired while the host was away"
+                    )
         # A host going offline or coming back may change a verdict: judge fully. Any
         # other status only confirms commands.
-        self._driver.heard_from(dep, status.host)
+        self._driver.commands.heard_from(dep, status.host)
         self._driver.drive(dep, now, out, full=online_changed)
 
     def _result(self, result: CommandResult, now: float, out: Outbox) -> None:
@@ -333,7 +335,7 @@ class Engine:
         command.state = result.state
         command.detail = result.detail[:1024]
         command.answered = now
-        self._driver.heard_from(dep, command.host)
+        self._driver.commands.heard_from(dep, command.host)
         out.record(
             now,
             f"command.{result.state}",

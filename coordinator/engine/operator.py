@@ -297,13 +297,13 @@ class Operator:
             f"preflight passed; deploying {step.name} to {len(step.orders)} hosts",
             evidence={"preflight": [{"name": p.name, "ok": p.ok} for p in dep.preflight]},
         )
-        self.driver.send(dep, list(step.orders), now, out, purpose="rollout", step=0)
+        self.driver.commands.send(dep, list(step.orders), now, out, purpose="rollout", step=0)
 
     # gates on a running deployment -----------------------------------------------------
 
     def _safe_to_advance(self, dep: Deployment, now: float) -> dict[str, object]:
         """Refuse (raise) if a rule fails or a judged host has no data."""
-        result = self.driver.judgement(dep, now)
+        result = self.driver.cohorts.judgement(dep, now)
         if result is None:
             raise _Refused("nothing is being judged yet")
         reasons = [r.message for r in result.failed]
@@ -406,7 +406,7 @@ class Operator:
             notify=("resumed", "info"),
         )
         if hold == "fleet_incident":
-            self.driver.open_window(dep, now)
+            self.driver.cohorts.open_window(dep, now)
         elif hold == "inconclusive":
             step = dep.steps[dep.step]
             extension = step.bake * (

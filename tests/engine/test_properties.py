@@ -290,18 +290,18 @@ def test_no_promotion_on_missing_data_or_a_failed_rule_and_rollbacks_restore_sta
 def test_the_oracle_catches_an_engine_that_promotes_regardless(monkeypatch: Any) -> None:
     """The properties can fail: with a judge that always says pass, the oracle reports a
     promotion over a failed rule and over a dead host."""
-    import coordinator.engine.driver as driver
+    import coordinator.engine.cohorts as cohorts
     from coordinator.engine.judge import Outcome
 
-    real = driver.judge
+    real = cohorts.judge
 
     def blind(*args: Any, **kwargs: Any) -> Any:
         result = real(*args, **kwargs)
         result.outcome, result.failed, result.missing = Outcome.PASS, [], {}
         return result
 
-    monkeypatch.setattr(driver, "judge", blind)
-    monkeypatch.setattr(driver, "quick_failures", lambda *args, **kwargs: [])
+    monkeypatch.setattr(cohorts, "judge", blind)
+    monkeypatch.setattr(cohorts, "quick_failures", lambda *args, **kwargs: [])
     config = make_config(COMPRESSED.format(approval="false"))
     sim = Sim(hosts=4, config=config, profiles={NEW: Profile(error_rate=0.3)})
     sim.log_samples = True

@@ -1,0 +1,184 @@
+"""Rollback: back to the last stable version, verified.
+
+The guide's manual rollback, automated: identify the last stable version (what the
+hosts ran before, or the history's last completed deployment for one that finished),
+stop the deployment (its unanswered commands are cancelled), revert every host that
+got or may have got the new version, verify that every target host reports the stable
+version, then notify. A host that is offline cannot answer: the rollback waits for it
+and re-issues its command if it expired meanwhile. Any other command that fails or
+stays unanswered ends in FAILED, for a person, who can retry.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from coordinator.engine import bluegreen, canary
+from coordinator.engine.commands import FAILED_STATES, Commands
+from coordinator.engine.deployment import Deployment
+from coordinator.engine.phases import Phase, Trigger
+from coordinator.engine.state import EngineState, Outbox
+
+if TYPE_CHECKING:
+    from coordinator.engine.driver import Driver
+
+
+class Rollback:
+    def __init__(self, state: EngineState, commands: Commands, driver: Driver) -> None:
+        self.state = state
+        self.commands = commands
+        self.driver = driver
+
+    def stable_version(self, dep: Deployment) -> str | None:
+        """The last stable version. For a completed deployment: the newest deployment
+        before it in the environment's history that completed and was not rolled back
+        since. Otherwise (or without such history): what the hosts ran at its start."""
+        if dep.phase is Phase.COMPLETED:
+            entries = [h for h in self.state.history if h.environment == dep.environment]
+            seen, undone = False, set()
+            for entry in reversed(entries):
+                if entry.deployment == dep.id:
+                    seen = True
+                elif entry.outcome == "rolled_back":
+                    undone.add(entry.deployment)
+                elif seen and entry.outcome == "completed" and entry.deployment not in undone:
+                    return entry.version
+        return dep.from_version
+
+    def start(
+        self,
+        dep: Deployment,
+        trigger: Trigger,
+        now: float,
+        out: Outbox,
+        *,
+        reason: str,
+        evidence: dict[str, Any],
+        actor: str | None = None,
+    ) -> None:
+        """Return every host that got (or may have got) the new version to the last
+        stable version: the canary's and direct's hosts by a rollback command, blue-green's
+        switched hosts by switching back. After completion that is every target host; a
+        retry after a failed rollback repeats it where it was not confirmed."""
+        retry = dep.phase is Phase.FAILED and dep.rollback_version is not None
+        if retry:
+            stable, hosts = dep.rollback_version, set(dep.rollback_hosts)
+        else:
+            stable = self.stable_version(dep)
+            whole_fleet = dep.phase is Phase.COMPLETED
+            if whole_fleet:
+                hosts = set(dep.targets)
+            elif dep.strategy == "blue-green":
+                # Before the switch no host serves the new version: nothing to revert.
+                hosts = {c.host for c in dep.rollout_commands() if c.action == "switch"}
+            else:
+                hosts = dep.ordered_hosts()
+        self.driver.fire(
+            dep,
+            trigger,
+            now,
+            out,
+            f"rolling back to {stable}: {reason}",
+            evidence={
+                "stable_version": stable,
+                "from_version": dep.from_version,
+                "hosts": sorted(hosts),
+                "reason": reason,
+                **evidence,
+            },
+            actor=actor,
+            notify=("rolling_back", "critical" if trigger is Trigger.FAIL else "warning"),
+        )
+        dep.rollback_version = stable
+        dep.rollback_reason = reason
+        dep.rollback_started = now
+        dep.rollback_hosts = sorted(hosts)
+        for command in dep.commands.values():
+            if not command.final:
+                self.commands.cancel(dep, command, out, "superseded by rollback")
+        if retry:
+            done = {
+                c.host
+                for c in dep.commands.values()
+                if c.purpose == "rollback" and self.commands.confirmed(c)
+            }
+            hosts -= done
+        if dep.strategy == "blue-green":
+            orders = bluegreen.rollback_orders(dep.targets, sorted(hosts))
+        else:
+            orders = canary.rollback_orders(sorted(hosts), stable)
+        self.commands.send(dep, orders, now, out, purpose="rollback", step=-1)
+
+    def progress(self, dep: Deployment, now: float, out: Outbox) -> bool:
+        timeout = self.state.policy(dep.environment).ack_timeout
+        started = dep.rollback_started if dep.rollback_started is not None else now
+        attempt = self.commands.attempt(dep)
+        for command in attempt:
+            record = self.state.fleet.get(command.host)
+            if not command.final and record is not None and not record.online:
+                # An offline host cannot answer; it is rolled back when it returns.
+                command.deadline = max(command.deadline, now + timeout)
+                continue
+            self.commands.expire(dep, command, now, out)
+        failed = [c for c in attempt if c.state in FAILED_STATES]
+        waiting = [c for c in attempt if c not in failed and not self.commands.confirmed(c)]
+        late = [c for c in waiting if c.state == "succeeded" and now >= c.deadline]
+        if waiting and len(late) < len(waiting):
+            return False
+        failed += late
+        stable = dep.rollback_version
+        expected_slot = (
+            {t.host: t.from_slot for t in dep.targets.values()}
+            if dep.strategy == "blue-green"
+            else {}
+        )
+        off = {}
+        for host in sorted(dep.targets):
+            record = self.state.fleet.get(host)
+            if record is not None and (
+                record.version != stable
+                or (expected_slot.get(host) is not None and record.slot != expected_slot[host])
+            ):
+                off[host] = {"version": record.version, "slot": record.slot}
+        # Statuses may lag the acks (and after a restart, arrive again): give them the
+        # ack timeout, counted from the engine's own (re)start at the earliest.
+        since = self.state.since if self.state.since is not None else started
+        if off and not failed and now < max(started, since) + timeout:
+            return False
+        unhealthy = sorted(
+            f"{host}/{name}"
+            for host in dep.targets
+            for name, window in self.state.plain_checks(host).items()
+            if window.last_ok is False
+        )
+        evidence = {
+            "stable_version": stable,
+            "reason": dep.rollback_reason,
+            "commands": [self.commands.evidence(c) for c in attempt],
+            "not_on_stable": off,
+            "unhealthy": unhealthy,
+        }
+        if failed or off:
+            self.driver.fire(
+                dep,
+                Trigger.ROLLBACK_FAILED,
+                now,
+                out,
+                f"rollback to {stable} not verified on "
+                + ", ".join(sorted({c.host for c in failed} | set(off)))
+                + "; needs a person (rollback again to retry)",
+                evidence=evidence,
+                notify=("rollback_failed", "critical"),
+            )
+            return True
+        health = f"; still unhealthy: {', '.join(unhealthy)}" if unhealthy else "; healthy"
+        self.driver.fire(
+            dep,
+            Trigger.ROLLBACK_DONE,
+            now,
+            out,
+            f"rolled back: every host reports {stable}{health} (reason: {dep.rollback_reason})",
+            evidence=evidence,
+            notify=("rolled_back", "warning" if unhealthy else "info"),
+        )
+        return True
