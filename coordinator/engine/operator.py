@@ -20,6 +20,7 @@ from coordinator.engine.events import DEPLOYMENT_ID_PATTERN, OperatorRequest, Pr
 from coordinator.engine.fleet import HostRecord
 from coordinator.engine.gate import host_gate
 from coordinator.engine.phases import ACTIVE, Phase, Trigger, allowed
+from coordinator.engine.rules import Verdict
 from coordinator.engine.state import EngineState, Outbox
 from shared.messages import VERSION_PATTERN
 
@@ -302,12 +303,19 @@ class Operator:
     # gates on a running deployment -----------------------------------------------------
 
     def _safe_to_advance(self, dep: Deployment, now: float) -> dict[str, object]:
-        """Refuse (raise) if a rule fails or a judged host has no data."""
+        """Refuse (raise) if a rule fails or a judged host has no data: silent, offline,
+        or without a sample of a required check in this window (after a restart, say).
+        An inconclusive rate is the operator's call; missing evidence is not."""
         result = self.driver.cohorts.judgement(dep, now)
         if result is None:
             raise _Refused("nothing is being judged yet")
         reasons = [r.message for r in result.failed]
         reasons += [f"{h}: no data ({why})" for h, (_, why) in sorted(result.missing.items())]
+        reasons += [
+            r.message
+            for r in result.results
+            if r.rule == "coverage" and r.verdict is Verdict.NO_DATA
+        ]
         if reasons:
             raise _Refused(*reasons)
         return result.evidence()

@@ -155,3 +155,22 @@ def test_a_foreign_snapshot_is_refused() -> None:
         Engine.restore(config, EngineSnapshot(format=2, time=0.0))
     with pytest.raises(SnapshotError, match="not an engine snapshot"):
         decode_snapshot(b'{"time": "yesterday"}')
+
+
+def test_an_operator_cannot_promote_on_data_the_restarted_engine_has_not_seen() -> None:
+    sim = Sim(hosts=10, profiles={"2.0.0": GOOD})
+    started(sim)
+    dep = sim.engine.deployment("d1")
+    assert dep is not None
+    canary = sim.hosts[dep.steps[0].orders[0].host]
+    # Restart just after one of the canary's samples (lost while down): the next one is
+    # ten seconds away.
+    restart = canary.offset + 10 * int((1900.0 - canary.offset) // 10) + 0.1
+    sim.at(1800.0, lambda: sim.crash(restart - 1800.0))
+    sim.run_until(restart + 0.5)
+    assert sim.restored_at == [pytest.approx(restart)]
+    refused = sim.operator("promote", "d1", reason="it was fine before the crash")
+    assert not refused.accepted
+    assert any(r.startswith("coverage: no samples yet") for r in refused.reasons)
+    sim.run_until(restart + 15.0)
+    assert sim.operator("promote", "d1", reason="fresh data now").changed
