@@ -153,7 +153,13 @@ class Alerts:
                 {"ok": sample.ok, "error": sample.error},
             ),
         )
-        if "requests" in sample.values or sample.latencies_ms or sample.histogram is not None:
+        values = sample.values
+        if (
+            "requests" in values
+            or "traffic_requests" in values
+            or sample.latencies_ms
+            or sample.histogram is not None
+        ):
             out += self._rates(at, state, sample)
         return out
 

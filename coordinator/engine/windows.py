@@ -95,11 +95,18 @@ class Tally:
 def tally_sample(sample: Sample, latency_ms: float, *, sketch: bool = True) -> Tally:
     """One sample's contribution to a window (``sketch`` False: counts only)."""
     tally = Tally(samples=1, failures=0 if sample.ok else 1)
-    requests = sample.values.get("requests")
-    if requests is not None:
-        tally.requests = max(0, int(requests))
+    values = sample.values
+    if "requests" in values or "traffic_requests" in values:
+        # Probes and real traffic (scraped from the app) are both trials of the same
+        # error rate; real traffic usually brings far more of them.
+        tally.requests = max(0, int(values.get("requests", 0.0))) + max(
+            0, int(values.get("traffic_requests", 0.0))
+        )
+        errors = max(0, int(values.get("errors", 0.0))) + max(
+            0, int(values.get("traffic_errors", 0.0))
+        )
         # More errors than requests is a broken agent; never count a rate over 100 %.
-        tally.errors = min(tally.requests, max(0, int(sample.values.get("errors", 0.0))))
+        tally.errors = min(tally.requests, errors)
     for latency in sample.latencies_ms:
         tally.latency_n += 1
         if sketch:
