@@ -162,7 +162,7 @@ def _entry(entry: Entry, start: float) -> str:
         f'<td class="when">{_e(clock(entry.time))}<br>'
         f'<span class="muted">{_e(offset(entry.time, start))}</span></td>'
         f"<td><code>{_e(entry.kind)}</code>{host}<br>{_e(entry.message)}{evidence}</td>"
-        f"<td>{who}</td></tr>"
+        f'<td class="nowrap">{who}</td></tr>'
     )
 
 
