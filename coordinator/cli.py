@@ -1,18 +1,25 @@
-"""``rollguard``: the operator CLI.
+"""``rollguard``: the operator CLI, over the coordinator's HTTP API.
 
-Exit codes: 0 done, 1 failure (including an unreachable coordinator), 2 usage or
-config error (including a refused token), 3 (with ``deploy --wait``) rolled back.
+Exit codes: 0 done (with ``--wait``: completed), 1 failure (an unreachable coordinator,
+a request the engine refused, a deployment that failed or was refused), 2 usage or
+config error (bad arguments, a refused token, an unknown deployment), 3 (with
+``--wait``) rolled back. Ctrl-C while following a deployment leaves it running.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import getpass
+import http.client
 import json
 import os
 import sys
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
@@ -22,81 +29,191 @@ EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_ROLLED_BACK: Final = 3
+EXIT_INTERRUPTED: Final = 130
 DEFAULT_URL: Final = "http://127.0.0.1:8470"
 DEFAULT_TOKEN_FILE: Final = "/var/lib/rollguard/api.token"
 HTTP_TIMEOUT: Final = 10.0
+TERMINAL: Final = frozenset({"completed", "rolled_back", "failed", "refused"})
+# What ``--wait`` exits with once the deployment is over.
+OUTCOME_CODES: Final = {
+    "completed": EXIT_OK,
+    "rolled_back": EXIT_ROLLED_BACK,
+    "failed": EXIT_FAILURE,
+    "refused": EXIT_FAILURE,
+}
 
 
 class CliError(RollguardError):
-    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
+    """What the CLI tells the operator before exiting with ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILURE, reasons: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.code = code
+        self.reasons = list(reasons)
 
 
 # -- talking to the coordinator ---------------------------------------------------
 
 
 class Client:
-    def __init__(self, url: str, token: str | None) -> None:
+    """The coordinator's HTTP API: JSON in and out, errors as :class:`CliError`."""
+
+    def __init__(self, url: str, token: str | None, actor: str | None = None) -> None:
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise CliError(
+                f"the coordinator URL must be http(s)://HOST[:PORT], not {url!r}", EXIT_USAGE
+            )
         self.url = url.rstrip("/")
         self.token = token
+        self.actor = actor
 
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        headers = {"Accept": "application/json"}
+    def _request(
+        self, method: str, path: str, body: dict[str, Any] | None, accept: str
+    ) -> urllib.request.Request:
+        headers = {"Accept": accept}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
+        if self.actor:
+            headers["X-Rollguard-Actor"] = self.actor
         data = None
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        request = urllib.request.Request(  # noqa: S310 - the URL is the operator's own
+        return urllib.request.Request(  # noqa: S310 - the URL is the operator's own, http(s)
             self.url + path, data=data, headers=headers, method=method
         )
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        timeout: float = HTTP_TIMEOUT,
+    ) -> Any:
+        request = self._request(method, path, body, "application/json")
         try:
-            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:  # noqa: S310
-                return json.loads(response.read() or b"null")
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+                raw = response.read()
         except urllib.error.HTTPError as exc:
-            message = _error_text(exc)
-            if exc.code in (401, 403):
-                raise CliError(f"the coordinator refused the token: {message}", EXIT_USAGE) from exc
-            if 400 <= exc.code < 500:
-                raise CliError(f"refused ({exc.code}): {message}", EXIT_USAGE) from exc
-            raise CliError(f"coordinator error ({exc.code}): {message}") from exc
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise CliError(f"cannot reach the coordinator at {self.url}: {reason}") from exc
+            raise self._http_error(exc) from exc
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            raise self._unreachable(exc) from exc
+        try:
+            return json.loads(raw or b"null")
+        except ValueError as exc:
+            raise CliError(
+                f"{self.url} did not answer like a rollguard coordinator (not JSON from {path})"
+            ) from exc
+
+    def stream(self, path: str, *, timeout: float) -> http.client.HTTPResponse:
+        """An open response to read server-sent events from; the caller closes it."""
+        request = self._request("GET", path, None, "text/event-stream")
+        try:
+            response: http.client.HTTPResponse = urllib.request.urlopen(  # noqa: S310
+                request, timeout=timeout
+            )
+        except urllib.error.HTTPError as exc:
+            raise self._http_error(exc) from exc
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            raise self._unreachable(exc) from exc
+        return response
+
+    def _unreachable(self, exc: BaseException) -> CliError:
+        reason = getattr(exc, "reason", None) or exc
+        return CliError(
+            f"cannot reach the coordinator at {self.url}: {reason} "
+            "(is it running? set --url or $ROLLGUARD_URL)"
+        )
+
+    def _http_error(self, exc: urllib.error.HTTPError) -> CliError:
+        message, reasons = _error_body(exc)
+        if exc.code in (401, 403):
+            if not self.token:
+                return CliError(
+                    "no API token: pass --token-file FILE or set $ROLLGUARD_TOKEN_FILE or "
+                    "$ROLLGUARD_TOKEN (the coordinator writes its token to "
+                    "<state_dir>/api.token)",
+                    EXIT_USAGE,
+                )
+            return CliError(f"the coordinator refused the token: {message}", EXIT_USAGE)
+        if exc.code in (400, 404, 405, 413, 422):
+            return CliError(message, EXIT_USAGE, reasons)
+        if exc.code == 409:
+            return CliError(message, EXIT_FAILURE, reasons)
+        if exc.code == 503:
+            return CliError(f"the coordinator cannot act now: {message}", EXIT_FAILURE, reasons)
+        return CliError(f"coordinator error ({exc.code}): {message}", EXIT_FAILURE, reasons)
 
 
-def _error_text(exc: urllib.error.HTTPError) -> str:
+def _error_body(exc: urllib.error.HTTPError) -> tuple[str, list[str]]:
     try:
-        return str(json.loads(exc.read()).get("error", exc.reason))
-    except (ValueError, AttributeError):
-        return str(exc.reason)
+        body = json.loads(exc.read())
+    except (ValueError, OSError):
+        return str(exc.reason), []
+    if not isinstance(body, dict):
+        return str(exc.reason), []
+    reasons = body.get("reasons") or []
+    return str(body.get("error", exc.reason)), [str(r) for r in reasons]
 
 
 def _token(args: argparse.Namespace) -> str | None:
     if os.environ.get("ROLLGUARD_TOKEN"):
-        return os.environ["ROLLGUARD_TOKEN"]
-    path = Path(args.token_file or os.environ.get("ROLLGUARD_TOKEN_FILE") or DEFAULT_TOKEN_FILE)
+        return os.environ["ROLLGUARD_TOKEN"].strip()
+    given = args.token_file or os.environ.get("ROLLGUARD_TOKEN_FILE")
+    path = Path(given or DEFAULT_TOKEN_FILE)
     try:
-        return path.read_text(encoding="utf-8").strip()
+        return path.read_text(encoding="utf-8").strip() or None
     except FileNotFoundError:
-        if args.token_file:
+        if given:
             raise CliError(f"token file {path} does not exist", EXIT_USAGE) from None
         return None
     except OSError as exc:
         raise CliError(f"cannot read token file {path}: {exc.strerror}", EXIT_USAGE) from exc
 
 
-def _client(args: argparse.Namespace) -> Client:
-    return Client(args.url or os.environ.get("ROLLGUARD_URL") or DEFAULT_URL, _token(args))
+def operator_name() -> str:
+    """Who is acting, for the record: the login name, else a placeholder."""
+    try:
+        return getpass.getuser()[:128] or "cli"
+    except (OSError, KeyError):
+        return "cli"
 
 
-def _print_json(data: Any) -> None:
+def client_for(args: argparse.Namespace) -> Client:
+    url = args.url or os.environ.get("ROLLGUARD_URL") or DEFAULT_URL
+    return Client(url, _token(args), operator_name())
+
+
+def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True))
 
 
-# -- commands -----------------------------------------------------------------
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  ".join(cells).rstrip())
+
+
+def _quote(path: str) -> str:
+    return urllib.parse.quote(path, safe="")
+
+
+def get_deployment(client: Client, deployment_id: str) -> dict[str, Any]:
+    reply = client.request("GET", f"/api/v1/deployments/{_quote(deployment_id)}")
+    deployment: dict[str, Any] = reply["deployment"]
+    return deployment
+
+
+def get_events(client: Client, deployment_id: str) -> list[dict[str, Any]]:
+    reply = client.request("GET", f"/api/v1/deployments/{_quote(deployment_id)}/events")
+    events: list[dict[str, Any]] = reply["events"]
+    return events
+
+
+# -- local commands -----------------------------------------------------------------
 
 
 def cmd_keys_generate(args: argparse.Namespace) -> int:
@@ -128,14 +245,18 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         # An agent config names its host; a coordinator config never does.
         try:
             raw = msgspec.toml.decode(path.read_bytes())
-        except (OSError, msgspec.DecodeError) as exc:
-            raise CliError(f"{path}: {exc}", EXIT_USAGE) from exc
+        except OSError as exc:
+            raise CliError(
+                f"{path}: cannot read config: {exc.strerror or exc}", EXIT_USAGE
+            ) from exc
+        except msgspec.DecodeError as exc:
+            raise CliError(f"{path}: not valid TOML: {exc}", EXIT_USAGE) from exc
         kind = "agent" if isinstance(raw, dict) and "host" in raw else "coordinator"
     config: AgentConfig | CoordinatorConfig = (
         load(AgentConfig, path) if kind == "agent" else load(CoordinatorConfig, path)
     )
     if args.json:
-        _print_json(
+        print_json(
             {"file": str(path), "kind": kind, "ok": True, "config": msgspec.to_builtins(config)}
         )
     else:
@@ -143,21 +264,34 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from coordinator.demo import run_demo
+
+    return run_demo(Path(args.dir), hosts=args.hosts, keep=args.keep)
+
+
+# -- fleet --------------------------------------------------------------------------
+
+_GAUGES: Final = ("cpu", "memory", "disk")
+
+
 def cmd_hosts(args: argparse.Namespace) -> int:
-    data = _client(args).request("GET", "/api/v1/hosts")
+    data = client_for(args).request("GET", "/api/v1/hosts")
     if args.json:
-        _print_json(data)
+        print_json(data)
         return EXIT_OK
     hosts = data["hosts"]
     if not hosts:
         print("no hosts have reported yet")
         return EXIT_OK
     rows: list[tuple[str, ...]] = [
-        ("HOST", "STATE", "ENV", "VERSION", "SLOT", "CPU%", "MEM%", "DISK%")
+        ("HOST", "STATE", "ENV", "VERSION", "SLOT", "CPU%", "MEM%", "DISK%", "ERRORS")
     ]
     for host in hosts:
         checks = host.get("checks", {})
         gauges = [checks.get(name, {}).get("values", {}).get("percent") for name in _GAUGES]
+        app = checks.get("application", {}).get("values", {})
+        errors = app.get("traffic_error_rate", app.get("error_rate"))
         rows.append(
             (
                 host["host"],
@@ -166,26 +300,257 @@ def cmd_hosts(args: argparse.Namespace) -> int:
                 host.get("version") or "-",
                 host.get("slot") or "-",
                 *(f"{value:.1f}" if value is not None else "-" for value in gauges),
+                f"{errors * 100:.2f}%" if errors is not None else "-",
             )
         )
-    _print_table(rows)
+    print_table(rows)
     return EXIT_OK
 
 
-_GAUGES: Final = ("cpu", "memory", "disk")
+# -- deployments ---------------------------------------------------------------------
 
 
-def _print_table(rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        print("  ".join(cells).rstrip())
+def _hosts_argument(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    hosts = [h.strip() for value in values for h in value.split(",") if h.strip()]
+    if not hosts:
+        raise CliError("--hosts needs at least one host id", EXIT_USAGE)
+    return hosts
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from coordinator.demo import run_demo
+def cmd_deploy(args: argparse.Namespace) -> int:
+    client = client_for(args)
+    body: dict[str, Any] = {"version": args.version, "environment": args.env}
+    if args.strategy:
+        body["strategy"] = args.strategy
+    hosts = _hosts_argument(args.hosts)
+    if hosts is not None:
+        body["hosts"] = hosts
+    if args.reason:
+        body["reason"] = args.reason
+    reply = client.request("POST", "/api/v1/deployments", body)
+    deployment = reply["deployment"]
+    if not args.wait:
+        if args.json:
+            print_json(reply)
+        else:
+            print(_started_words(deployment))
+            print(f"follow it:  rollguard status {deployment['id']} --wait")
+        return EXIT_OK
+    out = sys.stderr if args.json else sys.stdout
+    print(_started_words(deployment), file=out, flush=True)
+    return _wait(client, deployment, json_out=args.json, timeout=args.timeout)
 
-    return run_demo(Path(args.dir), seconds=args.seconds)
+
+def _started_words(deployment: dict[str, Any]) -> str:
+    steps = " → ".join(str(s.get("name")) for s in deployment.get("steps") or [])
+    targets = len(deployment.get("targets") or {})
+    return (
+        f"deployment {deployment['id']}: {deployment['version']} to {targets} "
+        f"{deployment['environment']} host{'s' if targets != 1 else ''} by "
+        f"{deployment['strategy']}"
+        + (f" ({steps})" if steps else "")
+        + f", from {deployment.get('from_version') or 'nothing'}"
+    )
+
+
+def _wait(
+    client: Client, deployment: dict[str, Any], *, json_out: bool, timeout: float | None
+) -> int:
+    from coordinator.follow import Progress, follow
+
+    out = sys.stderr if json_out else sys.stdout
+    progress = Progress(out, tty=out.isatty(), start=float(deployment["created"]))
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last = deployment
+    try:
+        for update in follow(client, deployment["id"], initial=deployment, deadline=deadline):
+            last = update.deployment or last
+            progress.update(update)
+    except KeyboardInterrupt:
+        progress.close()
+        print(
+            f"\nstopped following; deployment {last['id']} keeps running "
+            f"({last.get('state')}). Follow it again with: rollguard status {last['id']} --wait",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    except TimeoutError:
+        progress.close()
+        print(
+            f"rollguard: still {last.get('state')} after {timeout:g} s; deployment "
+            f"{last['id']} keeps running (rollguard status {last['id']} --wait)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    finally:
+        progress.close()
+    state = str(last.get("state"))
+    if json_out:
+        print_json({"deployment": last})
+    else:
+        print(f"{state.replace('_', ' ')}: {last.get('summary', '')}")
+        print(f"report:  rollguard report {last['id']}")
+    return OUTCOME_CODES.get(state, EXIT_FAILURE)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    client = client_for(args)
+    if args.id is None:
+        if args.wait:
+            raise CliError("status --wait needs a deployment ID", EXIT_USAGE)
+        return _status_all(client, json_out=args.json)
+    deployment = get_deployment(client, args.id)
+    if args.wait:
+        if deployment["state"] in TERMINAL:
+            return _status_one(client, deployment, json_out=args.json, exit_by_state=True)
+        return _wait(client, deployment, json_out=args.json, timeout=args.timeout)
+    return _status_one(client, deployment, json_out=args.json, exit_by_state=False)
+
+
+def _status_all(client: Client, *, json_out: bool) -> int:
+    deployments = client.request("GET", "/api/v1/deployments?limit=100")["deployments"]
+    active = [d for d in deployments if d.get("state") not in TERMINAL]
+    if json_out:
+        print_json({"deployments": active})
+        return EXIT_OK
+    if not active:
+        print("no deployment is running")
+        if deployments:
+            latest = deployments[0]
+            print(
+                f"latest: {latest['id']} {latest['version']} in {latest['environment']}: "
+                f"{str(latest['state']).replace('_', ' ')}"
+            )
+        return EXIT_OK
+    from coordinator.follow import bake_words
+
+    rows: list[tuple[str, ...]] = [("ID", "ENV", "VERSION", "STRATEGY", "STATE", "STEP", "BAKE")]
+    for d in active:
+        rows.append(
+            (
+                d["id"],
+                d["environment"],
+                f"{d.get('from_version') or '-'} -> {d['version']}",
+                d["strategy"],
+                str(d["state"]).replace("_", " "),
+                f"{d.get('step_name') or '-'} ({int(d.get('step', 0)) + 1}/{d.get('steps_total')})",
+                bake_words(d) or "-",
+            )
+        )
+    print_table(rows)
+    for d in active:
+        if d.get("summary"):
+            print(f"{d['id']}: {d['summary']}")
+    return EXIT_OK
+
+
+def _status_one(
+    client: Client, deployment: dict[str, Any], *, json_out: bool, exit_by_state: bool
+) -> int:
+    from coordinator.follow import status_text
+
+    events = get_events(client, deployment["id"])
+    code = OUTCOME_CODES.get(str(deployment["state"]), EXIT_OK) if exit_by_state else EXIT_OK
+    if json_out:
+        print_json({"deployment": deployment, "events": events})
+        return code
+    print(status_text(deployment, events, now=time.time()))
+    return code
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from coordinator.report.words import duration
+
+    query = f"?limit={args.limit}"
+    if args.env:
+        query += f"&environment={_quote(args.env)}"
+    deployments = client_for(args).request("GET", f"/api/v1/deployments{query}")["deployments"]
+    if args.json:
+        print_json({"deployments": deployments})
+        return EXIT_OK
+    if not deployments:
+        print("no deployments yet")
+        return EXIT_OK
+    rows: list[tuple[str, ...]] = [
+        ("ID", "STARTED (UTC)", "ENV", "VERSION", "STRATEGY", "OUTCOME", "BY", "TOOK")
+    ]
+    for d in deployments:
+        finished = d.get("finished")
+        rows.append(
+            (
+                d["id"],
+                time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(d["created"]))),
+                d["environment"],
+                f"{d.get('from_version') or '-'} -> {d['version']}",
+                d["strategy"],
+                str(d["state"]).replace("_", " "),
+                str(d.get("actor") or "-"),
+                duration(float(finished) - float(d["created"])) if finished else "-",
+            )
+        )
+    print_table(rows)
+    return EXIT_OK
+
+
+def _act(args: argparse.Namespace, action: str) -> int:
+    client = client_for(args)
+    body: dict[str, Any] = {}
+    if getattr(args, "reason", None):
+        body["reason"] = args.reason
+    step = getattr(args, "step", None)
+    if step is None and action in ("promote", "approve"):
+        # Promote (approve) what the operator sees now: a retry, or a step the engine
+        # promoted in the meantime, is then acknowledged instead of skipping a bake.
+        current = get_deployment(client, args.id)
+        if action == "promote" and current["state"] in ("baking", "held"):
+            step = int(current["step"])
+        elif action == "approve" and current["state"] == "awaiting_approval":
+            step = int(current["step"]) + 1
+    if step is not None:
+        body["step"] = step
+    reply = client.request("POST", f"/api/v1/deployments/{_quote(args.id)}/{action}", body)
+    if args.json:
+        print_json(reply)
+        return EXIT_OK
+    deployment = reply.get("deployment") or {}
+    if reply.get("changed", True):
+        print(f"{args.id}: {reply.get('message')}")
+    else:
+        print(f"{args.id}: nothing to do: {reply.get('message')}")
+    if deployment:
+        print(f"now {str(deployment.get('state')).replace('_', ' ')}: {deployment.get('summary')}")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from coordinator.report import build_report, render
+
+    fmt = args.format
+    output: str | None = args.output
+    if fmt is None:
+        suffix = Path(output).suffix.lower().lstrip(".") if output and output != "-" else ""
+        fmt = {"htm": "html", "html": "html", "md": "md", "markdown": "md", "json": "json"}.get(
+            suffix, "html"
+        )
+    client = client_for(args)
+    deployment = get_deployment(client, args.id)
+    events = get_events(client, args.id)
+    hosts = client.request("GET", "/api/v1/hosts")["hosts"]
+    report = build_report(deployment, events, hosts, generated=time.time())
+    text = render(report, fmt)
+    if output == "-":
+        sys.stdout.write(text)
+        return EXIT_OK
+    path = Path(output or f"rollguard-report-{deployment['id']}.{fmt}")
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    state = str(deployment["state"]).replace("_", " ")
+    print(f"report of {deployment['id']} ({state}) written to {path.resolve()}")
+    return EXIT_OK
 
 
 # -- parser -------------------------------------------------------------------
@@ -204,17 +569,49 @@ def _connection_options(parser: argparse.ArgumentParser, default: Any) -> None:
     parser.add_argument(
         "--token-file",
         default=default,
-        help=f"API token file (default $ROLLGUARD_TOKEN_FILE or {DEFAULT_TOKEN_FILE})",
+        help=f"API token file (default $ROLLGUARD_TOKEN_FILE or {DEFAULT_TOKEN_FILE}; "
+        "$ROLLGUARD_TOKEN overrides both)",
+    )
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
+
+
+def _wait_options(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help=f"{what}; exit 0 completed, 3 rolled back, 1 failed or refused",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_positive,
+        metavar="SECONDS",
+        help="with --wait: stop waiting (exit 1, the deployment keeps running) after this",
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="rollguard", description="Operate rollguard deployments.")
+    parser = _Parser(
+        prog="rollguard",
+        description="Operate rollguard deployments through the coordinator's HTTP API.",
+        epilog="Exit codes: 0 done, 1 failure, 2 usage or config error, 3 rolled back "
+        "(with --wait).",
+    )
     _connection_options(parser, None)
     # The same options after the subcommand; SUPPRESS keeps a value given before it.
     common = _Parser(add_help=False)
     _connection_options(common, argparse.SUPPRESS)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(
+        dest="command", required=True, parser_class=_Parser, metavar="COMMAND"
+    )
 
     def add(
         name: str,
@@ -222,20 +619,80 @@ def build_parser() -> argparse.ArgumentParser:
         help_: str,
         *,
         json_flag: bool = False,
+        remote: bool = True,
     ) -> argparse.ArgumentParser:
-        command = sub.add_parser(name, help=help_, description=help_, parents=[common])
+        command = sub.add_parser(
+            name, help=help_, description=help_, parents=[common] if remote else []
+        )
         command.set_defaults(func=func)
         if json_flag:
             command.add_argument("--json", action="store_true", help="print JSON")
         return command
 
-    add("hosts", cmd_hosts, "list the hosts the coordinator sees", json_flag=True)
+    deploy = add("deploy", cmd_deploy, "start a deployment of VERSION", json_flag=True)
+    deploy.add_argument("version", metavar="VERSION")
+    deploy.add_argument(
+        "--env",
+        default="production",
+        choices=["development", "staging", "production"],
+        help="environment (default production)",
+    )
+    deploy.add_argument(
+        "--strategy",
+        choices=["canary", "blue-green", "direct"],
+        help="default: the environment's (production canary, staging blue-green, "
+        "development direct)",
+    )
+    deploy.add_argument(
+        "--hosts",
+        action="append",
+        metavar="HOST[,HOST...]",
+        help="only these hosts of the environment (repeat or separate with commas)",
+    )
+    deploy.add_argument("--reason", default="", help="why, for the record")
+    _wait_options(deploy, "follow it with live progress until it is over")
 
-    keys = sub.add_parser("keys", help="command-signing keys")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
-    generate = keys_sub.add_parser("generate", help="create an Ed25519 key pair in DIR")
-    generate.add_argument("dir")
-    generate.set_defaults(func=cmd_keys_generate)
+    status = add(
+        "status", cmd_status, "one deployment in detail, or the running ones", json_flag=True
+    )
+    status.add_argument("id", nargs="?", metavar="ID", help="deployment id (default: running)")
+    _wait_options(status, "follow the deployment until it is over")
+
+    history = add("history", cmd_history, "past deployments, newest first", json_flag=True)
+    history.add_argument("--env", choices=["development", "staging", "production"])
+    history.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+
+    for action, help_ in (
+        ("promote", "end the current step's bake now and go on (if every rule passes)"),
+        ("rollback", "return every host the deployment changed to the last stable version"),
+        ("pause", "stop promoting (a breach still rolls back)"),
+        ("resume", "resume a paused or held deployment"),
+        ("approve", "approve the step that waits for an operator"),
+    ):
+        command = add(action, functools.partial(_act, action=action), help_, json_flag=True)
+        command.add_argument("id", metavar="ID")
+        command.add_argument("--reason", default="", help="why, for the record")
+        if action in ("promote", "approve"):
+            command.add_argument(
+                "--step",
+                type=int,
+                help="the step index meant (default: the one running now), so a retry "
+                "never skips a bake",
+            )
+
+    report = add("report", cmd_report, "write the report of a deployment")
+    report.add_argument("id", metavar="ID")
+    report.add_argument(
+        "--format", choices=["html", "md", "json"], help="default: from -o's suffix, else html"
+    )
+    report.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="where to write it ('-' for stdout; default rollguard-report-ID.FORMAT)",
+    )
+
+    add("hosts", cmd_hosts, "list the hosts the coordinator sees", json_flag=True)
 
     config = sub.add_parser("config", help="configuration files")
     config_sub = config.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
@@ -245,13 +702,39 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print the parsed config as JSON")
     check.set_defaults(func=cmd_config_check)
 
-    credentials = add("credentials", cmd_credentials, "create broker credentials for hosts")
+    keys = sub.add_parser("keys", help="command-signing keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
+    generate = keys_sub.add_parser("generate", help="create an Ed25519 key pair in DIR")
+    generate.add_argument("dir")
+    generate.set_defaults(func=cmd_keys_generate)
+
+    credentials = add(
+        "credentials", cmd_credentials, "create broker credentials for hosts", remote=False
+    )
     credentials.add_argument("dir", help="directory for the passwd file and password files")
     credentials.add_argument("hosts", nargs="*", help="host ids")
 
-    demo = add("demo", cmd_demo, "run a local broker, coordinator and agents and show them")
+    demo = add(
+        "demo",
+        cmd_demo,
+        "run a broker, the coordinator, six agents and a demo app here, and roll a good "
+        "and a bad version out, narrated",
+        remote=False,
+    )
     demo.add_argument("--dir", default=".demo", help="working directory (default .demo)")
-    demo.add_argument("--seconds", type=float, default=20.0, help="how long to watch")
+    demo.add_argument(
+        "--hosts",
+        type=int,
+        default=6,
+        choices=range(2, 13),
+        metavar="N",
+        help="how many agents (2-12, default 6)",
+    )
+    demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep everything running afterwards, to try the CLI against it (Ctrl-C stops)",
+    )
     return parser
 
 
@@ -261,12 +744,18 @@ def main(argv: list[str] | None = None) -> int:
         code: int = args.func(args)
     except CliError as exc:
         print(f"rollguard: {exc}", file=sys.stderr)
+        for reason in exc.reasons:
+            print(f"  - {reason}", file=sys.stderr)
         return exc.code
     except RollguardError as exc:
         print(f"rollguard: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `rollguard history | head`: the reader left; nothing more to say.
+        sys.stderr.close()
+        return EXIT_OK
     return code
 
 

@@ -1,0 +1,188 @@
+"""Following a deployment: the progress printer on a terminal and in a log, the words,
+and the event stream's resume after a dropped connection (against a small local
+server that speaks server-sent events like the coordinator)."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from coordinator.cli import Client
+from coordinator.follow import (
+    EventStream,
+    Progress,
+    Update,
+    bake_words,
+    event_line,
+    hint,
+    progress_line,
+    status_text,
+)
+from tests.cli.samples import T0, rolled_back
+
+
+def baking(step: int = 0, remaining: float = 4.0, **extra: Any) -> dict[str, Any]:
+    deployment, _, _ = rolled_back()
+    deployment.update(
+        {
+            "state": "baking",
+            "step": step,
+            "step_name": ["10%", "50%", "100%"][step],
+            "bake_length": 10.0,
+            "bake_remaining": remaining,
+            "finished": None,
+            **extra,
+        }
+    )
+    return deployment
+
+
+WINDOW = {
+    "kind": "analysis.window",
+    "time": T0 + 2,
+    "evidence": {
+        "cohorts": {
+            "canary": {"hosts": 1, "requests": 210, "errors": 0, "error_rate": 0.0, "p95_ms": 38.0},
+            "baseline": {
+                "hosts": 3,
+                "requests": 630,
+                "errors": 1,
+                "error_rate": 1 / 630,
+                "p95_ms": 41.0,
+            },
+        }
+    },
+}
+DECISION = {"kind": "deployment.bake_passed", "time": T0 + 10, "message": "step 10% passed"}
+COMMAND = {"kind": "command.succeeded", "time": T0 + 10.1, "message": "web-2: deploy ok"}
+
+
+def test_progress_line_has_step_bake_and_both_cohorts() -> None:
+    line = progress_line(baking(), WINDOW["evidence"])
+    assert line == (
+        "baking · step 1/3 (10%, 1 host) · 4.0 s of 10 s bake left · "
+        "canary (1 host): 0% errors of 210 requests, p95 38 ms · "
+        "baseline (3 hosts): 0.16% errors of 630 requests, p95 41 ms"
+    )
+    held = baking(state="held", hold_reason="inconclusive")
+    assert progress_line(held, None).startswith(
+        "held (inconclusive) · step 1/3 (10%, 1 host) · bake stopped with 4.0 s of 10 s left"
+    )
+    assert hint(held) == (
+        "waiting for an operator: rollguard promote d1-rolled | rollguard resume d1-rolled | "
+        "rollguard rollback d1-rolled"
+    )
+    assert bake_words(baking(state="deploying")) == ""
+
+
+def test_plain_output_prints_lines_only_when_something_changes() -> None:
+    out = io.StringIO()
+    progress = Progress(out, tty=False, start=T0)
+    progress.update(Update(baking(remaining=8.0), [WINDOW]))
+    progress.update(Update(baking(remaining=6.0)))
+    progress.update(Update(baking(remaining=4.0)))
+    progress.update(Update(baking(step=1, remaining=5.0), [DECISION, COMMAND]))
+    progress.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 4, lines
+    assert "[baking · step 1/3 (10%, 1 host) · 8.0 s of 10 s bake left · canary" in lines[0]
+    assert lines[1].endswith("+0:10  step 10% passed")
+    assert lines[2].endswith("+0:10    web-2: deploy ok")
+    assert "[baking · step 2/3 (50%, 1 host)" in lines[3]
+    assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue()
+
+
+def test_terminal_output_redraws_the_progress_line_in_place() -> None:
+    out = io.StringIO()
+    progress = Progress(out, tty=True, start=T0)
+    progress.update(Update(baking(remaining=8.0), [WINDOW]))
+    progress.update(Update(baking(remaining=6.0), [DECISION]))
+    progress.close()
+    text = out.getvalue()
+    frames = text.split("\r\x1b[K")
+    assert frames[0] == ""
+    assert frames[1].startswith("baking · step 1/3 (10%, 1 host) · 8.0 s of 10 s")
+    assert frames[2].endswith("step 10% passed\n")  # the line replaces the progress line
+    assert frames[3].startswith("baking · step 1/3 (10%, 1 host) · 6.0 s")  # redrawn under it
+    assert frames[-1] == ""  # closed: the progress line is cleared
+
+
+def test_an_unreachable_coordinator_is_said_once() -> None:
+    out = io.StringIO()
+    progress = Progress(out, tty=False, start=T0)
+    for _ in range(3):
+        progress.update(Update(baking(), [], error="cannot reach the coordinator"))
+    progress.update(Update(baking()))
+    assert out.getvalue().count("cannot reach the coordinator, retrying") == 1
+
+
+def test_event_lines_and_status_text() -> None:
+    deployment, events, _ = rolled_back()
+    assert event_line(events[2], T0).endswith("+0:00    web-1: deploy 2.1.0 succeeded")
+    text = status_text(deployment, events, now=T0 + 100)
+    assert "deployment  d1-rolled" in text
+    assert "version     1.0.0 -> 2.1.0 in production by canary" in text
+    assert "state       rolled back" in text
+    assert "finished    after 6.2 s" in text
+    assert "rollback    error_rate: 30/200 = 15.00%" in text
+    assert "operator.start" not in text and "numbers" not in text
+
+
+class _Sse(BaseHTTPRequestHandler):
+    """Events 1..5; the first connection drops after two of them."""
+
+    calls: list[str] = []
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        type(self).calls.append(self.path)
+        query = parse_qs(urlsplit(self.path).query)
+        after = int(query["after"][0])
+        assert self.headers["Authorization"] == "Bearer secret-token"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for sent, seq in enumerate(range(after + 1, 6), start=1):
+            data = json.dumps({"seq": seq, "kind": "deployment.x", "message": f"m{seq}"})
+            self.wfile.write(f"id: {seq}\nevent: deployment.x\ndata: {data}\n\n".encode())
+            self.wfile.flush()
+            if len(type(self).calls) == 1 and sent == 2:
+                return  # the connection drops
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def sse_server() -> Iterator[str]:
+    _Sse.calls = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Sse)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_event_stream_resumes_after_the_last_seq(sse_server: str) -> None:
+    stream = EventStream(Client(sse_server, "secret-token"), "d1", after=0)
+    stream.start()
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 10
+    while len(seen) < 5 and time.monotonic() < deadline:
+        seen += stream.drain()
+        time.sleep(0.05)
+    stream.stop()
+    assert [e["seq"] for e in seen] == [1, 2, 3, 4, 5]
+    assert "after=0" in _Sse.calls[0] and "deployment=d1" in _Sse.calls[0]
+    assert "after=2" in _Sse.calls[1]
