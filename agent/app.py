@@ -63,7 +63,9 @@ class Agent:
             session=lambda: self.publisher.session,
             on_sealed=self.publisher.wake,
         )
-        self.checks = build_checks(config.checks)
+        self.checks = build_checks(
+            config.checks, active_slot=lambda: self.deployer.current.slot
+        )
         self.runner = Runner(
             self.checks,
             self.batcher,

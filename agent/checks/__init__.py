@@ -6,13 +6,20 @@ database or cache check never loads psycopg or redis (resident memory is a targe
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from agent.checks.base import Check, Sink
 from shared.config.agent import Checks
+from shared.messages import Slot
 
 __all__ = ["Check", "Sink", "build_checks"]
 
 
-def build_checks(config: Checks) -> list[Check]:
+def build_checks(
+    config: Checks, *, active_slot: Callable[[], Slot | None] | None = None
+) -> list[Check]:
+    """The enabled checks; ``active_slot`` is the blue-green slot serving traffic now
+    (the deploy state), which decides the slot the application check also probes."""
     checks: list[Check] = []
     if config.cpu.enabled:
         from agent.checks.cpu import CpuCheck
@@ -56,5 +63,11 @@ def build_checks(config: Checks) -> list[Check]:
     if config.application is not None:
         from agent.checks.application import ApplicationCheck
 
-        checks.append(ApplicationCheck(config.application))
+        application = config.application
+        checks.append(ApplicationCheck(application))
+        # Blue-green: one check per slot, each measuring while its slot is inactive.
+        checks.extend(
+            ApplicationCheck(application, slot=slot, active_slot=active_slot)
+            for slot in sorted(application.slot_urls)
+        )
     return checks

@@ -9,6 +9,14 @@ weighs evidence by volume: one failed probe out of five is not a 20 % error rate
 Real traffic (``metrics_url``): two scrapes make an interval; the request counter's
 deltas give ``traffic_requests`` and ``traffic_errors`` (5xx), and the latency
 histogram's bucket deltas go out as the sample's ``histogram`` in milliseconds.
+
+Blue-green (``slot_urls``): besides the main check (``url``, the endpoint serving
+traffic, named ``application``), one check per slot probes that slot's own instance
+and is named ``application_blue`` or ``application_green``. A slot's check measures
+only while the agent knows its active slot (the deploy state, which a ``switch``
+changes) and that slot is the other one: the inactive slot is where a blue-green deploy
+puts the new version, and the coordinator judges it by these samples before it
+switches. It has no real traffic, so it never scrapes. Same code, same counts.
 """
 
 from __future__ import annotations
@@ -16,33 +24,58 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Callable
 
 from agent import httpclient, promtext
 from agent.checks.base import Check, Sink, describe, now, quantile
 from shared.config.agent import ApplicationCheck as ApplicationConfig
-from shared.messages import Histogram
+from shared.messages import Histogram, Slot
 
 PROBE_BODY_LIMIT = 64 * 1024
 SCRAPE_BODY_LIMIT = 8 * 1024 * 1024
 
 
 class ApplicationCheck(Check):
+    """The main probe, or with ``slot`` that slot's probe (see the module docstring);
+    ``active_slot`` tells which slot serves traffic now (None: not known)."""
+
     name = "application"
 
-    def __init__(self, config: ApplicationConfig) -> None:
+    def __init__(
+        self,
+        config: ApplicationConfig,
+        *,
+        slot: Slot | None = None,
+        active_slot: Callable[[], Slot | None] | None = None,
+    ) -> None:
         super().__init__(interval=config.interval, timeout=config.timeout)
         self.config = config
-        self._probe_target = httpclient.target(config.url)
-        self._scrape_target = (
-            httpclient.target(config.metrics_url) if config.metrics_url else None
-        )
+        self.slot = slot
+        self._active_slot = active_slot
+        if slot is None:
+            url, metrics_url = config.url, config.metrics_url
+        else:
+            self.name = f"application_{slot}"
+            url, metrics_url = config.slot_urls[slot], None
+        self._probe_target = httpclient.target(url)
+        self._scrape_target = httpclient.target(metrics_url) if metrics_url else None
         self._counter_names = (config.requests_metric, config.latency_metric + "_bucket")
         self._latency_scale = 1000.0 if config.latency_unit == "seconds" else 1.0
         self._last_scrape: tuple[
             dict[promtext.Labels, float], dict[promtext.Labels, float]
         ] | None = None
 
+    def measuring(self) -> bool:
+        """Whether a run measures: always for the main probe; for a slot's, while the
+        other slot is known to serve traffic."""
+        if self.slot is None:
+            return True
+        active = self._active_slot() if self._active_slot is not None else None
+        return active is not None and active != self.slot
+
     async def collect(self, sink: Sink) -> None:
+        if not self.measuring():
+            return
         started = now()
         probes = self._probes()
         if self._scrape_target is not None:

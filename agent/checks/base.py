@@ -11,7 +11,7 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
-from typing import ClassVar, Final, Protocol
+from typing import Final, Protocol
 
 from shared.messages import Histogram, Sample
 
@@ -28,7 +28,9 @@ class Sink(Protocol):
 
 
 class Check(abc.ABC):
-    name: ClassVar[str]
+    # The sample's check name: a class attribute, except where one class measures
+    # several things (the application check's ``application_<slot>``).
+    name: str
 
     def __init__(self, *, interval: float, timeout: float) -> None:
         self.interval = interval

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from msgspec import Meta, field
 
 from shared.config.common import LogConfig, MqttConfig, Seconds, _Config, log_field, mqtt_field
-from shared.messages import HostId
+from shared.messages import HostId, Slot
 
 Percent = Annotated[float, Meta(ge=0, le=100)]
 # Per-mount and per-endpoint value keys are "<name>:<mount or endpoint>" (<= 64 chars).
@@ -125,11 +125,39 @@ class ApplicationCheck(_Config, kw_only=True, frozen=True):
     latency_unit: Literal["seconds", "milliseconds"] = "seconds"
     # The label carrying the HTTP status; None tries "code", "status", "status_code".
     status_label: MetricName | None = None
+    # Blue-green only: the health URL of each slot's own instance (e.g. blue on :3001,
+    # green on :3002), while ``url`` stays the endpoint that serves traffic (the one a
+    # switch repoints). The agent also probes the inactive slot, the one a blue-green
+    # deploy goes to, with the same requests and timeout, and reports it as the check
+    # ``application_blue`` or ``application_green``. Both slots, or neither.
+    slot_urls: dict[Slot, str] = {}
 
     def __post_init__(self) -> None:
         _check_http_url("checks.application.url", self.url)
         if self.metrics_url is not None:
             _check_http_url("checks.application.metrics_url", self.metrics_url)
+        if not self.slot_urls:
+            return
+        missing = [slot for slot in ("blue", "green") if slot not in self.slot_urls]
+        if missing:
+            raise ValueError(
+                "checks.application.slot_urls needs both blue and green (missing "
+                + ", ".join(missing)
+                + "): a blue-green deploy goes to either slot in turn"
+            )
+        for slot, url in sorted(self.slot_urls.items()):
+            _check_http_url(f"checks.application.slot_urls.{slot}", url)
+            if url == self.url:
+                raise ValueError(
+                    f"checks.application.slot_urls.{slot} is checks.application.url: url "
+                    "is the endpoint serving traffic, a slot URL reaches that slot's own "
+                    "instance whether it serves traffic or not"
+                )
+        if self.slot_urls["blue"] == self.slot_urls["green"]:
+            raise ValueError(
+                "checks.application.slot_urls: blue and green are the same URL; each "
+                "slot runs its own instance"
+            )
 
 
 class Checks(_Config, kw_only=True, frozen=True):

@@ -48,11 +48,12 @@ def agent_config(**data: Any) -> AgentConfig:
 
 @dataclass
 class App:
-    """A local aiohttp app: ``statuses`` are served in turn (then 200), each after
+    """A local aiohttp app: ``statuses`` are served in turn (then ``status``), each after
     ``delay`` seconds; ``metrics`` is the Prometheus text at /metrics."""
 
     port: int = 0
     statuses: list[int] = field(default_factory=list)
+    status: int = 200
     delay: float = 0.0
     metrics: str = ""
     hits: int = 0
@@ -61,15 +62,14 @@ class App:
         return f"http://127.0.0.1:{self.port}{path}"
 
 
-@pytest.fixture
-async def app() -> AsyncIterator[App]:
+@contextlib.asynccontextmanager
+async def serving(state: App) -> AsyncIterator[App]:
+    """Serve ``state`` on a free local port until the block ends."""
     from aiohttp import web
-
-    state = App()
 
     async def health(_: web.Request) -> web.Response:
         state.hits += 1
-        status = state.statuses.pop(0) if state.statuses else 200
+        status = state.statuses.pop(0) if state.statuses else state.status
         if state.delay:
             await asyncio.sleep(state.delay)
         return web.Response(status=status, text="ok" if status < 400 else "boom")
@@ -99,6 +99,12 @@ async def app() -> AsyncIterator[App]:
         yield state
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+async def app() -> AsyncIterator[App]:
+    async with serving(App()) as state:
+        yield state
 
 
 @pytest.fixture
