@@ -10,7 +10,8 @@ Two strategies (``deploy.strategy``):
   ``restart_command`` if set); ``rollback_hook`` re-activates an earlier version
   (default: ``deploy_hook`` with that version).
 
-``switch`` runs ``switch_hook`` to point traffic at a blue-green ``{slot}``.
+``switch`` runs ``switch_hook`` to point traffic at a blue-green ``{slot}``. The slot
+serving traffic is recorded state; before anything is recorded, ``initial_slot``.
 
 Rollback goes back to what was active before the deployment named in the command
 (recorded when that deployment first changed this host), else to the explicit version
@@ -69,6 +70,10 @@ class Deployer:
         self.root = Path(config.root)
         raw = store.get(STATE_KEY)
         self.state = msgspec.json.decode(raw, type=DeployState) if raw else DeployState()
+        if self.state.current.slot is None and config.initial_slot is not None:
+            # A fresh blue-green install: the configured slot until a switch records one.
+            self.state.current = Active(version=self.state.current.version,
+                                        slot=config.initial_slot)
         if config.strategy == "releases":
             on_disk = self._linked_version()
             if on_disk is not None and on_disk != self.state.current.version:

@@ -204,6 +204,11 @@ class DeployConfig(_Config, kw_only=True, frozen=True):
     deploy_hook: Argv = []
     # blue-green: points traffic at {slot}.
     switch_hook: Argv = []
+    # blue-green: the slot serving traffic on a fresh install, before this agent has
+    # recorded one (from then on the recorded slot, which each switch changes, is the
+    # truth). Without it the host reports no slot until its first switch, and the
+    # coordinator refuses a blue-green deployment to it.
+    initial_slot: Slot | None = None
     # hooks: re-activates {version} (default: deploy_hook with the previous version).
     rollback_hook: Argv = []
     # For each hook or restart command run.

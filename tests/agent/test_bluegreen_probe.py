@@ -214,6 +214,22 @@ async def test_the_inactive_slot_follows_deploys_and_switches(
     assert sorted(await one_round(again)) == ["application", "application_blue"]
 
 
+async def test_a_fresh_install_probes_the_slot_opposite_its_initial_slot(
+    slots: Slots, hooks: Hooks, tmp_path: Path
+) -> None:
+    config = agent_config(
+        state_dir=str(tmp_path / "state"),
+        checks={**NO_HOST_CHECKS, "application": slots.application()},
+        deploy={**hooks.deploy_config(), "initial_slot": "green"},
+    )
+    deployer = Deployer(config.deploy, host="host-a", store=Store.open(config.state_dir))
+    checks = build_checks(config.checks, active_slot=lambda: deployer.current.slot)
+    samples = await one_round(checks)
+    assert sorted(samples) == ["application", "application_blue"]
+    assert samples["application_blue"].values["errors"] == 0
+    assert (slots.blue.hits, slots.green.hits) == (REQUESTS, 0)
+
+
 async def test_without_slot_urls_there_is_no_extra_check(slots: Slots) -> None:
     config = agent_config(checks={**NO_HOST_CHECKS, "application": {"url": slots.traffic.url()}})
     checks = build_checks(config.checks, active_slot=lambda: "blue")

@@ -146,6 +146,24 @@ async def test_hooks_strategy_blue_green_switch_and_rollback(tmp_path: Path) -> 
     ]
 
 
+async def test_initial_slot_serves_until_a_switch_is_recorded(tmp_path: Path) -> None:
+    root = tmp_path / "bg"
+    root.mkdir()
+    hooks = {"strategy": "hooks", "deploy_hook": ["/bin/true"], "switch_hook": ["/bin/true"]}
+    assert deployer(root, tmp_path, **hooks).current.slot is None
+    d = deployer(root, tmp_path, initial_slot="blue", **hooks)
+    assert (d.current.version, d.current.slot) == (None, "blue")
+    # A blue-green deploy goes to green and leaves blue serving; rollback returns there.
+    assert (await d.deploy(command("deploy", version="2.0.0", slot="green"))).ok
+    assert d.current.slot == "blue"
+    assert (await d.switch(command("switch", slot="green"))).ok
+    assert (d.current.version, d.current.slot) == ("2.0.0", "green")
+    # Recorded state wins over the config from now on, across restarts.
+    assert deployer(root, tmp_path, initial_slot="blue", **hooks).current.slot == "green"
+    assert (await d.rollback(command("rollback"))).ok
+    assert (d.current.version, d.current.slot) == (None, "blue")
+
+
 async def test_hooks_are_argv_never_a_shell(site: Path, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     d = deployer(site, tmp_path, strategy="hooks",
