@@ -143,7 +143,7 @@ def test_config_errors_name_the_file_and_key_and_exit_2(tmp_path: Path) -> None:
 
 def test_check_config_accepts_the_examples() -> None:
     root = Path(__file__).resolve().parents[2] / "deploy" / "examples"
-    for name in ("agent.toml", "agent-dev.toml"):
+    for name in ("agent.toml", "agent-dev.toml", "agent-staging.toml"):
         text = (root / name).read_text()
         from shared.config import AgentConfig, loads
 
@@ -153,6 +153,12 @@ def test_check_config_accepts_the_examples() -> None:
     assert prod.environment == "production" and prod.public_key_file
     assert all(getattr(prod.checks, c) is not None
                for c in ("database", "cache", "network", "application"))
+    assert prod.checks.application is not None and prod.checks.application.slot_urls == {}
+    staging = loads(AgentConfig, (root / "agent-staging.toml").read_text())
+    assert staging.environment == "staging" and staging.deploy.strategy == "hooks"
+    assert staging.deploy.switch_hook and staging.checks.application is not None
+    assert set(staging.checks.application.slot_urls) == {"blue", "green"}
+    assert staging.deploy.initial_slot == "blue"
 
 
 def notify_socket(tmp_path: Path, abstract: bool) -> tuple[socket.socket, str]:
