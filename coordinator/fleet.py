@@ -176,6 +176,16 @@ class Fleet:
         }
 
     def coordinator_config(self) -> Path:
+        # Seconds instead of hours. Every simulated host measures this one machine's
+        # CPU: a machine busy running the whole fleet is neither a bad release nor an
+        # incident, so CPU is left out of judging (and alerts).
+        compressed: dict[str, Any] = {
+            "cpu_percent": 100.0,
+            "confidence": 0.99,
+            "ack_timeout": 20.0,
+            "missing_data_grace": 8.0,
+            "inconclusive_extension": 1.0,
+        }
         base: dict[str, Any] = {
             "node": "demo",
             "state_dir": str(self.directory / "coordinator"),
@@ -194,13 +204,15 @@ class Fleet:
                     "system": 2.0,
                 },
             },
+            "alerts": {"cpu_percent": 100.0},
             "environments": {
                 "production": {
-                    "confidence": 0.99,
-                    "ack_timeout": 20.0,
-                    "missing_data_grace": 8.0,
-                    "inconclusive_extension": 1.0,
+                    **compressed,
                     "canary": {"first_bake": 10.0, "step_bake": 5.0, "post_watch": 5.0},
+                },
+                "staging": {
+                    **compressed,
+                    "blue_green": {"health_window": 8.0, "watch": 5.0},
                 },
             },
         }
