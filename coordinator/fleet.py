@@ -44,6 +44,8 @@ def toml_value(value: Any) -> str:
         return json.dumps(value)
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table, e.g. in a list of webhooks
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"no TOML form for {value!r}")
 
 
@@ -175,7 +177,11 @@ class Fleet:
             "reconnect_max": 2.0,
         }
 
-    def coordinator_config(self) -> Path:
+    def coordinator_config(
+        self, name: str = "coordinator", extra: dict[str, Any] | None = None
+    ) -> Path:
+        """``<name>.toml``: the fleet's coordinator config with ``coordinator_extra``,
+        then ``extra`` (a second coordinator's node and port), merged in."""
         # Seconds instead of hours. Every simulated host measures this one machine's
         # CPU: a machine busy running the whole fleet is neither a bad release nor an
         # incident, so CPU is left out of judging (and alerts).
@@ -216,8 +222,9 @@ class Fleet:
                 },
             },
         }
-        path = self.directory / "coordinator.toml"
-        path.write_text(to_toml(deep_merge(base, self.coordinator_extra)), encoding="utf-8")
+        config = deep_merge(deep_merge(base, self.coordinator_extra), extra or {})
+        path = self.directory / f"{name}.toml"
+        path.write_text(to_toml(config), encoding="utf-8")
         return path
 
     def agent_config(self, host: str, index: int) -> Path:
@@ -265,12 +272,17 @@ class Fleet:
         self.processes[name] = process
         return process
 
-    def start_coordinator(self) -> None:
-        self.spawn(
-            "coordinator",
-            [bin_path("rollguard-coordinator"), "--config", str(self.coordinator_config())],
-        )
-        wait_for(lambda: self.api.get("/readyz")["ready"], 30, "the coordinator to be ready")
+    def start_coordinator(
+        self, name: str = "coordinator", extra: dict[str, Any] | None = None
+    ) -> Api:
+        """Start a coordinator and wait until it is ready; return its API. Another one
+        (active/standby) needs its own ``name`` and, in ``extra``, node and http.port."""
+        port = (extra or {}).get("http", {}).get("port", self.http_port)
+        api = self.api if port == self.http_port else Api(port, self.api.token_path)
+        config = self.coordinator_config(name, extra)
+        self.spawn(name, [bin_path("rollguard-coordinator"), "--config", str(config)])
+        wait_for(lambda: api.get("/readyz")["ready"], 30, f"{name} to be ready")
+        return api
 
     def start_agent(self, host: str) -> None:
         index = self.hosts.index(host)
