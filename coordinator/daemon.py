@@ -402,6 +402,8 @@ class Coordinator:
         self._client = client
         self.mqtt_connected = True
         await self.publish_status()
+        for _command_id, host, payload in self.outbox.unanswered(self.clock()):
+            await self._publish_command(host, payload)
         try:
             async for message in client.messages:
                 payload = message.payload

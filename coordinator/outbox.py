@@ -131,6 +131,17 @@ class Outbox:
             self._schedule(entry, now)
         return out
 
+    def unanswered(self, now: float) -> list[tuple[str, str, bytes]]:
+        """``(command_id, host, payload)`` of every command still awaiting its final
+        result, to publish once more after a (re)connect: what was published while
+        disconnected went nowhere, and an accepted command's result may have been lost
+        with the old session. Agents answer a repeat from memory; schedules are kept."""
+        return [
+            (entry.command_id, entry.host, entry.payload)
+            for entry in self._pending.values()
+            if now < entry.expires
+        ]
+
     def next_due(self) -> float | None:
         while self._heap and (
             self._pending.get(self._heap[0].command_id) is not self._heap[0]

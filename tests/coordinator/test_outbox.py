@@ -54,6 +54,22 @@ def test_adding_the_same_id_twice_is_a_no_op() -> None:
     assert box.due(1.3) == [("cmd-00000001", "web-1", b"a")]
 
 
+def test_after_a_reconnect_every_unanswered_command_is_published_once_more() -> None:
+    box = outbox()
+    box.add("cmd-00000001", "web-1", b"a", expires=100.0, now=0.0)
+    box.add("cmd-00000002", "web-2", b"b", expires=100.0, now=0.0)
+    box.add("cmd-00000003", "web-3", b"c", expires=5.0, now=0.0)
+    box.add("cmd-00000004", "web-4", b"d", expires=100.0, now=0.0)
+    box.accepted("cmd-00000002")  # its result may have been lost with the old session
+    box.finished("cmd-00000004")
+    assert sorted(box.unanswered(6.0)) == [
+        ("cmd-00000001", "web-1", b"a"),
+        ("cmd-00000002", "web-2", b"b"),
+    ]
+    # The backoff schedule is untouched: an accepted command is still not re-published.
+    assert sorted(c for c, _, _ in box.due(1.3)) == ["cmd-00000001", "cmd-00000003"]
+
+
 def test_signed_commands_verify_and_expire_after_the_ttl(tmp_path) -> None:  # type: ignore[no-untyped-def]
     private, public = generate_keypair(tmp_path)
     command = signed_command(
