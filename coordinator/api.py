@@ -4,7 +4,8 @@
 ``/api/`` route needs the bearer token, compared in constant time. Errors are JSON
 ``{"error": "...", "reasons": [...]}``: 400 for a malformed request (naming the
 field), 401 for a bad token, 404 for an unknown deployment, 409 for a request the
-engine refused (with its reasons), 503 while the coordinator holds or is standby.
+engine refused (with its reasons), 503 while the coordinator holds or is standby (or
+its store does not answer a read).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from coordinator.engine import Deployment, OperatorRequest
 from coordinator.eventhub import ListenerLagged
+from coordinator.store import StoreError
 from shared.config.coordinator import Strategy
 from shared.errors import RollguardError
 from shared.messages import Environment, HostId, Version
@@ -82,6 +84,10 @@ def token_middleware(token: str) -> Any:  # aiohttp's Middleware protocol
             if exc.status >= 400:
                 return error(exc.status, exc.reason)
             raise
+        except StoreError as exc:
+            # Holding: reads that need the store wait for it like everything else.
+            log.warning("%s %s: store unreachable: %s", request.method, request.path, exc)
+            return error(503, f"the coordinator's store is unreachable: {exc}")
 
     return check
 
@@ -238,7 +244,15 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
     async with coordinator.hub.subscribe() as live:
         # Subscribe first, then replay: nothing committed in between is missed, and
         # duplicates are skipped by seq.
-        for event in await coordinator.store.events(after, deployment, limit=10_000):
+        try:
+            stored = await coordinator.store.events(after, deployment, limit=10_000)
+        except StoreError as exc:
+            # The stream is open already: say why it ends; the client retries with
+            # ?after=SEQ.
+            message = msgspec.json.encode({"error": f"the store is unreachable: {exc}"})
+            await response.write(b"event: error\ndata: " + message + b"\n\n")
+            return response
+        for event in stored:
             await _send_event(response, event)
             after = event.seq
         with contextlib.suppress(ListenerLagged, ConnectionResetError, asyncio.CancelledError):
