@@ -34,7 +34,7 @@ from coordinator.engine import (
     SendCommand,
 )
 from coordinator.eventhub import EventHub
-from coordinator.notify import Notification, Notifier
+from coordinator.notify import Kind, Notification, Notifier
 from coordinator.outbox import Outbox
 from coordinator.store import Store, StoreError
 from coordinator.telemetry import Telemetry
@@ -42,6 +42,30 @@ from shared.messages import Command, Event
 
 log = logging.getLogger("rollguard.pipeline")
 QUEUE_LIMIT: Final = 100_000
+
+# The engine names its notifications after its own events; webhooks speak the smaller
+# vocabulary of coordinator/notify.py. One state change, one message: a rollback is
+# announced when it is decided, with the reason and evidence people need then (its
+# verified end is in the event log; a rollback that cannot be verified is a failure),
+# and a hold waits for an operator like a pause does.
+NOTIFY_KINDS: Final[dict[str, Kind | None]] = {
+    "deployment.started": "deployment_started",
+    "deployment.promoted": "step_promoted",
+    "deployment.paused": "paused",
+    "deployment.held": "paused",
+    "deployment.resumed": "resumed",
+    "deployment.approval_needed": "approval_needed",
+    "deployment.rolling_back": "rolled_back",
+    "deployment.rolled_back": None,
+    "deployment.rollback_failed": "failed",
+    "deployment.refused": "failed",
+    "deployment.completed": "completed",
+    # Missing data or a fleet-wide breach outside a bake: nothing to decide, but an alert.
+    "deployment.missing": "alert_fired",
+    "deployment.fleet": "alert_fired",
+    "alert.fired": "alert_fired",
+    "alert.resolved": "alert_resolved",
+}
 
 Publish = Callable[[str, bytes, bool], Awaitable[None]]
 SignCommand = Callable[[SendCommand], Command]
@@ -126,6 +150,11 @@ class Pipeline:
         if step.done is not None and not step.done.done():
             step.done.set_result(True)
         commands = {command.id: command for command in step.commands}
+        versions = {
+            a.deployment.id: a.deployment.version
+            for a in step.actions
+            if isinstance(a, DeploymentChanged)
+        }
         for action in step.actions:
             match action:
                 case SendCommand(command_id=command_id):
@@ -137,7 +166,9 @@ class Pipeline:
                 case RunPreflight():
                     self._run_preflight(action)
                 case Notify():
-                    self._notifier.notify(_notification(action))
+                    notification = _notification(action, versions)
+                    if notification is not None:
+                        self._notifier.notify(notification)
                 case _:
                     pass
         for event in events:
@@ -182,12 +213,20 @@ class Pipeline:
         return events
 
 
-def _notification(action: Notify) -> Notification:
+def _notification(action: Notify, versions: dict[str, str]) -> Notification | None:
+    """The webhook message for one engine Notify; None for a kind told otherwise."""
+    if action.kind not in NOTIFY_KINDS:
+        log.error("no webhook kind for the engine's %r notification; not sent", action.kind)
+        return None
+    kind = NOTIFY_KINDS[action.kind]
+    if kind is None:
+        return None
     return Notification(
-        kind=action.kind,  # type: ignore[arg-type]
+        kind=kind,
         environment=action.environment or "",
         deployment=action.deployment,
         host=action.host,
+        version=versions.get(action.deployment or ""),
         message=action.message,
         evidence=dict(action.evidence),
         time=action.time,
