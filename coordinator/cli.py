@@ -390,9 +390,24 @@ def _wait(
     if json_out:
         print_json({"deployment": last})
     else:
-        print(f"{state.replace('_', ' ')}: {last.get('summary', '')}")
+        print(_outcome_words(last))
         print(f"report:  rollguard report {last['id']}")
     return OUTCOME_CODES.get(state, EXIT_FAILURE)
+
+
+def _outcome_words(deployment: dict[str, Any]) -> str:
+    from coordinator.report.words import STATE_WORDS, duration
+
+    state = str(deployment.get("state"))
+    text = f"deployment {deployment['id']} {STATE_WORDS.get(state, state)}"
+    finished, created = deployment.get("finished"), deployment.get("created")
+    if finished is not None and created is not None:
+        text += f" after {duration(float(finished) - float(created))}"
+    if state == "rolled_back" and deployment.get("rollback_reason"):
+        return f"{text}: {deployment['rollback_reason']}"
+    if state in ("failed", "refused") and deployment.get("summary"):
+        return f"{text}: {deployment['summary']}"
+    return text
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -23,9 +23,12 @@ from coordinator.cli import EXIT_USAGE, TERMINAL, Client, CliError
 from coordinator.report.words import (
     HOLD_WORDS,
     STATE_WORDS,
+    as_map,
     clock,
     duration,
+    millis,
     offset,
+    rate,
     window_words,
 )
 
@@ -201,14 +204,30 @@ def step_words(deployment: Mapping[str, Any]) -> str:
     return text + (f", {hosts} host{'s' if hosts != 1 else ''})" if hosts is not None else ")")
 
 
+def numbers_words(window: Mapping[str, Any]) -> str:
+    """``canary 0.48% errors, p95 70 ms · baseline 0.24%, p95 70 ms``: short enough for
+    the progress line; empty before the canary has any requests."""
+    cohorts = as_map(window.get("cohorts"))
+    parts: list[str] = []
+    for name, label in (("canary", "canary {rate} errors"), ("baseline", "baseline {rate}")):
+        cohort = as_map(cohorts.get(name))
+        if not cohort.get("requests"):
+            continue
+        text = label.format(rate=rate(cohort.get("error_rate")))
+        if cohort.get("p95_ms") is not None:
+            text += f", p95 {millis(cohort.get('p95_ms'))}"
+        parts.append(text)
+    return " · ".join(parts)
+
+
 def progress_line(deployment: Mapping[str, Any], window: Mapping[str, Any] | None) -> str:
     """One line: state, step, bake time left, canary vs baseline."""
     parts = [state_words(deployment)]
     if deployment.get("state") not in TERMINAL:
         parts += [p for p in (step_words(deployment), bake_words(deployment)) if p]
         if window:
-            parts.append(window_words(window))
-    return " · ".join(parts)
+            parts.append(numbers_words(window))
+    return " · ".join(p for p in parts if p)
 
 
 def event_line(event: Mapping[str, Any], start: float) -> str:

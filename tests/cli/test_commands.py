@@ -232,6 +232,7 @@ def test_deploy_wait_of_a_bad_version_exits_3(fleet: Fleet, rolled_back: dict[st
     # Plain output (not a terminal): progress as lines, no cursor control.
     assert "\x1b[" not in out and "\r" not in out
     assert "[baking · step 1/3 (10%, 1 host)" in out
+    assert f"deployment {rolled_back['id']} rolled back after " in out
     assert f"report:  rollguard report {rolled_back['id']}" in out
     assert {fleet.linked_version(h) for h in HOSTS} == {"2.0.0"}
 
