@@ -1,192 +1,293 @@
-"""``rollguard demo``: a private broker from the project's config, the coordinator and
-agents as real processes on this machine, and a narration of what the coordinator sees.
+"""``rollguard demo``: a whole installation on this machine, and two deployments narrated.
 
-Everything it starts lives under one directory and is stopped on exit or Ctrl-C.
+A private Mosquitto from the project's ``mosquitto.conf`` (passwords and the per-host
+ACL), the coordinator on SQLite, a small demo app whose error rate and latency depend
+on the version each host runs, and six agents, each a real process (coordinator.fleet).
+Then a good version (2.0.0) goes through every canary step, and a bad one (2.1.0) is
+rolled back by the coordinator on its own; each decision is told as it happens, with
+its evidence. It ends by writing the rolled-back deployment's report.
+
+Bakes are compressed to seconds through the same config keys an operator would set.
+Everything started lives under one directory and is stopped on exit or Ctrl-C.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import shutil
-import signal
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TextIO
 
-from coordinator.broker import LocalBroker, free_port
-from coordinator.credentials import COORDINATOR_USER
+from coordinator.broker import BrokerError, mosquitto_binary
+from coordinator.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, Client, CliError
+from coordinator.fleet import PROFILES, STABLE, Fleet
+from coordinator.follow import WINDOW, Update, follow
+from coordinator.report import build_report, render
+from coordinator.report.words import as_map, rate, rule_lines, window_words
 
-DEMO_HOSTS: Final = ["demo-1", "demo-2"]
-ZONES: Final = ["a", "b", "c"]
+GOOD: Final = "2.0.0"
+BAD: Final = "2.1.0"
+MARKER: Final = ".rollguard-demo"
+# A deployment that has not finished by then is reported as stuck.
+DEPLOYMENT_TIMEOUT: Final = 150.0
+# Canary vs baseline numbers are told at most this often.
+NUMBERS_EVERY: Final = 6.0
 
 
-def _say(message: str) -> None:
-    print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
+class Narrator:
+    """Tells what happens in plain lines, each stamped with the time since the start."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.t0 = time.monotonic()
+
+    def say(self, text: str = "", *, indent: int = 0) -> None:
+        elapsed = time.monotonic() - self.t0
+        stamp = f"[{int(elapsed // 60)}:{elapsed % 60:04.1f}]"
+        pad = " " * indent
+        for index, line in enumerate(text.splitlines() or [""]):
+            prefix = stamp if index == 0 else " " * len(stamp)
+            self.out.write(f"{prefix} {pad}{line}\n")
+        self.out.flush()
+
+    def heading(self, text: str) -> None:
+        self.out.write(f"\n== {text} ==\n")
+        self.out.flush()
 
 
-def _toml_str(value: str) -> str:
-    return json.dumps(value)
-
-
-def _mqtt_table(broker: LocalBroker, user: str, keepalive: int = 10) -> str:
+def _version_words(version: str) -> str:
+    profile = PROFILES[version]
     return (
-        "[mqtt]\n"
-        f'host = "{broker.host}"\nport = {broker.port}\n'
-        f"username = {_toml_str(user)}\n"
-        f"password_file = {_toml_str(str(broker.password_file(user)))}\n"
-        f"keepalive = {keepalive}\nreconnect_min = 0.2\nreconnect_max = 2.0\n"
+        f"{version}: {rate(profile['error_rate'])} errors, "
+        f"about {profile['latency_ms']:.0f} ms per request"
     )
 
 
-def write_coordinator_config(directory: Path, broker: LocalBroker, http_port: int) -> Path:
-    path = directory / "coordinator.toml"
-    path.write_text(
-        f'node = "demo"\nstate_dir = {_toml_str(str(directory / "coordinator"))}\n'
-        + _mqtt_table(broker, COORDINATOR_USER)
-        + f'[http]\nlisten = "127.0.0.1"\nport = {http_port}\n'
-        + '[log]\nlevel = "warning"\n',
-        encoding="utf-8",
-    )
-    return path
-
-
-def write_agent_config(directory: Path, broker: LocalBroker, host: str, zone: str) -> Path:
-    path = directory / f"{host}.toml"
-    path.write_text(
-        f'host = "{host}"\nenvironment = "production"\n'
-        f"state_dir = {_toml_str(str(directory / host))}\n"
-        f'[labels]\nzone = "{zone}"\n'
-        + _mqtt_table(broker, host)
-        + '[log]\nlevel = "warning"\n'
-        + "[checks]\njitter = 0.05\n[checks.cpu]\ninterval = 2.0\n"
-        + "[checks.memory]\ninterval = 2.0\n[checks.disk]\ninterval = 5.0\n",
-        encoding="utf-8",
-    )
-    return path
-
-
-def _bin(name: str) -> str:
-    candidate = Path(sys.executable).parent / name
-    return str(candidate) if candidate.exists() else (shutil.which(name) or name)
-
-
-class Processes:
-    """Every child the demo starts, stopped together (SIGTERM, then SIGKILL)."""
-
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
-
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        with (self.logs / f"{name}.log").open("ab") as log:
-            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        self.children.append((name, process))
-        return process
-
-    def stop_all(self) -> None:
-        for _, process in self.children:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 6
-        for _, process in self.children:
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(2)
-
-
-class DemoApi:
-    def __init__(self, port: int, token_path: Path) -> None:
-        self.base = f"http://127.0.0.1:{port}"
-        self.token_path = token_path
-
-    def get(self, path: str) -> Any:
-        token = self.token_path.read_text().strip() if self.token_path.exists() else ""
-        request = urllib.request.Request(  # noqa: S310 - loopback URL built here
-            self.base + path, headers={"Authorization": f"Bearer {token}"}
-        )
-        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
-            return json.loads(response.read())
-
-
-@contextlib.contextmanager
-def demo_environment(
-    directory: Path, hosts: list[str]
-) -> Iterator[tuple[LocalBroker, Processes, DemoApi]]:
-    if directory.exists():
+def _prepare(directory: Path) -> None:
+    """Start from an empty directory; never wipe one the demo did not create."""
+    if directory.exists() and any(directory.iterdir()):
+        if not (directory / MARKER).exists():
+            raise CliError(
+                f"{directory} exists and is not a rollguard demo directory; "
+                "choose another with --dir",
+                2,
+            )
         shutil.rmtree(directory)
-    directory.mkdir(parents=True)
-    broker = LocalBroker(directory / "broker", list(hosts))
-    (directory / "broker").mkdir()
-    processes = Processes(directory)
-    try:
-        broker.start()
-        _say(
-            f"broker: mosquitto on 127.0.0.1:{broker.port} with the project's mosquitto.conf "
-            "(auth on, per-host ACL)"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MARKER).write_text("made by rollguard demo; removed by the next run\n")
+
+
+class DemoRun:
+    def __init__(self, fleet: Fleet, narrator: Narrator) -> None:
+        self.fleet = fleet
+        self.say = narrator.say
+        self.narrator = narrator
+        token = (fleet.directory / "coordinator" / "api.token").read_text().strip()
+        self.client = Client(fleet.api.base, token, "demo")
+        self.last_numbers = 0.0
+        self.deployment_id = ""
+
+    def start(self) -> None:
+        fleet = self.fleet
+        self.say(
+            f"broker: mosquitto on 127.0.0.1:{fleet.broker.port} with the project's "
+            "mosquitto.conf (passwords, per-host ACL)"
         )
-        http_port = free_port()
-        config = write_coordinator_config(directory, broker, http_port)
-        processes.start("coordinator", [_bin("rollguard-coordinator"), "--config", str(config)])
-        api = DemoApi(http_port, directory / "coordinator" / "api.token")
-        _wait(lambda: api.get("/api/v1/hosts") is not None, 20, "the coordinator's API")
-        _say(f"coordinator: API on http://127.0.0.1:{http_port}")
-        for index, host in enumerate(hosts):
-            agent_config = write_agent_config(directory, broker, host, ZONES[index % len(ZONES)])
-            processes.start(host, [_bin("rollguard-agent"), "--config", str(agent_config)])
-        _say(f"agents: {', '.join(hosts)} started as separate processes")
-        yield broker, processes, api
-    finally:
-        processes.stop_all()
-        broker.stop()
-        _say(f"stopped every process; logs are in {directory}")
+        self.say(
+            f"coordinator: HTTP API on {fleet.api.base}, state in SQLite under "
+            f"{fleet.directory / 'coordinator'}"
+        )
+        self.say(
+            "demo app: stands in for the service on every host; by version:\n"
+            + "\n".join(f"  {_version_words(v)}" for v in PROFILES)
+        )
+        self.say(
+            f"agents: {', '.join(fleet.hosts)}, one process each, probing their host's app "
+            "and publishing samples over MQTT every second"
+        )
+        fleet.wait_ready(45)
+        hosts = self.client.request("GET", "/api/v1/hosts")["hosts"]
+        zones = sorted({h["labels"].get("zone", "-") for h in hosts})
+        self.say(
+            f"{len(hosts)} hosts online in zones {', '.join(zones)}, all on {STABLE}; "
+            "canary bakes are compressed to seconds (10 s first step, 5 s after)"
+        )
+
+    def deploy(self, version: str, reason: str) -> dict[str, Any]:
+        reply = self.client.request(
+            "POST", "/api/v1/deployments", {"version": version, "reason": reason}
+        )
+        deployment: dict[str, Any] = reply["deployment"]
+        steps = deployment.get("steps") or []
+        plan = " → ".join(
+            f"{s['name']} ({len(s['orders'])} host{'s' if len(s['orders']) != 1 else ''})"
+            for s in steps
+        )
+        self.say(f"deploy {version} (deployment {deployment['id']}), by canary: {plan}")
+        self.deployment_id = deployment["id"]
+        self.last_numbers = 0.0
+        deadline = time.monotonic() + DEPLOYMENT_TIMEOUT
+        last = deployment
+        try:
+            for update in follow(
+                self.client, deployment["id"], initial=deployment, deadline=deadline, poll=0.5
+            ):
+                last = update.deployment
+                self._narrate(update)
+        except TimeoutError:
+            raise CliError(
+                f"deployment {deployment['id']} of {version} did not finish within "
+                f"{DEPLOYMENT_TIMEOUT:g} s (it is {last.get('state')}: {last.get('summary')})"
+            ) from None
+        return last
+
+    def _narrate(self, update: Update) -> None:
+        for event in update.events:
+            kind = str(event.get("kind", ""))
+            evidence: Mapping[str, Any] = event.get("evidence") or {}
+            if kind == WINDOW:
+                self._numbers(evidence)
+                continue
+            if kind in ("operator.start", "deployment.created"):
+                continue
+            if kind.startswith("command."):
+                self.say(str(event.get("message")), indent=2)
+                continue
+            self.say(str(event.get("message")))
+            self._evidence(kind, evidence)
+
+    def _numbers(self, evidence: Mapping[str, Any]) -> None:
+        canary = (evidence.get("cohorts") or {}).get("canary") or {}
+        now = time.monotonic()
+        if not canary.get("requests") or now - self.last_numbers < NUMBERS_EVERY:
+            return
+        self.last_numbers = now
+        self.say(f"numbers: {window_words(evidence)}", indent=2)
+
+    def _evidence(self, kind: str, evidence: Mapping[str, Any]) -> None:
+        """Why the engine decided, in the words of the rules that mattered."""
+        lines = rule_lines(evidence)
+        if kind in ("deployment.bake_passed", "deployment.verified"):
+            shown = [line for line in lines if line["rule"] in ("error_rate", "latency")]
+            for line in shown:
+                self.say(f"evidence: {line['message']}", indent=2)
+        elif kind in ("deployment.fail", "deployment.hold", "deployment.extend"):
+            shown_verdicts = ("fail",) if kind == "deployment.fail" else ("fail", "inconclusive")
+            for line in lines:
+                if line["verdict"] in shown_verdicts and line["enforced"]:
+                    self.say(f"evidence ({line['verdict']}): {line['message']}", indent=2)
+            for rule, shown in as_map(evidence.get("baseline")).items():
+                inner = as_map(as_map(shown).get("rule"))
+                if inner:
+                    verdict = (
+                        "the same breach: fleet-wide, not the release"
+                        if as_map(shown).get("same_breach")
+                        else "not the same breach, so the release is blamed"
+                    )
+                    self.say(f"baseline ({rule}): {inner.get('message')}: {verdict}", indent=2)
+        if kind == "deployment.hold":
+            ident = self.deployment_id
+            self.say(
+                f"a person decides now: rollguard promote {ident} | resume {ident} | "
+                f"rollback {ident} (the demo waits)",
+                indent=2,
+            )
+
+    def check_hosts(self, version: str) -> bool:
+        on_disk = {host: self.fleet.linked_version(host) for host in self.fleet.hosts}
+        wrong = {h: v for h, v in on_disk.items() if v != version}
+        if wrong:
+            self.say(
+                "NOT every host runs "
+                + version
+                + ": "
+                + ", ".join(f"{h} on {v}" for h, v in sorted(wrong.items()))
+            )
+            return False
+        self.say(
+            f"checked on every host's disk: current -> releases/{version} on all {len(on_disk)}"
+        )
+        return True
+
+    def write_report(self, deployment_id: str) -> Path:
+        deployment = self.client.request("GET", f"/api/v1/deployments/{deployment_id}")[
+            "deployment"
+        ]
+        events = self.client.request("GET", f"/api/v1/deployments/{deployment_id}/events")["events"]
+        hosts = self.client.request("GET", "/api/v1/hosts")["hosts"]
+        report = build_report(deployment, events, hosts, generated=time.time())
+        path = self.fleet.directory / f"report-{deployment_id}.html"
+        path.write_text(render(report, "html"), encoding="utf-8")
+        (path.with_suffix(".md")).write_text(render(report, "md"), encoding="utf-8")
+        return path
 
 
-def _wait(probe: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, ValueError, urllib.error.URLError):
-            if probe():
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
-def _describe(host: dict[str, Any]) -> str:
-    checks = host.get("checks", {})
-    parts = [
-        f"{name} {checks[name]['values']['percent']:.1f}%"
-        for name in ("cpu", "memory", "disk")
-        if "percent" in checks.get(name, {}).get("values", {})
-    ]
-    state = "online" if host["online"] else "OFFLINE"
-    return f"{host['host']:<8} {state:<7} zone={host['labels'].get('zone', '-')}  " + ", ".join(
-        parts
-    )
-
-
-def run_demo(directory: Path, *, seconds: float = 20.0) -> int:
+def run_demo(
+    directory: Path, *, hosts: int = 6, keep: bool = False, out: TextIO | None = None
+) -> int:
+    stream = out or sys.stdout
+    narrator = Narrator(stream)
     directory = directory.resolve()
+    if mosquitto_binary() is None:
+        print(
+            "rollguard demo needs the mosquitto broker: sudo apt-get install mosquitto "
+            "(or run `make demo` as root, which installs it)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    _prepare(directory)
+    names = [f"web-{i}" for i in range(1, hosts + 1)]
+    fleet = Fleet(directory, names)
+    narrator.say(f"rollguard demo in {directory}: everything below runs on this machine")
     try:
-        with demo_environment(directory, DEMO_HOSTS) as (_, _, api):
-            deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline:
-                time.sleep(2.0)
-                hosts = api.get("/api/v1/hosts")["hosts"]
-                _say(f"the coordinator sees {len(hosts)} host(s):")
-                for host in hosts:
-                    print("    " + _describe(host), flush=True)
+        fleet.start()
+        run = DemoRun(fleet, narrator)
+        run.start()
+
+        narrator.heading(f"1. A good release: {GOOD}")
+        good = run.deploy(GOOD, "demo: a good release")
+        good_ok = good["state"] == "completed" and run.check_hosts(GOOD)
+        narrator.say(
+            f"=> {GOOD}: {good['state'].replace('_', ' ')}"
+            + (" through every step" if good["state"] == "completed" else "")
+        )
+
+        narrator.heading(f"2. A bad release: {BAD}")
+        bad = run.deploy(BAD, "demo: a bad release")
+        bad_ok = bad["state"] == "rolled_back" and run.check_hosts(GOOD if good_ok else STABLE)
+        narrator.say(
+            f"=> {BAD}: {bad['state'].replace('_', ' ')}"
+            + (f" on its own: {bad.get('rollback_reason')}" if bad_ok else "")
+        )
+
+        narrator.heading("Report")
+        path = run.write_report(bad["id"])
+        narrator.say(f"the report of the rolled-back deployment: {path}")
+        narrator.say(f"(Markdown: {path.with_suffix('.md')}; open the HTML in a browser)")
+        if keep:
+            _keep(fleet, narrator)
     except KeyboardInterrupt:
-        _say("interrupted")
-        return 130
-    except (TimeoutError, OSError) as exc:
-        _say(f"failed: {exc}")
-        return 1
-    return 0
+        narrator.say("interrupted: stopping every process the demo started")
+        return EXIT_INTERRUPTED
+    except (BrokerError, CliError, TimeoutError, OSError) as exc:
+        narrator.say(f"the demo failed: {exc}")
+        narrator.say(f"logs of every process: {directory / 'logs'}")
+        return EXIT_FAILURE
+    finally:
+        fleet.stop()
+        narrator.say(f"stopped every process; logs are in {directory / 'logs'}")
+    return EXIT_OK if good_ok and bad_ok else EXIT_FAILURE
+
+
+def _keep(fleet: Fleet, narrator: Narrator) -> None:
+    token = fleet.directory / "coordinator" / "api.token"
+    narrator.say(
+        "everything keeps running; in another shell try:\n"
+        f"  export ROLLGUARD_URL={fleet.api.base} ROLLGUARD_TOKEN_FILE={token}\n"
+        "  rollguard hosts; rollguard history; rollguard deploy 2.0.0 --wait\n"
+        "Ctrl-C here stops every process."
+    )
+    while True:
+        time.sleep(3600)

@@ -26,7 +26,10 @@ from typing import Final
 
 from aiohttp import web
 
-BUCKETS_S: Final = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# Fine buckets where the demo's versions live (30-100 ms), so that the p95 the
+# coordinator reads from the histogram tells one version from another.
+BUCKETS_MS: Final = (10, 20, 25, 30, 35, 40, 45, 50, 60, 70, 80, 90, 100, 125, 150, 175, 200)
+BUCKETS_S: Final = (*(ms / 1000 for ms in BUCKETS_MS), 0.25, 0.3, 0.4, 0.5, 1.0, 2.5, 5.0)
 DEFAULT_PROFILE: Final = {"error_rate": 0.0, "latency_ms": 30.0}
 
 
@@ -117,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     profiles = json.loads(Path(args.profiles).read_text(encoding="utf-8"))
     web.run_app(
         build(Path(args.root), profiles, args.rps),
-        host="127.0.0.1", port=args.port, print=None, access_log=None,
+        host="127.0.0.1",
+        port=args.port,
+        print=None,
+        access_log=None,
     )
     return 0
 
