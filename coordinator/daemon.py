@@ -48,7 +48,7 @@ from coordinator.lease import Lease
 from coordinator.notify import Notifier, targets_from_config
 from coordinator.outbox import Outbox, signed_command
 from coordinator.pipeline import Pipeline, Step
-from coordinator.preflight import run_preflight
+from coordinator.preflight import PreflightOutcome, run_preflight
 from coordinator.series import SeriesRecorder
 from coordinator.store import Store, StoreError, open_store
 from coordinator.telemetry import Telemetry
@@ -334,7 +334,7 @@ class Coordinator:
             self.step(
                 PreflightReported(
                     deployment_id=action.deployment_id, name=outcome.name, ok=outcome.ok,
-                    output_tail=outcome.output_tail[-2000:] or (outcome.error or ""),
+                    output_tail=_preflight_record(outcome),
                 )
             )
         # Commands after the first failure were skipped: the deployment already failed.
@@ -533,6 +533,21 @@ class Coordinator:
             await self.notifier.close()
             await self.store.close()
             await runner.cleanup()
+
+
+def _preflight_record(outcome: PreflightOutcome) -> str:
+    """The output tail as stored, ending with how the command ended: the event log
+    must say why a backup failed, not only that it did."""
+    if outcome.error is not None:
+        ending = f"could not start: {outcome.error}"
+    elif outcome.timed_out:
+        ending = f"killed after its timeout ({outcome.duration:.1f} s)"
+    else:
+        ending = f"exit status {outcome.exit_code} after {outcome.duration:.1f} s"
+    tail = outcome.output_tail[-2000:]
+    if tail and not tail.endswith("\n"):
+        tail += "\n"
+    return f"{tail}[{outcome.name}: {ending}]"
 
 
 def _encode_snapshot(snapshot: EngineSnapshot) -> bytes:
