@@ -94,7 +94,11 @@ class EventStream:
             elif not line and data:
                 event = json.loads("\n".join(data))
                 data = []
-                seq = int(event.get("seq", 0))
+                if "seq" not in event:
+                    # The coordinator's own ``error`` event before it ends the stream.
+                    self.error = str(event.get("error", event))
+                    continue
+                seq = int(event["seq"])
                 if seq > self.after:
                     self.after = seq
                     self.events.put(event)
