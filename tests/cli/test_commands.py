@@ -207,6 +207,29 @@ def test_operator_commands_drive_a_canary(fleet: Fleet, canary: dict[str, str]) 
     assert [d["id"] for d in data["deployments"]] == [ident]
 
 
+def test_refusals_name_their_reasons(fleet: Fleet) -> None:
+    unknown = rollguard("deploy", "2.0.0", "--hosts", "web-1,nope-9", fleet=fleet)
+    assert unknown.returncode == 1
+    assert "refused: nope-9: unknown host" in unknown.stderr
+    assert "  - nope-9: unknown host" in unknown.stderr
+    missing = rollguard("pause", "no-such-deployment", fleet=fleet)
+    assert missing.returncode == 2
+    assert "no deployment 'no-such-deployment'" in missing.stderr
+
+
+def test_wait_timeout_leaves_the_deployment_running(fleet: Fleet) -> None:
+    settle(fleet)
+    result = rollguard(
+        "deploy", "2.0.0", "--hosts", "web-1,web-2", "--wait", "--timeout", "3", fleet=fleet
+    )
+    assert result.returncode == 1, result.stderr
+    ident = result.stdout.split()[1].rstrip(":")
+    assert f"still baking after 3 s; deployment {ident} keeps running" in result.stderr
+    assert deployment(fleet, ident)["state"] == "baking"
+    assert sorted(deployment(fleet, ident)["targets"]) == ["web-1", "web-2"]
+    settle(fleet)
+
+
 def test_deploy_wait_json_of_a_good_version_exits_0(fleet: Fleet) -> None:
     settle(fleet)
     result = rollguard(
