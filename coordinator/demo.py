@@ -68,7 +68,11 @@ def _version_words(version: str) -> str:
 def _prepare(directory: Path) -> None:
     """Start from an empty directory; never wipe one the demo did not create."""
     if directory.exists() and any(directory.iterdir()):
-        if not (directory / MARKER).exists():
+        # Ours: the marker, or the layout of an older demo (before the marker).
+        ours = (directory / MARKER).exists() or (
+            (directory / "coordinator.toml").is_file() and (directory / "broker").is_dir()
+        )
+        if not ours:
             raise CliError(
                 f"{directory} exists and is not a rollguard demo directory; "
                 "choose another with --dir",
