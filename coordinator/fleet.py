@@ -138,7 +138,10 @@ class Fleet:
     directory: Path
     hosts: list[str]
     coordinator_extra: dict[str, Any] = field(default_factory=dict)
-    agent_extra: dict[str, Any] = field(default_factory=dict)
+    # Merged into every agent's config; a function of the host for per-host values.
+    agent_extra: dict[str, Any] | Callable[[str], dict[str, Any]] = field(default_factory=dict)
+    # Staging hosts with a blue and a green slot each (see blue_green_agent).
+    blue_green: bool = False
     broker: LocalBroker = field(init=False)
     api: Api = field(init=False)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, init=False)
@@ -165,6 +168,12 @@ class Fleet:
             current = root / "current"
             if not current.is_symlink():
                 current.symlink_to(Path("releases") / STABLE)
+            if self.blue_green:
+                # The stable version serves from the blue slot; green is empty.
+                blue = self.directory / "apps" / f"{host}.blue"
+                blue.mkdir(exist_ok=True)
+                if not (blue / "current").is_symlink():
+                    (blue / "current").symlink_to(Path("releases") / STABLE)
 
     def mqtt(self, user: str) -> dict[str, Any]:
         return {
@@ -258,9 +267,42 @@ class Fleet:
                 "timeout": 20.0,
             },
         }
+        if self.blue_green:
+            base = deep_merge(base, self.blue_green_agent(host))
+        extra = self.agent_extra(host) if callable(self.agent_extra) else self.agent_extra
         path = self.directory / "agents" / f"{host}.toml"
-        path.write_text(to_toml(deep_merge(base, self.agent_extra)), encoding="utf-8")
+        path.write_text(to_toml(deep_merge(base, extra)), encoding="utf-8")
         return path
+
+    def blue_green_agent(self, host: str) -> dict[str, Any]:
+        """A staging host with two slots on the demo app: each slot is an instance of
+        its own (the app serves ``<host>.<slot>`` from ``apps/<host>.<slot>/current``),
+        a deploy links the release into the idle slot, a switch points the host's own
+        ``current`` (the traffic) at the slot's release."""
+        app = f"http://127.0.0.1:{self.app_port}"
+        return {
+            "environment": "staging",
+            "checks": {
+                "application": {
+                    "slot_urls": {s: f"{app}/{host}.{s}/health" for s in ("blue", "green")}
+                }
+            },
+            "deploy": {
+                "strategy": "hooks",
+                "initial_slot": "blue",
+                "deploy_hook": [
+                    "/bin/sh",
+                    "-c",
+                    "mkdir -p {root}.{slot} && ln -sfn releases/{version} {root}.{slot}/current",
+                ],
+                "switch_hook": [
+                    "/bin/sh",
+                    "-c",
+                    "cp -P {root}.{slot}/current {root}/current.new"
+                    " && mv -T {root}/current.new {root}/current",
+                ],
+            },
+        }
 
     # -- processes ----------------------------------------------------------------
 
