@@ -13,6 +13,15 @@ Two strategies (``deploy.strategy``):
 ``switch`` runs ``switch_hook`` to point traffic at a blue-green ``{slot}``. The slot
 serving traffic is recorded state; before anything is recorded, ``initial_slot``.
 
+Blue-green hosts also record the version each slot holds, because a switch (and the
+coordinator's switch-back) names only the slot: the reported version is always that of
+the slot serving traffic. ``initial_slot`` starts out holding ``initial_version``; a
+deploy to a slot records its version there (while the deploy runs, and after it failed,
+the slot's version is unknown); a switch or rollback to a slot reports that slot's
+version. ``initial_slot`` and ``initial_version`` only fill in what was never recorded,
+so once the agent has recorded a slot or a slot's version, the record wins, across
+restarts and config changes.
+
 Rollback goes back to what was active before the deployment named in the command
 (recorded when that deployment first changed this host), else to the explicit version
 or slot in the command, else to the previous version or slot. A second rollback for
@@ -53,8 +62,9 @@ class DeployState(msgspec.Struct, kw_only=True):
     previous: Active | None = None
     # What was active before each deployment first changed this host.
     bases: dict[str, Active] = {}
-    # Blue-green: the version installed on each slot.
-    slots: dict[str, str] = {}
+    # Blue-green: the version installed on each slot; None while a deploy to that slot
+    # runs or after one failed (what the slot holds is unknown).
+    slots: dict[Slot, str | None] = {}
 
 
 class Outcome(NamedTuple):
@@ -70,10 +80,7 @@ class Deployer:
         self.root = Path(config.root)
         raw = store.get(STATE_KEY)
         self.state = msgspec.json.decode(raw, type=DeployState) if raw else DeployState()
-        if self.state.current.slot is None and config.initial_slot is not None:
-            # A fresh blue-green install: the configured slot until a switch records one.
-            self.state.current = Active(version=self.state.current.version,
-                                        slot=config.initial_slot)
+        self._fill_in_initial()
         if config.strategy == "releases":
             on_disk = self._linked_version()
             if on_disk is not None and on_disk != self.state.current.version:
@@ -94,6 +101,12 @@ class Deployer:
             outcome = await self._activate_release(command, version)
             self._follow_link()
             return outcome
+        # Blue-green installs on the idle slot; a switch makes it current.
+        idle = slot if slot is not None and slot != self.current.slot else None
+        if idle is not None:
+            # Written ahead: a deploy that fails or is cut short by a crash leaves the
+            # slot holding something unknown, never the version it held before.
+            self._record_slot(idle, None)
         outcome = await self._run(
             command,
             [("deploy hook", self.config.deploy_hook), *self._restart_steps()],
@@ -101,12 +114,10 @@ class Deployer:
             slot=slot,
         )
         if outcome.ok:
-            if slot is not None:
-                self.state.slots[slot] = version
-            if slot is None or slot == self.current.slot:
+            if idle is not None:
+                self._record_slot(idle, version)
+            else:
                 self._move_to(Active(version=version, slot=self.current.slot))
-            else:  # installed on the idle slot; a switch makes it current
-                self._save()
         return outcome
 
     async def switch(self, command: Command) -> Outcome:
@@ -115,7 +126,7 @@ class Deployer:
             return Outcome(False, "no deploy.switch_hook configured; cannot switch slots")
         self._remember_base(command.deployment)
         slot = command.slot
-        version = self.state.slots.get(slot, command.version)
+        version = self._slot_version(slot, command.version)
         outcome = await self._run(
             command, [("switch hook", self.config.switch_hook)], version=version, slot=slot
         )
@@ -137,7 +148,7 @@ class Deployer:
             assert target.slot is not None
             if not self.config.switch_hook:
                 return Outcome(False, "rollback needs a slot switch but no switch_hook is set")
-            version = self.state.slots.get(target.slot, target.version)
+            version = self._slot_version(target.slot, target.version)
             outcome = await self._run(
                 command, [("switch hook", self.config.switch_hook)], version=version,
                 slot=target.slot,
@@ -169,6 +180,32 @@ class Deployer:
         return Outcome(True, "; ".join(details))
 
     # -- helpers --------------------------------------------------------------------
+
+    def _fill_in_initial(self) -> None:
+        """What the config says about a fresh install, where nothing is recorded."""
+        config, slots = self.config, self.state.slots
+        version, slot = self.state.current.version, self.state.current.slot
+        if slot is None:
+            slot = config.initial_slot
+        if slot is not None and version is not None and slot not in slots:
+            slots[slot] = version  # recorded by an agent that kept no per-slot versions
+        if config.initial_version is not None:
+            if config.initial_slot is not None:
+                slots.setdefault(config.initial_slot, config.initial_version)
+            elif slot is None and version is None:
+                version = config.initial_version
+        if slot is not None and version is None:
+            version = slots.get(slot)
+        self.state.current = Active(version=version, slot=slot)
+
+    def _slot_version(self, slot: Slot, fallback: str | None) -> str | None:
+        """The version ``slot`` holds, else what the command says it holds."""
+        recorded = self.state.slots.get(slot)
+        return recorded if recorded is not None else fallback
+
+    def _record_slot(self, slot: Slot, version: str | None) -> None:
+        self.state.slots[slot] = version
+        self._save()
 
     def _rollback_target(self, command: Command) -> Active | None:
         if command.version is not None or command.slot is not None:
@@ -203,6 +240,8 @@ class Deployer:
 
     def _set_current(self, new: Active) -> None:
         self.state.current = new
+        if new.slot is not None and new.version is not None:
+            self.state.slots[new.slot] = new.version  # the serving slot runs that version
         self._save()
 
     def _save(self) -> None:

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from msgspec import Meta, field
 
 from shared.config.common import LogConfig, MqttConfig, Seconds, _Config, log_field, mqtt_field
-from shared.messages import HostId, Slot
+from shared.messages import HostId, Slot, Version
 
 Percent = Annotated[float, Meta(ge=0, le=100)]
 # Per-mount and per-endpoint value keys are "<name>:<mount or endpoint>" (<= 64 chars).
@@ -209,6 +209,13 @@ class DeployConfig(_Config, kw_only=True, frozen=True):
     # truth). Without it the host reports no slot until its first switch, and the
     # coordinator refuses a blue-green deployment to it.
     initial_slot: Slot | None = None
+    # hooks: the version running before this agent's first deploy (on initial_slot, for
+    # blue-green). Like initial_slot it only fills in what the agent has not recorded;
+    # from the first deploy or switch on, the recorded version of each slot is the
+    # truth. Without it the host reports no version until its first deploy, and a
+    # deployment starts from, and rolls back to, an unknown version. (releases: the
+    # `current` symlink tells the running version, so this key is refused.)
+    initial_version: Version | None = None
     # hooks: re-activates {version} (default: deploy_hook with the previous version).
     rollback_hook: Argv = []
     # For each hook or restart command run.
@@ -226,6 +233,11 @@ class DeployConfig(_Config, kw_only=True, frozen=True):
                     )
         if self.strategy == "hooks" and not self.deploy_hook:
             raise ValueError("deploy.strategy = 'hooks' needs deploy.deploy_hook")
+        if self.strategy == "releases" and self.initial_version is not None:
+            raise ValueError(
+                "deploy.initial_version is for strategy = 'hooks'; with 'releases' the "
+                "running version is what root/current points at"
+            )
 
 
 class AgentConfig(_Config, kw_only=True, frozen=True):
