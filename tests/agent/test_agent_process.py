@@ -158,7 +158,7 @@ def test_check_config_accepts_the_examples() -> None:
     assert staging.environment == "staging" and staging.deploy.strategy == "hooks"
     assert staging.deploy.switch_hook and staging.checks.application is not None
     assert set(staging.checks.application.slot_urls) == {"blue", "green"}
-    assert staging.deploy.initial_slot == "blue"
+    assert staging.deploy.initial_slot == "blue" and staging.deploy.initial_version == "1.0.0"
 
 
 def notify_socket(tmp_path: Path, abstract: bool) -> tuple[socket.socket, str]:
