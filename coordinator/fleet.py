@@ -290,6 +290,7 @@ class Fleet:
             "deploy": {
                 "strategy": "hooks",
                 "initial_slot": "blue",
+                "initial_version": STABLE,
                 "deploy_hook": [
                     "/bin/sh",
                     "-c",

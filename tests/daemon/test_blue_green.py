@@ -16,6 +16,7 @@ from tests.daemon.observe import (
     deployment_while_running,
     events,
     executed,
+    retained_statuses,
     wait_settled,
 )
 
@@ -127,13 +128,40 @@ def test_a_bad_version_fails_its_health_window_and_never_serves(
     assert "error_rate" in decision["evidence"]["failed"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a hooks-strategy agent knows no version before its first deploy: blue-green "
-    "hosts report version None, so a deployment starts 'from None' and a rollback goes "
-    "'to None'",
-)
+def versions(fleet: Fleet) -> dict[str, str | None]:
+    """The version each host reports (its agent's retained status, via the API)."""
+    hosts: list[dict[str, Any]] = fleet.api.get("/api/v1/hosts")["hosts"]
+    return {h["host"]: h["version"] for h in hosts}
+
+
 def test_blue_green_hosts_report_the_version_they_serve(make_fleet: FleetFactory) -> None:
+    """A hooks agent cannot see what runs: it reports deploy.initial_version on its
+    initial slot, then the version of whichever slot it switched to."""
     fleet = started_blue_green(make_fleet)
-    versions = {h["host"]: h["version"] for h in fleet.api.get("/api/v1/hosts")["hosts"]}
-    assert versions == dict.fromkeys(HOSTS, STABLE)
+    assert versions(fleet) == dict.fromkeys(HOSTS, STABLE)
+    started = fleet.deploy("2.0.0", environment="staging")
+    assert started["from_version"] == STABLE
+    wait_for(
+        lambda: (
+            (d := deployment_while_running(fleet, started["id"]))["state"] == "baking"
+            and d["step"] == 1
+        ),
+        60,
+        "the switch and its watch",
+    )
+    assert versions(fleet) == dict.fromkeys(HOSTS, "2.0.0")
+    fleet.api.post(f"/api/v1/deployments/{started['id']}/rollback", {"reason": "switch back"})
+
+    final = wait_settled(fleet, started["id"], 60)
+
+    assert final["state"] == "rolled_back", final["summary"]
+    # The switch-back names only the slot; the agent knows blue still holds 1.0.0.
+    assert slots(fleet) == dict.fromkeys(HOSTS, "blue")
+    assert versions(fleet) == dict.fromkeys(HOSTS, STABLE)
+    assert {h: s.version for h, s in retained_statuses(fleet).items()} == dict.fromkeys(
+        HOSTS, STABLE
+    )
+    rolling_back = next(
+        e for e in events(fleet, started["id"]) if "stable_version" in (e["evidence"] or {})
+    )
+    assert rolling_back["evidence"]["stable_version"] == STABLE
