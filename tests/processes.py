@@ -15,32 +15,11 @@ from typing import Any, TypeVar
 import msgspec
 
 from coordinator.broker import free_port
+from coordinator.fleet import to_toml
 from shared.config.common import MqttConfig
 
 BIN = Path(sys.executable).parent
 T = TypeVar("T")
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return msgspec.json.encode(value).decode()
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    raise TypeError(f"no TOML form for {value!r}")
-
-
-def to_toml(data: dict[str, Any], prefix: str = "") -> str:
-    """A small TOML writer for test configs (tables and scalars/lists only)."""
-    scalars = [f"{k} = {toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
-    out = ("[" + prefix + "]\n" if prefix and scalars else "") + "".join(s + "\n" for s in scalars)
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out += to_toml(value, f"{prefix}.{key}" if prefix else key)
-    return out
 
 
 def mqtt_table(mqtt: MqttConfig) -> dict[str, Any]:
