@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any, Final
@@ -20,6 +21,10 @@ from shared.config.common import MqttConfig, TlsConfig
 from shared.messages import HostStatus, Message, encode
 
 QOS: Final = 1
+# paho leaves Nagle's algorithm on: a small packet (a command, a PUBACK, a result)
+# written while an earlier one is unacknowledged then waits for the peer's delayed ACK,
+# up to 40 ms on Linux, which stalls every publish that awaits its PUBACK.
+SOCKET_OPTIONS: Final = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 log = logging.getLogger(__name__)
 
 
@@ -86,6 +91,7 @@ def make_client(
         properties=properties,
         tls_context=tls_context(cfg.tls) if cfg.tls else None,
         max_queued_incoming_messages=max_queued_incoming,
+        socket_options=SOCKET_OPTIONS,
     )
 
 
