@@ -169,9 +169,12 @@ class Coordinator:
             return None
         now = self.clock() if now is None else now
         actions = engine.handle(event, now)
-        self._wake.set()
         if not actions:
+            # Nothing changed that the ticker must re-plan for now (a quiet event moves
+            # no deadline earlier by more than MAX_SLEEP); waking it on every message
+            # cost as much as judging the message.
             return None
+        self._wake.set()
         return self._submit(engine, actions, now)
 
     def _submit(self, engine: Engine, actions: list[EngineAction], now: float) -> Step:
