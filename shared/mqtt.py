@@ -68,6 +68,7 @@ def make_client(
     will: aiomqtt.Will | None = None,
     session_expiry: int = 0,
     max_queued_incoming: int | None = None,
+    queue_type: type[asyncio.Queue[aiomqtt.Message]] | None = None,
 ) -> aiomqtt.Client:
     """A configured, not yet connected client (enter it with ``async with``).
 
@@ -91,6 +92,7 @@ def make_client(
         properties=properties,
         tls_context=tls_context(cfg.tls) if cfg.tls else None,
         max_queued_incoming_messages=max_queued_incoming,
+        queue_type=queue_type,
         socket_options=SOCKET_OPTIONS,
     )
 
