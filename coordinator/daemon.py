@@ -47,7 +47,7 @@ from coordinator.ingest import parse_inbound
 from coordinator.lease import Lease
 from coordinator.notify import Notifier, targets_from_config
 from coordinator.outbox import Outbox, signed_command
-from coordinator.pipeline import Pipeline, Step
+from coordinator.pipeline import PUBLISH_WINDOW, Pipeline, Step
 from coordinator.preflight import PreflightOutcome, run_preflight
 from coordinator.series import SeriesRecorder
 from coordinator.store import Store, StoreError, open_store
@@ -365,13 +365,17 @@ class Coordinator:
         )
 
     def _make_client(self) -> aiomqtt.Client:
-        return make_client(
+        client = make_client(
             self.config.mqtt,
             identifier=f"rollguard-coordinator-{self.config.node}",
             will=will_for(topics.COORDINATOR_STATUS, self._status(False)),
             session_expiry=SESSION_EXPIRY,
             queue_type=_inbox(self._deliver),
         )
+        # The pipeline publishes a step's commands PUBLISH_WINDOW at a time; aiomqtt's
+        # default (10) logged a warning for each of them.
+        client.pending_calls_threshold = 4 * PUBLISH_WINDOW
+        return client
 
     def _deliver(self, message: aiomqtt.Message) -> None:
         payload = message.payload
