@@ -143,6 +143,8 @@ class Coordinator:
         self._statuses: dict[str, HostStatus] = {}
         self._wake = asyncio.Event()
         self._preflights: set[asyncio.Task[None]] = set()
+        self._results: list[CommandResult] = []
+        self._result_writer: asyncio.Task[None] | None = None
         self._store_opened = asyncio.Event()
         self.pipeline = Pipeline(
             store=self.store,
@@ -310,17 +312,32 @@ class Coordinator:
                 self.telemetry.command_rtt.observe(max(0.0, now - first_sent))
         self.step(CommandResultReceived(result=result), now)
         if self.engine is not None and self.store_ok:
-            task = asyncio.create_task(self._store_result(result))
-            self._preflights.add(task)
-            task.add_done_callback(self._preflights.discard)
+            self._results.append(result)
+            if self._result_writer is None or self._result_writer.done():
+                task = asyncio.create_task(self._store_results())
+                self._result_writer = task
+                self._preflights.add(task)
+                task.add_done_callback(self._preflights.discard)
 
-    async def _store_result(self, result: CommandResult) -> None:
-        try:
-            await self.store.record_command_result(
-                result.id, result.state, result.detail, result.time, fencing=self.fencing
-            )
-        except StoreError as exc:
-            log.warning("could not store the result of %s: %s", result.id, exc)
+    async def _store_results(self) -> None:
+        """Store the queued results, all that arrived meanwhile in one transaction.
+
+        A rollback of 1,000 hosts brings 2,000 results at once: one transaction (four
+        store round trips and an fsync) each kept the store busy for seconds, and the
+        pipeline's next step, a decision waiting to be stored, queued behind them."""
+        while self._results:
+            batch, self._results = self._results, []
+            try:
+                async with self.store.transaction() as tx:
+                    await tx.fence(self.fencing)
+                    await asyncio.gather(
+                        *(
+                            tx.record_command_result(r.id, r.state, r.detail, r.time)
+                            for r in batch
+                        )
+                    )
+            except StoreError as exc:
+                log.warning("could not store %d command result(s): %s", len(batch), exc)
 
     # -- preflight ---------------------------------------------------------------
 
