@@ -206,9 +206,14 @@ async def create_deployment(request: web.Request) -> web.Response:
     coordinator = request.app[COORDINATOR_KEY]
     body: DeployRequest = await _body(request, DeployRequest)
     operator = OperatorRequest(
-        deployment_id=new_deployment_id(coordinator.clock()), action="start",
-        actor=_actor(request, body.actor), reason=body.reason, version=body.version,
-        environment=body.environment, strategy=body.strategy, hosts=body.hosts,
+        deployment_id=new_deployment_id(coordinator.clock()),
+        action="start",
+        actor=_actor(request, body.actor),
+        reason=body.reason,
+        version=body.version,
+        environment=body.environment,
+        strategy=body.strategy,
+        hosts=body.hosts,
     )
     return await _run(coordinator, operator)
 
@@ -223,8 +228,11 @@ async def act(request: web.Request) -> web.Response:
     if await _load(coordinator, deployment_id) is None:
         return error(404, f"no deployment {deployment_id!r}")
     operator = OperatorRequest(
-        deployment_id=deployment_id, action=action,  # type: ignore[arg-type]
-        actor=_actor(request, body.actor), reason=body.reason, step=body.step,
+        deployment_id=deployment_id,
+        action=action,  # type: ignore[arg-type]
+        actor=_actor(request, body.actor),
+        reason=body.reason,
+        step=body.step,
     )
     return await _run(coordinator, operator)
 

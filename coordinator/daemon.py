@@ -196,16 +196,28 @@ class Coordinator:
             if isinstance(action, SendCommand):
                 commands.append(
                     signed_command(
-                        self._key, command_id=action.command_id, host=action.host,
-                        deployment=action.deployment_id, action=action.action,
-                        version=action.version, slot=action.slot, now=action.issued,
-                        ttl=self.config.command_ttl, fencing=self.fencing,
+                        self._key,
+                        command_id=action.command_id,
+                        host=action.host,
+                        deployment=action.deployment_id,
+                        action=action.action,
+                        version=action.version,
+                        slot=action.slot,
+                        now=action.issued,
+                        ttl=self.config.command_ttl,
+                        fencing=self.fencing,
                     )
                 )
             elif snapshot is None and type(action).__name__ == "DeploymentChanged":
                 snapshot = _encode_snapshot(engine.snapshot())
-        step = Step(actions=actions, snapshot=snapshot, time=now, fencing=self.fencing,
-                    commands=commands, done=asyncio.get_running_loop().create_future())
+        step = Step(
+            actions=actions,
+            snapshot=snapshot,
+            time=now,
+            fencing=self.fencing,
+            commands=commands,
+            done=asyncio.get_running_loop().create_future(),
+        )
         self.pipeline.submit(step)
         return step
 
@@ -257,7 +269,9 @@ class Coordinator:
                 self._start_preflight(action)
         log.warning(
             "active: engine %s with %d deployment(s), fencing token %d",
-            "restored" if saved else "started", len(engine.deployments()), self.fencing,
+            "restored" if saved else "started",
+            len(engine.deployments()),
+            self.fencing,
         )
 
     async def _resend_stored(self, command_id: str, host: str) -> None:
@@ -298,8 +312,11 @@ class Coordinator:
                 self._statuses[message.host] = message
             if self.hosts.apply_status(message, now) is not None:
                 log.info(
-                    "host %s %s (session %d, version %s)", message.host,
-                    "online" if message.online else "offline", message.session, message.version,
+                    "host %s %s (session %d, version %s)",
+                    message.host,
+                    "online" if message.online else "offline",
+                    message.session,
+                    message.version,
                 )
             self.telemetry.hosts_online.set(self.hosts.online_count())
             self.step(HostStatusReceived(status=message), now)
@@ -362,7 +379,9 @@ class Coordinator:
                 continue
             self.step(
                 PreflightReported(
-                    deployment_id=action.deployment_id, name=outcome.name, ok=outcome.ok,
+                    deployment_id=action.deployment_id,
+                    name=outcome.name,
+                    ok=outcome.ok,
                     output_tail=_preflight_record(outcome),
                 )
             )
@@ -374,7 +393,9 @@ class Coordinator:
         role = "leader" if self.leader else "standby"
         ready = self.mqtt_connected and self.store_ok and (self.active or not self.leader)
         detail: dict[str, Any] = {
-            "broker": self.mqtt_connected, "store": self.store_ok, "role": role,
+            "broker": self.mqtt_connected,
+            "store": self.store_ok,
+            "role": role,
             "engine": self.active,
         }
         if not ready:
@@ -432,7 +453,10 @@ class Coordinator:
         if client is not None:
             with contextlib.suppress(aiomqtt.MqttError):
                 await client.publish(
-                    topics.COORDINATOR_STATUS, encode(self._status(True)), qos=QOS, retain=True,
+                    topics.COORDINATOR_STATUS,
+                    encode(self._status(True)),
+                    qos=QOS,
+                    retain=True,
                     timeout=PUBLISH_TIMEOUT,
                 )
 
@@ -453,8 +477,11 @@ class Coordinator:
             # Graceful stop: say we are offline before the Will would.
             with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
                 await client.publish(
-                    topics.COORDINATOR_STATUS, encode(self._status(False)), qos=QOS,
-                    retain=True, timeout=PUBLISH_TIMEOUT,
+                    topics.COORDINATOR_STATUS,
+                    encode(self._status(False)),
+                    qos=QOS,
+                    retain=True,
+                    timeout=PUBLISH_TIMEOUT,
                 )
             raise
         finally:

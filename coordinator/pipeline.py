@@ -192,21 +192,37 @@ class Pipeline:
                 match action:
                     case DeploymentChanged(deployment=dep):
                         await tx.save_deployment(
-                            dep.id, dep.environment, dep.version, dep.strategy,
-                            dep.phase.value, msgspec.msgpack.encode(dep),
-                            fencing=step.fencing, updated=dep.updated,
+                            dep.id,
+                            dep.environment,
+                            dep.version,
+                            dep.strategy,
+                            dep.phase.value,
+                            msgspec.msgpack.encode(dep),
+                            fencing=step.fencing,
+                            updated=dep.updated,
                         )
                     case Record():
                         evidence: dict[str, Any] = dict(action.evidence)
                         seq = await tx.append_event(
-                            action.time, action.kind, action.message, action.deployment,
-                            action.host, action.actor, evidence, fencing=step.fencing,
+                            action.time,
+                            action.kind,
+                            action.message,
+                            action.deployment,
+                            action.host,
+                            action.actor,
+                            evidence,
+                            fencing=step.fencing,
                         )
                         events.append(
                             Event(
-                                seq=seq, time=action.time, kind=action.kind,
-                                message=action.message, deployment=action.deployment,
-                                host=action.host, actor=action.actor, evidence=evidence,
+                                seq=seq,
+                                time=action.time,
+                                kind=action.kind,
+                                message=action.message,
+                                deployment=action.deployment,
+                                host=action.host,
+                                actor=action.actor,
+                                evidence=evidence,
                             )
                         )
                     case _:
