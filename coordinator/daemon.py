@@ -57,6 +57,7 @@ from shared import topics
 from shared.config import CoordinatorConfig
 from shared.errors import ConfigError, MessageError, RollguardError
 from shared.messages import (
+    MAX_PAYLOAD,
     Command,
     CommandResult,
     CoordinatorStatus,
@@ -357,10 +358,7 @@ class Coordinator:
                 async with self.store.transaction() as tx:
                     await tx.fence(self.fencing)
                     await asyncio.gather(
-                        *(
-                            tx.record_command_result(r.id, r.state, r.detail, r.time)
-                            for r in batch
-                        )
+                        *(tx.record_command_result(r.id, r.state, r.detail, r.time) for r in batch)
                     )
             except StoreError as exc:
                 log.warning("could not store %d command result(s): %s", len(batch), exc)
@@ -444,7 +442,7 @@ class Coordinator:
         if client is None:
             return
         try:
-            await client.publish(topics.EVENTS, encode(event), qos=QOS, timeout=PUBLISH_TIMEOUT)
+            await client.publish(topics.EVENTS, wire_event(event), qos=QOS, timeout=PUBLISH_TIMEOUT)
         except aiomqtt.MqttError as exc:
             log.warning("could not publish event %d: %s", event.seq, exc)
 
@@ -643,6 +641,27 @@ def _inbox(deliver: Callable[[aiomqtt.Message], None]) -> type[asyncio.Queue[aio
             deliver(item)
 
     return Inbox
+
+
+def wire_event(event: Event) -> bytes:
+    """The event as published on ``rollguard/v1/events``, within the 64 KiB every
+    receiver enforces: a decision over a large fleet can carry more evidence than that,
+    so its evidence is then left out and pointed at (the API serves it whole)."""
+    payload = encode(event)
+    if len(payload) <= MAX_PAYLOAD:
+        return payload
+    return encode(
+        msgspec.structs.replace(
+            event,
+            evidence={
+                "truncated": True,
+                "bytes": len(payload),
+                "see": f"/api/v1/deployments/{event.deployment}/events"
+                if event.deployment
+                else "/api/v1/events",
+            },
+        )
+    )
 
 
 def _encode_snapshot(snapshot: EngineSnapshot) -> bytes:
