@@ -73,7 +73,15 @@ def test_a_failing_preflight_command_refuses_the_deployment(make_fleet: FleetFac
 
     assert final["state"] == "refused"
     assert "env-check" in final["summary"]
-    log = events(fleet, started["id"])
+    # The API shows the engine's state at once; its step reaches the event log when
+    # stored, a moment later.
+    log = wait_for(
+        lambda: (found := events(fleet, started["id"]))
+        and any(e["kind"] == "deployment.preflight_failed" for e in found)
+        and found,
+        15,
+        "the refusal in the event log",
+    )
     reported = [e for e in log if e["kind"] == "preflight.reported"]
     assert [e["evidence"]["name"] for e in reported] == ["env-check"]
     assert reported[0]["evidence"]["ok"] is False
