@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from coordinator.credentials import OPERATOR_USER
-from coordinator.fleet import Fleet
+from coordinator.fleet import Fleet, wait_for
 from shared import topics
 from shared.config.common import MqttConfig
 from shared.messages import HostStatus
@@ -122,7 +122,20 @@ FINISHED = frozenset({"completed", "rolled_back", "failed", "refused"})
 def wait_settled(fleet: Fleet, deployment: str, timeout: float) -> dict[str, Any]:
     """Wait until the deployment finished or is held for an operator (which, in a test,
     means it will not finish by itself: fail at once rather than at the timeout)."""
-    return fleet.wait_state(deployment, {*FINISHED, "held"}, timeout)
+    final = fleet.wait_state(deployment, {*FINISHED, "held"}, timeout)
+    if final.get("finished") is not None:
+        # The API shows the engine's state at once; the step that finished it (its
+        # events) is stored a moment later. Tests read the event log next: wait for it.
+        finished = final["finished"]
+        wait_for(
+            lambda: any(
+                e["time"] >= finished and e["kind"].startswith("deployment.")
+                for e in events(fleet, deployment)
+            ),
+            15,
+            f"the step that finished {deployment} to be stored",
+        )
+    return final
 
 
 def deployment_while_running(fleet: Fleet, deployment: str) -> dict[str, Any]:
