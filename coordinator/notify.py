@@ -40,11 +40,13 @@ Kind = Literal[
     "deployment_started",
     "step_promoted",
     "paused",
+    "held",
     "resumed",
     "approval_needed",
     "rolled_back",
     "completed",
     "failed",
+    "refused",
     "alert_fired",
     "alert_resolved",
 ]
@@ -368,11 +370,15 @@ _HEADLINES: Final[dict[str, tuple[str, str]]] = {
     "deployment_started": (":rocket:", "deployment started"),
     "step_promoted": (":arrow_up:", "promoted"),
     "paused": (":double_vertical_bar:", "paused"),
+    # An automatic hold (fleet-wide incident, missing data, inconclusive): it waits for
+    # a person, which an on-call engineer must not mistake for someone's pause.
+    "held": (":hourglass:", "held for an operator"),
     "resumed": (":arrow_forward:", "resumed"),
     "approval_needed": (":raising_hand:", "needs approval"),
     "rolled_back": (":rotating_light:", "rolled back"),
     "completed": (":white_check_mark:", "completed"),
     "failed": (":x:", "failed"),
+    "refused": (":no_entry:", "refused before it started"),
     "alert_fired": (":warning:", "alert fired"),
     "alert_resolved": (":large_green_circle:", "alert resolved"),
 }
