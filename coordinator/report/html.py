@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from html import escape
 from typing import Final
 
-from coordinator.report.model import Entry, HostRow, Report, RuleLine, StepRow
+from coordinator.report.model import Entry, HostRow, Report, RuleLine, StepRow, fact_rows
 from coordinator.report.svg import chart_svg, colour
 from coordinator.report.words import clock, duration, millis, offset, rate, stamp
 
@@ -70,25 +70,12 @@ def _e(value: object) -> str:
 
 
 def _facts(report: Report) -> str:
-    s = report.summary
-    rows: list[tuple[str, str]] = [
-        ("deployment", f"<code>{_e(s.id)}</code>"),
-        ("version", f"{_e(s.from_version or '-')} → <b>{_e(s.version)}</b>"),
-        ("environment", f"{_e(s.environment)}, {_e(s.strategy)}"),
-        (
-            "started",
-            f"{_e(stamp(s.created))} by <b>{_e(s.actor)}</b>"
-            + (f" — “{_e(s.reason)}”" if s.reason else ""),
-        ),
-    ]
-    if s.finished is not None and s.duration is not None:
-        rows.append(("finished", f"{_e(stamp(s.finished))}, after {_e(duration(s.duration))}"))
-    if s.step is not None:
-        rows.append(("step reached", f"{_e(s.step)} ({_e(s.step_number)} of {s.steps_total})"))
-    if s.rollback_reason:
-        rows.append(("rollback reason", _e(s.rollback_reason)))
-    if s.last_decision:
-        rows.append(("last decision", _e(s.last_decision)))
+    rows = fact_rows(
+        report.summary,
+        text=_e,
+        strong=lambda value: f"<b>{value}</b>",
+        code=lambda value: f"<code>{_e(value)}</code>",
+    )
     return (
         '<dl class="facts">' + "".join(f"<dt>{_e(k)}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>"
     )

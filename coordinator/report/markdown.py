@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Final
 
-from coordinator.report.model import Entry, Report, Window
+from coordinator.report.model import Entry, Report, Window, fact_rows
 from coordinator.report.svg import latency_series
 from coordinator.report.words import clock, duration, millis, offset, rate, stamp
 
@@ -49,24 +49,7 @@ def render_markdown(report: Report) -> str:
         f"**{md(s.outcome)}**",
         "",
     ]
-    facts = [
-        ("deployment", code(s.id)),
-        ("version", f"{md(s.from_version or '-')} → **{md(s.version)}**"),
-        ("environment", f"{md(s.environment)}, {md(s.strategy)}"),
-        (
-            "started",
-            f"{md(stamp(s.created))} by **{md(s.actor)}**"
-            + (f" — “{md(s.reason)}”" if s.reason else ""),
-        ),
-    ]
-    if s.finished is not None and s.duration is not None:
-        facts.append(("finished", f"{md(stamp(s.finished))}, after {md(duration(s.duration))}"))
-    if s.step is not None:
-        facts.append(("step reached", f"{md(s.step)} ({s.step_number} of {s.steps_total})"))
-    if s.rollback_reason:
-        facts.append(("rollback reason", md(s.rollback_reason)))
-    if s.last_decision:
-        facts.append(("last decision", md(s.last_decision)))
+    facts = fact_rows(s, text=md, strong=lambda value: f"**{value}**", code=code)
     out += _table(["", ""], facts)
 
     q_name, latency_of = latency_series(t.latency_quantile)

@@ -8,7 +8,7 @@ carry the same content.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -23,6 +23,7 @@ from coordinator.report.words import (
     duration,
     marker_label,
     rule_lines,
+    stamp,
 )
 
 TERMINAL: Final = frozenset({"completed", "rolled_back", "failed", "refused"})
@@ -161,6 +162,34 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True):
     rollback_reason: str | None
     outcome: str
     last_decision: str
+
+
+def fact_rows(
+    s: Summary,
+    text: Callable[[object], str],
+    strong: Callable[[str], str],
+    code: Callable[[str], str],
+) -> list[tuple[str, str]]:
+    """The report's header facts, marked up by the caller's escaping (HTML, Markdown)."""
+    rows: list[tuple[str, str]] = [
+        ("deployment", code(s.id)),
+        ("version", f"{text(s.from_version or '-')} → {strong(text(s.version))}"),
+        ("environment", f"{text(s.environment)}, {text(s.strategy)}"),
+        (
+            "started",
+            f"{text(stamp(s.created))} by {strong(text(s.actor))}"
+            + (f" — “{text(s.reason)}”" if s.reason else ""),
+        ),
+    ]
+    if s.finished is not None and s.duration is not None:
+        rows.append(("finished", f"{text(stamp(s.finished))}, after {text(duration(s.duration))}"))
+    if s.step is not None:
+        rows.append(("step reached", f"{text(s.step)} ({s.step_number} of {s.steps_total})"))
+    if s.rollback_reason:
+        rows.append(("rollback reason", text(s.rollback_reason)))
+    if s.last_decision:
+        rows.append(("last decision", text(s.last_decision)))
+    return rows
 
 
 class Report(msgspec.Struct, frozen=True, kw_only=True):
