@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from aiomqtt import MqttError  # noqa: E402
 
-from coordinator.broker import LocalBroker, free_port  # noqa: E402
+from coordinator.devfleet.broker import LocalBroker, free_port  # noqa: E402
 from shared import topics  # noqa: E402
 from shared.config.common import MqttConfig  # noqa: E402
 from shared.mqtt import make_client  # noqa: E402
@@ -50,8 +50,14 @@ CYCLE_INTERVAL = 0.5
 WARMUP_CYCLES = 6
 CYCLES = 80
 IDLE_SECONDS = 12.0
-GUIDE_INTERVALS = {"cpu": 60, "memory": 60, "system": 60, "disk": 300, "network": 30,
-                   "application": 10}
+GUIDE_INTERVALS = {
+    "cpu": 60,
+    "memory": 60,
+    "system": 60,
+    "disk": 300,
+    "network": 30,
+    "application": 10,
+}
 TARGET_RSS_MB = 35.0
 TARGET_SHARE_PCT = 0.1
 
@@ -88,9 +94,9 @@ def agent_config(tmp: Path, broker: LocalBroker, app_port: int, interval: float)
             f"[checks.{name}]\ninterval = {interval}\ntimeout = {timeout}\n"
             for name in ("cpu", "memory", "disk", "system")
         )
-        + f'[checks.network]\ninterval = {interval}\ntimeout = {timeout}\n'
+        + f"[checks.network]\ninterval = {interval}\ntimeout = {timeout}\n"
         f'endpoints = ["127.0.0.1:{broker.port}", "127.0.0.1:{app_port}"]\n'
-        f'[checks.application]\ninterval = {interval}\ntimeout = {timeout}\n'
+        f"[checks.application]\ninterval = {interval}\ntimeout = {timeout}\n"
         f'url = "http://127.0.0.1:{app_port}/health"\n',
         encoding="utf-8",
     )
@@ -129,8 +135,12 @@ class Counter:
             raise RuntimeError("operator subscriber did not connect")
 
     async def _run(self) -> None:
-        cfg = MqttConfig(host="127.0.0.1", port=self.broker.port, username="_operator",
-                         password_file=str(self.broker.password_file("_operator")))
+        cfg = MqttConfig(
+            host="127.0.0.1",
+            port=self.broker.port,
+            username="_operator",
+            password_file=str(self.broker.password_file("_operator")),
+        )
         try:
             async with make_client(cfg, identifier="bench-operator") as client:
                 await client.subscribe(topics.metrics(HOST), qos=1)
@@ -175,8 +185,9 @@ def main() -> int:
         try:
             counter = Counter(broker)
             # Cycle phase.
-            agent = start_agent(agent_config(tmp, broker, app.server_port, CYCLE_INTERVAL),
-                                tmp / "agent.log")
+            agent = start_agent(
+                agent_config(tmp, broker, app.server_port, CYCLE_INTERVAL), tmp / "agent.log"
+            )
             try:
                 counter.wait_for(WARMUP_CYCLES, 30)
                 start_count, start_cpu = counter.count, cpu_ns(agent.pid)
@@ -188,8 +199,9 @@ def main() -> int:
             finally:
                 stop_agent(agent)
             # Idle phase: the same agent, checks due once an hour (after a first round).
-            idle = start_agent(agent_config(tmp, broker, app.server_port, 3600.0),
-                               tmp / "agent-idle.log")
+            idle = start_agent(
+                agent_config(tmp, broker, app.server_port, 3600.0), tmp / "agent-idle.log"
+            )
             try:
                 time.sleep(3.0)  # start-up and the first round are not idling
                 idle_cpu0, idle_t0 = cpu_ns(idle.pid), time.monotonic()

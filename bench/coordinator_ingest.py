@@ -1084,8 +1084,8 @@ def machine_busy() -> tuple[float, float]:
 
 class CoordinatorProcess:
     def __init__(self, directory: Path, port: int, extra: dict[str, Any]) -> None:
-        from coordinator.broker import free_port
-        from coordinator.fleet import deep_merge, to_toml
+        from coordinator.devfleet.broker import free_port
+        from coordinator.devfleet.fleet import deep_merge, to_toml
 
         self.directory = directory
         self.http_port = free_port()
@@ -1114,7 +1114,7 @@ class CoordinatorProcess:
     async def start(self) -> None:
         import aiohttp
 
-        from coordinator.fleet import bin_path
+        from coordinator.devfleet.fleet import bin_path
 
         with (self.directory / "coordinator.log").open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
@@ -1204,7 +1204,7 @@ class CoordinatorProcess:
 
 class Bench:
     def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
-        from coordinator.broker import LocalBroker
+        from coordinator.devfleet.broker import LocalBroker
 
         self.args = args
         self.tmp = tmp
@@ -1380,7 +1380,7 @@ class Bench:
         say(f"rollback: {n} agents online")
 
         async def one(index: int, strategy: str) -> dict[str, Any]:
-            reply = await coordinator.api(
+            reply = await coordinator.daemon.api(
                 "POST",
                 "/api/v1/deployments",
                 {

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.broker import BrokerError, LocalBroker, mosquitto_binary
-from coordinator.credentials import COORDINATOR_USER, OPERATOR_USER
+from coordinator.devfleet.broker import BrokerError, LocalBroker, mosquitto_binary
+from coordinator.setup.credentials import COORDINATOR_USER, OPERATOR_USER
 from shared.config.common import MqttConfig
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}

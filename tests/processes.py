@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from coordinator.broker import free_port
-from coordinator.fleet import to_toml
+from coordinator.devfleet.broker import free_port
+from coordinator.devfleet.fleet import to_toml
 from shared.config.common import MqttConfig
 
 BIN = Path(sys.executable).parent

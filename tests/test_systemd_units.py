@@ -20,7 +20,10 @@ def test_unit_exposure_is_at_most_2(unit: str) -> None:
         service_missing("systemd-analyze (apt-get install systemd)")
     result = subprocess.run(
         ["systemd-analyze", "security", "--offline=true", "--no-pager", str(DEPLOY / unit)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
     assert match, result.stdout[-2000:] + result.stderr[-2000:]

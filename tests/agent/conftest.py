@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from coordinator.broker import free_port
+from coordinator.devfleet.broker import free_port
 from shared.config import AgentConfig
 from shared.messages import Sample
 

@@ -55,13 +55,17 @@ async def test_agent_process_publishes_birth_and_host_samples(
     broker: Broker, tmp_path: Path
 ) -> None:
     config = config_file(tmp_path, broker)
-    with running([*script("rollguard-agent"), "--config", str(config)],
-                 tmp_path / "agent.log") as agent:
+    with running(
+        [*script("rollguard-agent"), "--config", str(config)], tmp_path / "agent.log"
+    ) as agent:
         async with listening(broker.operator(), ["rollguard/v1/hosts/host-a/#"]) as seen:
             batches = await seen.wait(
-                lambda: (b := [decode(MetricBatch, p) for p in seen.on(topics.metrics("host-a"))])
-                and {"cpu", "memory", "disk", "system"} <= {s.check for x in b for s in x.samples}
-                and b,
+                lambda: (
+                    (b := [decode(MetricBatch, p) for p in seen.on(topics.metrics("host-a"))])
+                    and {"cpu", "memory", "disk", "system"}
+                    <= {s.check for x in b for s in x.samples}
+                    and b
+                ),
                 within=20,
             )
         assert agent.poll() is None
@@ -69,7 +73,9 @@ async def test_agent_process_publishes_birth_and_host_samples(
     (birth,) = statuses(seen.on(topics.status("host-a")))[:1]
     assert birth.online and birth.session >= 1
     assert (birth.environment, birth.labels, birth.agent_version) == (
-        "staging", {"zone": "eu-1"}, "0.1.0"
+        "staging",
+        {"zone": "eu-1"},
+        "0.1.0",
     )
     assert [b.seq for b in batches] == list(range(batches[0].seq, batches[0].seq + len(batches)))
     samples = {s.check: s for b in batches for s in b.samples}
@@ -95,8 +101,9 @@ async def test_sigterm_publishes_offline_and_exits_0_within_5_seconds(
     broker: Broker, tmp_path: Path
 ) -> None:
     config = config_file(tmp_path, broker)
-    with running([*script("rollguard-agent"), "--config", str(config)],
-                 tmp_path / "agent.log") as agent:
+    with running(
+        [*script("rollguard-agent"), "--config", str(config)], tmp_path / "agent.log"
+    ) as agent:
         async with listening(broker.operator(), [topics.status("host-a")]) as seen:
             (birth,) = await seen.wait(
                 lambda: [s for s in statuses(seen.on(topics.status("host-a"))) if s.online],
@@ -126,17 +133,26 @@ async def test_sigterm_publishes_offline_and_exits_0_within_5_seconds(
 def test_config_errors_name_the_file_and_key_and_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('host = "host-a"\n[mqtt]\nport = 70000\n')
-    result = subprocess.run([*script("rollguard-agent"), "--config", str(bad)],
-                            capture_output=True, text=True, timeout=30, check=False)
+    result = subprocess.run(
+        [*script("rollguard-agent"), "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == (
         f"rollguard-agent: {bad}: Expected `int` <= 65535 - at `$.mqtt.port`"
     )
     missing_key = tmp_path / "nokey.toml"
     missing_key.write_text(f'host = "host-a"\npublic_key_file = "{tmp_path / "nope.pub"}"\n')
-    result = subprocess.run([*script("rollguard-agent"), "--config", str(missing_key),
-                             "--check-config"], capture_output=True, text=True, timeout=30,
-                            check=False)
+    result = subprocess.run(
+        [*script("rollguard-agent"), "--config", str(missing_key), "--check-config"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == 2
     assert result.stderr.startswith(f"rollguard-agent: {missing_key}: public_key_file: ")
 
@@ -151,8 +167,9 @@ def test_check_config_accepts_the_examples() -> None:
         assert config.host
     prod = loads(AgentConfig, (root / "agent.toml").read_text())
     assert prod.environment == "production" and prod.public_key_file
-    assert all(getattr(prod.checks, c) is not None
-               for c in ("database", "cache", "network", "application"))
+    assert all(
+        getattr(prod.checks, c) is not None for c in ("database", "cache", "network", "application")
+    )
     assert prod.checks.application is not None and prod.checks.application.slot_urls == {}
     staging = loads(AgentConfig, (root / "agent-staging.toml").read_text())
     assert staging.environment == "staging" and staging.deploy.strategy == "hooks"
@@ -181,8 +198,12 @@ def test_agent_process_sends_ready_and_watchdog_pings(
     sock, address = notify_socket(tmp_path, abstract)
     config = config_file(tmp_path, broker)
     env = {"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "600000"}  # pings every 0.3 s
-    with sock, running([*script("rollguard-agent"), "--config", str(config)],
-                       tmp_path / "agent.log", env=env) as agent:
+    with (
+        sock,
+        running(
+            [*script("rollguard-agent"), "--config", str(config)], tmp_path / "agent.log", env=env
+        ) as agent,
+    ):
         received = []
         while received.count(b"WATCHDOG=1") < 3:
             received.append(sock.recv(4096))
@@ -206,13 +227,29 @@ def test_lazy_imports_follow_the_configured_checks(tmp_path: Path) -> None:
     )
 
     def loaded(config: dict[str, Any]) -> str:
-        result = subprocess.run([sys.executable, "-c", probe, msgspec.json.encode(config)],
-                                capture_output=True, text=True, timeout=60, check=True)
+        result = subprocess.run(
+            [sys.executable, "-c", probe, msgspec.json.encode(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         return result.stdout.strip()
 
     assert loaded({"host": "host-a"}) == ""
-    assert loaded({"host": "host-a", "checks": {
-        "network": {"endpoints": ["127.0.0.1:1"]}, "application": {}}}) == ""
-    with_drivers = loaded({"host": "host-a", "checks": {
-        "database": {"url": "postgresql://x/y"}, "cache": {"url": "redis://x"}}}).split()
+    assert (
+        loaded(
+            {
+                "host": "host-a",
+                "checks": {"network": {"endpoints": ["127.0.0.1:1"]}, "application": {}},
+            }
+        )
+        == ""
+    )
+    with_drivers = loaded(
+        {
+            "host": "host-a",
+            "checks": {"database": {"url": "postgresql://x/y"}, "cache": {"url": "redis://x"}},
+        }
+    ).split()
     assert {"psycopg", "redis"} <= set(with_drivers) and "aiohttp" not in with_drivers

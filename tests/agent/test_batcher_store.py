@@ -14,13 +14,19 @@ def sample(check: str = "cpu", t: float = 1.0, **values: float) -> Sample:
     return Sample(check=check, time=t, ok=True, values=values or {"percent": 1.0})
 
 
-def batcher(store: Store, *, linger: float = 0.05, max_batches: int = 100) -> tuple[
-    Batcher, list[int]
-]:
+def batcher(
+    store: Store, *, linger: float = 0.05, max_batches: int = 100
+) -> tuple[Batcher, list[int]]:
     woken: list[int] = []
     return (
-        Batcher(host="host-a", store=store, max_batches=max_batches, linger=linger,
-                session=lambda: 7, on_sealed=lambda: woken.append(1)),
+        Batcher(
+            host="host-a",
+            store=store,
+            max_batches=max_batches,
+            linger=linger,
+            session=lambda: 7,
+            on_sealed=lambda: woken.append(1),
+        ),
         woken,
     )
 

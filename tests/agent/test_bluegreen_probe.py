@@ -96,11 +96,13 @@ def hooks(tmp_path: Path) -> Hooks:
 def order(action: Action, deployment: str, **fields: Any) -> Command:
     now = time.time()
     return Command(
-        id=f"{action}-{deployment}-{fields.get('version') or fields.get('slot')}".replace(
-            ".", "_"
-        ),
-        host="host-a", deployment=deployment, action=action, issued=now,
-        expires=now + 60, **fields,
+        id=f"{action}-{deployment}-{fields.get('version') or fields.get('slot')}".replace(".", "_"),
+        host="host-a",
+        deployment=deployment,
+        action=action,
+        issued=now,
+        expires=now + 60,
+        **fields,
     )
 
 
@@ -120,8 +122,12 @@ def test_slot_urls_default_to_none_and_accept_both_slots() -> None:
     assert agent_config(checks={"application": {}}).checks.application == ApplicationConfig()
     assert ApplicationConfig().slot_urls == {}
     config = msgspec.convert(
-        {"slot_urls": {"blue": "http://127.0.0.1:3001/health",
-                       "green": "https://green.internal:3002/health"}},
+        {
+            "slot_urls": {
+                "blue": "http://127.0.0.1:3001/health",
+                "green": "https://green.internal:3002/health",
+            }
+        },
         ApplicationConfig,
     )
     assert config.slot_urls["green"] == "https://green.internal:3002/health"
@@ -130,18 +136,27 @@ def test_slot_urls_default_to_none_and_accept_both_slots() -> None:
 @pytest.mark.parametrize(
     ("slot_urls", "message"),
     [
-        ({"green": "http://127.0.0.1:3002/"},
-         "slot_urls needs both blue and green (missing blue)"),
-        ({"blue": "http://127.0.0.1:3001/", "green": "ftp://127.0.0.1:3002/"},
-         "slot_urls.green must be an http:// or https:// URL with a host, not 'ftp://"),
-        ({"blue": "http://127.0.0.1:99999/", "green": "http://127.0.0.1:3002/"},
-         "slot_urls.blue: Port out of range"),
-        ({"blue": "http://127.0.0.1:3000/health", "green": "http://127.0.0.1:3002/"},
-         "slot_urls.blue is checks.application.url"),
-        ({"blue": "http://127.0.0.1:3001/", "green": "http://127.0.0.1:3001/"},
-         "blue and green are the same URL"),
-        ({"blue": "http://127.0.0.1:3001/", "red": "http://127.0.0.1:3002/"},
-         "Invalid enum value 'red'"),
+        ({"green": "http://127.0.0.1:3002/"}, "slot_urls needs both blue and green (missing blue)"),
+        (
+            {"blue": "http://127.0.0.1:3001/", "green": "ftp://127.0.0.1:3002/"},
+            "slot_urls.green must be an http:// or https:// URL with a host, not 'ftp://",
+        ),
+        (
+            {"blue": "http://127.0.0.1:99999/", "green": "http://127.0.0.1:3002/"},
+            "slot_urls.blue: Port out of range",
+        ),
+        (
+            {"blue": "http://127.0.0.1:3000/health", "green": "http://127.0.0.1:3002/"},
+            "slot_urls.blue is checks.application.url",
+        ),
+        (
+            {"blue": "http://127.0.0.1:3001/", "green": "http://127.0.0.1:3001/"},
+            "blue and green are the same URL",
+        ),
+        (
+            {"blue": "http://127.0.0.1:3001/", "red": "http://127.0.0.1:3002/"},
+            "Invalid enum value 'red'",
+        ),
     ],
 )
 def test_bad_slot_urls_are_refused_with_the_reason(slot_urls: Any, message: str) -> None:
@@ -205,8 +220,12 @@ async def test_the_inactive_slot_follows_deploys_and_switches(
     assert (slots.blue.hits, slots.green.hits) == (REQUESTS, REQUESTS)
     assert samples["application"].values["errors"] == 0
     assert slots.traffic.hits == 3 * REQUESTS
-    assert hooks.lines() == ["install 1.0.0 on blue", "traffic to blue",
-                             "install 2.0.0 on green", "traffic to green"]
+    assert hooks.lines() == [
+        "install 1.0.0 on blue",
+        "traffic to blue",
+        "install 2.0.0 on green",
+        "traffic to green",
+    ]
 
     # The slot is deploy state: a restarted agent probes the same inactive slot.
     restarted = Deployer(config.deploy, host="host-a", store=Store.open(config.state_dir))
@@ -247,7 +266,8 @@ async def test_a_slot_probe_never_scrapes_and_keeps_its_timeout(
         slots.application(
             metrics_url=slots.traffic.url("/metrics"),
             slot_urls={"blue": slots.blue.url(), "green": f"http://127.0.0.1:{silent_port}/"},
-            interval=1.0, timeout=0.5,
+            interval=1.0,
+            timeout=0.5,
         ),
         ApplicationConfig,
     )
@@ -292,8 +312,11 @@ async def test_agent_publishes_the_inactive_slot_after_a_blue_green_deploy(
         public_key_file=str(public_path),
         mqtt=msgspec.to_builtins(broker.mqtt("host-a")),
         publish={"linger": 0.05},
-        checks={**NO_HOST_CHECKS, "jitter": 0.0,
-                "application": slots.application(interval=0.4, timeout=0.4)},
+        checks={
+            **NO_HOST_CHECKS,
+            "jitter": 0.0,
+            "application": slots.application(interval=0.4, timeout=0.4),
+        },
         deploy=hooks.deploy_config(),
     )
     agent = Agent(config)
@@ -306,10 +329,14 @@ async def test_agent_publishes_the_inactive_slot_after_a_blue_green_deploy(
                 signed = signing.sign(order(action, deployment, **fields), key)
                 async with make_client(broker.coordinator(), identifier="test-coord") as client:
                     await client.publish(topics.cmd("host-a"), encode(signed), qos=1)
-                (done,) = await seen.wait(lambda: [
-                    r for p in seen.on(topics.cmd_result("host-a"))
-                    if (r := decode(CommandResult, p)).id == signed.id and r.state != "accepted"
-                ], within=15)
+                (done,) = await seen.wait(
+                    lambda: [
+                        r
+                        for p in seen.on(topics.cmd_result("host-a"))
+                        if (r := decode(CommandResult, p)).id == signed.id and r.state != "accepted"
+                    ],
+                    within=15,
+                )
                 assert done.state == "succeeded", done.detail
                 return float(done.time)
 
@@ -345,10 +372,15 @@ async def test_agent_publishes_the_inactive_slot_after_a_blue_green_deploy(
             # The traffic endpoint's sample went on throughout, healthy and unaffected.
             mains = of(seen, "application")
             assert len(mains) >= 5
-            assert all(s.ok and s.values["errors"] == 0 and s.values["requests"] == REQUESTS
-                       for s in mains)
+            assert all(
+                s.ok and s.values["errors"] == 0 and s.values["requests"] == REQUESTS for s in mains
+            )
     finally:
         agent.stop()
         await asyncio.wait_for(task, 10)
-    assert hooks.lines() == ["install 1.0.0 on blue", "traffic to blue",
-                             "install 2.0.0 on green", "traffic to green"]
+    assert hooks.lines() == [
+        "install 1.0.0 on blue",
+        "traffic to blue",
+        "install 2.0.0 on green",
+        "traffic to green",
+    ]

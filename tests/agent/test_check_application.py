@@ -68,8 +68,9 @@ async def test_closed_port_fails_every_probe(sink: RecordingSink, closed_port: i
 
 
 async def test_app_that_never_answers_times_out(sink: RecordingSink, silent_port: int) -> None:
-    await check(f"http://127.0.0.1:{silent_port}/", requests=2, interval=1,
-                timeout=0.5).collect(sink)
+    await check(f"http://127.0.0.1:{silent_port}/", requests=2, interval=1, timeout=0.5).collect(
+        sink
+    )
     sample = sink.only("application")
     assert sample.ok is False
     assert sample.error == "2 of 2 probes failed: timed out after 0.45s x2"

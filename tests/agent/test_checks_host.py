@@ -31,7 +31,11 @@ async def test_memory_reports_percent_and_bytes(sink: RecordingSink) -> None:
     assert 0.0 < sample.values["percent"] < 100.0
     assert 0 < sample.values["available_bytes"] <= sample.values["total_bytes"]
     assert set(sample.values) == {
-        "percent", "total_bytes", "available_bytes", "used_bytes", "swap_percent"
+        "percent",
+        "total_bytes",
+        "available_bytes",
+        "used_bytes",
+        "swap_percent",
     }
 
 
@@ -94,6 +98,14 @@ async def test_system_reports_load_then_network_deltas(sink: RecordingSink) -> N
     await asyncio.sleep(0.05)
     await check.collect(sink)
     second = sink.samples[-1]
-    for name in ("bytes_sent", "bytes_recv", "errin", "errout", "dropin", "dropout",
-                 "bytes_sent_per_s", "bytes_recv_per_s"):
+    for name in (
+        "bytes_sent",
+        "bytes_recv",
+        "errin",
+        "errout",
+        "dropin",
+        "dropout",
+        "bytes_sent_per_s",
+        "bytes_recv_per_s",
+    ):
         assert second.values[name] >= 0, name

@@ -88,7 +88,10 @@ async def running_agent(
 def make_command(command_id: str, action: str = "deploy", **fields: Any) -> Command:
     now = time.time()
     values: dict[str, Any] = {
-        "host": "host-a", "deployment": "dep-1", "issued": now, "expires": now + 60,
+        "host": "host-a",
+        "deployment": "dep-1",
+        "issued": now,
+        "expires": now + 60,
         "version": "2.0.0" if action == "deploy" else None,
     }
     values.update(fields)
@@ -109,8 +112,11 @@ def results(listener: Listener, command_id: str) -> list[CommandResult]:
 async def final(listener: Listener, command_id: str, count: int = 1) -> list[CommandResult]:
     """Wait for ``count`` non-accepted results of ``command_id``."""
     return await listener.wait(
-        lambda: (done := [r for r in results(listener, command_id) if r.state != "accepted"])
-        and len(done) >= count and done,
+        lambda: (
+            (done := [r for r in results(listener, command_id) if r.state != "accepted"])
+            and len(done) >= count
+            and done
+        ),
         within=15,
     )
 
@@ -137,10 +143,13 @@ async def test_signed_deploy_then_replay_then_rollback(
         assert done.detail == "current -> releases/2.0.0; restart command ok: restarted 2.0.0"
         assert os.readlink(site.root / "current") == "releases/2.0.0"
         # The retained status now shows the new version.
-        status = await seen.wait(lambda: [
-            s for p in seen.on(topics.status("host-a"))
-            if (s := decode(HostStatus, p)).version == "2.0.0" and s.online
-        ])
+        status = await seen.wait(
+            lambda: [
+                s
+                for p in seen.on(topics.status("host-a"))
+                if (s := decode(HostStatus, p)).version == "2.0.0" and s.online
+            ]
+        )
         assert status[-1].session == running_agent.publisher.session
 
         # The same command again (a retry, or a replay): the first result, nothing run.
@@ -166,8 +175,9 @@ async def test_failing_restart_is_reported_failed_with_its_output(
         await send(broker, encode(signing.sign(make_command("deploy-0002"), keys[0])))
         (done,) = await final(seen, "deploy-0002")
         assert done.state == "failed"
-        assert done.detail == ("current -> releases/2.0.0; restart command failed (exit 1): "
-                               "health check failed")
+        assert done.detail == (
+            "current -> releases/2.0.0; restart command failed (exit 1): health check failed"
+        )
         await send(broker, encode(signing.sign(make_command("rollback-02", "rollback"), keys[0])))
         (back,) = await final(seen, "rollback-02")
         assert back.state == "succeeded" and back.version == "1.0.0"
@@ -190,8 +200,12 @@ async def test_untrusted_commands_are_rejected_and_run_nothing(
             "signature does not verify against the coordinator key",
         ),
         "expired-01": (
-            encode(signing.sign(make_command("expired-01", issued=time.time() - 120,
-                                             expires=time.time() - 60), key)),
+            encode(
+                signing.sign(
+                    make_command("expired-01", issued=time.time() - 120, expires=time.time() - 60),
+                    key,
+                )
+            ),
             "expired ",
         ),
         "wrong-host": (

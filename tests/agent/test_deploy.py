@@ -22,8 +22,15 @@ def script(path: Path, body: str) -> str:
 
 
 def command(action: str, deployment: str = "dep-1", **fields: object) -> Command:
-    return Command(id=f"cmd-{action}-{deployment}", host="host-a", deployment=deployment,
-                   action=action, issued=1.0, expires=2.0, **fields)  # type: ignore[arg-type]
+    return Command(
+        id=f"cmd-{action}-{deployment}",
+        host="host-a",
+        deployment=deployment,
+        action=action,
+        issued=1.0,
+        expires=2.0,
+        **fields,
+    )  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -43,8 +50,10 @@ def deployer(root: Path, tmp_path: Path, **config: object) -> Deployer:
 
 async def test_deploy_switches_current_atomically_and_restarts(site: Path, tmp_path: Path) -> None:
     log = tmp_path / "restarts.log"
-    restart = script(tmp_path / "restart", f'echo "restart $1 $(readlink current)" >> {log}\n'
-                                           'echo restarted "$1"\n')
+    restart = script(
+        tmp_path / "restart",
+        f'echo "restart $1 $(readlink current)" >> {log}\necho restarted "$1"\n',
+    )
     d = deployer(site, tmp_path, restart_command=[restart, "{version}"])
     assert d.current.version == "1.0.0"  # read from the symlink at start
     outcome = await d.deploy(command("deploy", version="2.0.0"))
@@ -69,8 +78,9 @@ async def test_deploy_switches_current_atomically_and_restarts(site: Path, tmp_p
 async def test_failing_restart_fails_the_deploy_with_its_output_and_rollback_recovers(
     site: Path, tmp_path: Path
 ) -> None:
-    restart = script(tmp_path / "restart",
-                     'if [ "$1" = 2.0.0 ]; then echo "port 3000 in use" >&2; exit 3; fi\n')
+    restart = script(
+        tmp_path / "restart", 'if [ "$1" = 2.0.0 ]; then echo "port 3000 in use" >&2; exit 3; fi\n'
+    )
     d = deployer(site, tmp_path, restart_command=[restart, "{version}"])
     outcome = await d.deploy(command("deploy", version="2.0.0"))
     assert outcome.ok is False
@@ -89,8 +99,9 @@ async def test_restart_that_hangs_is_killed_at_the_timeout(site: Path, tmp_path:
     d = deployer(site, tmp_path, restart_command=[restart], timeout=0.5)
     outcome = await d.deploy(command("deploy", version="2.0.0"))
     assert outcome.ok is False
-    assert outcome.detail == ("current -> releases/2.0.0; restart command failed "
-                              "(timed out after 0.5s): starting")
+    assert outcome.detail == (
+        "current -> releases/2.0.0; restart command failed (timed out after 0.5s): starting"
+    )
 
 
 async def test_missing_release_without_a_hook_changes_nothing(site: Path, tmp_path: Path) -> None:
@@ -126,8 +137,13 @@ async def test_hooks_strategy_blue_green_switch_and_rollback(tmp_path: Path) -> 
     log = tmp_path / "hooks.log"
     install = script(tmp_path / "install", f'echo "install $1 on $2" >> {log}\n')
     switch = script(tmp_path / "switch", f'echo "traffic to $1 ($2)" >> {log}\n')
-    d = deployer(root, tmp_path, strategy="hooks", deploy_hook=[install, "{version}", "{slot}"],
-                 switch_hook=[switch, "{slot}", "{version}"])
+    d = deployer(
+        root,
+        tmp_path,
+        strategy="hooks",
+        deploy_hook=[install, "{version}", "{slot}"],
+        switch_hook=[switch, "{slot}", "{version}"],
+    )
     # Blue serves 1.0.0.
     assert (await d.deploy(command("deploy", "dep-0", version="1.0.0", slot="blue"))).ok
     assert (await d.switch(command("switch", "dep-0", slot="blue"))).ok
@@ -141,8 +157,11 @@ async def test_hooks_strategy_blue_green_switch_and_rollback(tmp_path: Path) -> 
     assert back.ok, back.detail
     assert (d.current.version, d.current.slot) == ("1.0.0", "blue")
     assert log.read_text().splitlines() == [
-        "install 1.0.0 on blue", "traffic to blue (1.0.0)", "install 2.0.0 on green",
-        "traffic to green (2.0.0)", "traffic to blue (1.0.0)",
+        "install 1.0.0 on blue",
+        "traffic to blue (1.0.0)",
+        "install 2.0.0 on green",
+        "traffic to green (2.0.0)",
+        "traffic to blue (1.0.0)",
     ]
 
 
@@ -166,8 +185,12 @@ async def test_initial_slot_serves_until_a_switch_is_recorded(tmp_path: Path) ->
 
 async def test_hooks_are_argv_never_a_shell(site: Path, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
-    d = deployer(site, tmp_path, strategy="hooks",
-                 deploy_hook=["/bin/echo", "{version}; touch " + str(marker)])
+    d = deployer(
+        site,
+        tmp_path,
+        strategy="hooks",
+        deploy_hook=["/bin/echo", "{version}; touch " + str(marker)],
+    )
     outcome = await d.deploy(command("deploy", version="2.0.0"))
     assert outcome.ok
     assert not marker.exists()
@@ -178,8 +201,9 @@ async def test_a_hook_that_cannot_start_is_a_failure(site: Path, tmp_path: Path)
     d = deployer(site, tmp_path, restart_command=[str(tmp_path / "missing")])
     outcome = await d.deploy(command("deploy", version="2.0.0"))
     assert outcome.ok is False
-    assert outcome.detail.endswith("restart command failed (cannot start "
-                                   f"{tmp_path / 'missing'}: no such file or directory)")
+    assert outcome.detail.endswith(
+        f"restart command failed (cannot start {tmp_path / 'missing'}: no such file or directory)"
+    )
 
 
 async def test_hooks_get_rollguard_variables_but_not_the_notify_socket(
@@ -187,9 +211,11 @@ async def test_hooks_get_rollguard_variables_but_not_the_notify_socket(
 ) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", "/run/systemd/notify")
     monkeypatch.setenv("WATCHDOG_USEC", "1000")
-    hook = script(tmp_path / "env",
-                  'echo "$ROLLGUARD_VERSION $ROLLGUARD_ACTION $ROLLGUARD_DEPLOYMENT '
-                  '${NOTIFY_SOCKET:-none} ${WATCHDOG_USEC:-none}"\n')
+    hook = script(
+        tmp_path / "env",
+        'echo "$ROLLGUARD_VERSION $ROLLGUARD_ACTION $ROLLGUARD_DEPLOYMENT '
+        '${NOTIFY_SOCKET:-none} ${WATCHDOG_USEC:-none}"\n',
+    )
     d = deployer(site, tmp_path, restart_command=[hook])
     outcome = await d.deploy(command("deploy", version="2.0.0"))
     assert outcome.detail.endswith("restart command ok: 2.0.0 deploy dep-1 none none")

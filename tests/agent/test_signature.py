@@ -76,8 +76,16 @@ def test_agrees_with_cryptography(message: bytes, seed: bytes) -> None:
 
 
 def command(**changes: object) -> Command:
-    base = Command(id="cmd-12345678", host="host-a", deployment="dep-1", action="deploy",
-                   version="1.2.3", issued=1000.0, expires=2000.0, args={"b": "2", "a": "1"})
+    base = Command(
+        id="cmd-12345678",
+        host="host-a",
+        deployment="dep-1",
+        action="deploy",
+        version="1.2.3",
+        issued=1000.0,
+        expires=2000.0,
+        args={"b": "2", "a": "1"},
+    )
     return msgspec.structs.replace(base, **changes)
 
 

@@ -27,8 +27,15 @@ def script(path: Path, body: str) -> str:
 
 
 def command(action: Action, deployment: str = "dep-1", **fields: Any) -> Command:
-    return Command(id=f"cmd-{action}-{deployment}-{fields.get('slot', '')}", host="host-a",
-                   deployment=deployment, action=action, issued=1.0, expires=2.0, **fields)
+    return Command(
+        id=f"cmd-{action}-{deployment}-{fields.get('slot', '')}",
+        host="host-a",
+        deployment=deployment,
+        action=action,
+        issued=1.0,
+        expires=2.0,
+        **fields,
+    )
 
 
 class Site:
@@ -40,9 +47,11 @@ class Site:
         self.root.mkdir()
         self.log = tmp / "hooks.log"
         self.fail = tmp / "fail-deploys"
-        install = script(tmp / "install",
-                         f'if [ -e {self.fail} ]; then echo "disk full" >&2; exit 1; fi\n'
-                         f'echo "install $1 on $2" >> {self.log}\n')
+        install = script(
+            tmp / "install",
+            f'if [ -e {self.fail} ]; then echo "disk full" >&2; exit 1; fi\n'
+            f'echo "install $1 on $2" >> {self.log}\n',
+        )
         switch = script(tmp / "switch", f'echo "traffic to $1 ($2)" >> {self.log}\n')
         self.hooks: dict[str, Any] = {
             "strategy": "hooks",
@@ -99,7 +108,9 @@ async def test_deploy_to_the_idle_slot_then_switch_and_switch_back(site: Site) -
     assert (await d.switch(command("switch", slot="blue"))).ok
     assert serving(d) == ("1.0.0", "blue")
     assert site.hook_log() == [
-        "install 2.0.0 on green", "traffic to green (2.0.0)", "traffic to blue (1.0.0)",
+        "install 2.0.0 on green",
+        "traffic to green (2.0.0)",
+        "traffic to blue (1.0.0)",
     ]
 
 
@@ -153,10 +164,13 @@ async def test_a_second_deployment_goes_to_the_other_slot(site: Site) -> None:
     assert (await d.switch(command("switch", "dep-2-back", slot="green"))).ok
     assert serving(d) == ("2.0.0", "green")
     assert site.hook_log() == [
-        "install 2.0.0 on green", "traffic to green (2.0.0)",
-        "install 3.0.0 on blue", "traffic to blue (3.0.0)",
+        "install 2.0.0 on green",
         "traffic to green (2.0.0)",
-        "traffic to blue (3.0.0)", "traffic to green (2.0.0)",
+        "install 3.0.0 on blue",
+        "traffic to blue (3.0.0)",
+        "traffic to green (2.0.0)",
+        "traffic to blue (3.0.0)",
+        "traffic to green (2.0.0)",
     ]
 
 
@@ -191,8 +205,9 @@ async def test_an_agent_stopped_mid_deploy_does_not_trust_the_slot(site: Site) -
     hang = script(site.tmp / "hang", "sleep 30\n")
     d = site.staging(deploy_hook=[hang])
     with pytest.raises(TimeoutError):
-        await asyncio.wait_for(d.deploy(command("deploy", "dep-2", version="3.0.0",
-                                                slot="blue")), 0.5)
+        await asyncio.wait_for(
+            d.deploy(command("deploy", "dep-2", version="3.0.0", slot="blue")), 0.5
+        )
     d = site.staging()
     assert serving(d) == ("2.0.0", "green")
     assert d.state.slots == {"blue": None, "green": "2.0.0"}
@@ -250,9 +265,13 @@ def test_the_agent_publishes_the_initial_version(tmp_path: Path) -> None:
     config = agent_config(
         environment="staging",
         state_dir=str(tmp_path / "state"),
-        deploy={"strategy": "hooks", "deploy_hook": ["/bin/true"],
-                "switch_hook": ["/bin/true"], "initial_slot": "blue",
-                "initial_version": "1.0.0"},
+        deploy={
+            "strategy": "hooks",
+            "deploy_hook": ["/bin/true"],
+            "switch_hook": ["/bin/true"],
+            "initial_slot": "blue",
+            "initial_version": "1.0.0",
+        },
     )
     agent = Agent(config)
     try:
@@ -265,12 +284,18 @@ def test_the_agent_publishes_the_initial_version(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("deploy", "error"),
     [
-        ({"strategy": "hooks", "deploy_hook": ["/bin/true"], "initial_version": "1.0 beta"},
-         "Expected `str` matching regex"),
-        ({"strategy": "hooks", "deploy_hook": ["/bin/true"], "initial_version": ""},
-         "Expected `str` matching regex"),
-        ({"strategy": "releases", "initial_version": "1.0.0"},
-         "deploy.initial_version is for strategy = 'hooks'"),
+        (
+            {"strategy": "hooks", "deploy_hook": ["/bin/true"], "initial_version": "1.0 beta"},
+            "Expected `str` matching regex",
+        ),
+        (
+            {"strategy": "hooks", "deploy_hook": ["/bin/true"], "initial_version": ""},
+            "Expected `str` matching regex",
+        ),
+        (
+            {"strategy": "releases", "initial_version": "1.0.0"},
+            "deploy.initial_version is for strategy = 'hooks'",
+        ),
     ],
 )
 def test_initial_version_is_validated(deploy: dict[str, Any], error: str) -> None:

@@ -21,20 +21,23 @@ METRICS = topics.metrics("host-a")
 
 
 def config_file(tmp: Path, broker: Broker) -> Path:
-    return write_config(tmp / "agent.toml", {
-        "host": "host-a",
-        "state_dir": str(tmp / "state"),
-        "mqtt": mqtt_table(broker.mqtt("host-a")),
-        "log": {"level": "info"},
-        "publish": {"linger": 0.05},
-        "checks": {
-            "jitter": 0.0,
-            "cpu": {"interval": 0.2},
-            "memory": {"interval": 0.2},
-            "disk": {"enabled": False},
-            "system": {"enabled": False},
+    return write_config(
+        tmp / "agent.toml",
+        {
+            "host": "host-a",
+            "state_dir": str(tmp / "state"),
+            "mqtt": mqtt_table(broker.mqtt("host-a")),
+            "log": {"level": "info"},
+            "publish": {"linger": 0.05},
+            "checks": {
+                "jitter": 0.0,
+                "cpu": {"interval": 0.2},
+                "memory": {"interval": 0.2},
+                "disk": {"enabled": False},
+                "system": {"enabled": False},
+            },
         },
-    })
+    )
 
 
 def batches(*listeners: Listener) -> list[MetricBatch]:
@@ -52,8 +55,9 @@ def assert_exactly_once_in_order(received: list[MetricBatch]) -> None:
 
 async def test_broker_outage_loses_and_duplicates_nothing(broker: Broker, tmp_path: Path) -> None:
     config = config_file(tmp_path, broker)
-    with running([*script("rollguard-agent"), "--config", str(config)],
-                 tmp_path / "agent.log") as agent:
+    with running(
+        [*script("rollguard-agent"), "--config", str(config)], tmp_path / "agent.log"
+    ) as agent:
         async with listening(broker.operator(), [METRICS], "before") as before:
             await before.wait(lambda: len(before.messages) >= 5, 20)
             broker.server.stop()
@@ -111,5 +115,3 @@ async def test_buffer_survives_an_agent_restart(broker: Broker, tmp_path: Path) 
     assert_exactly_once_in_order(received)
     replayed = [b for b in batches(second) if all(s.time < stopped_at for s in b.samples)]
     assert len(replayed) >= 5
-
-

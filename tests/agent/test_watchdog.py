@@ -52,8 +52,9 @@ def test_watchdog_interval_is_only_ours_when_the_pid_matches() -> None:
 
 async def test_pings_stop_while_a_loop_is_stale_and_resume_after(tmp_path: Path) -> None:
     with bound_socket(tmp_path) as sock:
-        notifier = Notifier(env={"NOTIFY_SOCKET": str(tmp_path / "notify"),
-                                 "WATCHDOG_USEC": "100000"})  # ping every 0.05 s
+        notifier = Notifier(
+            env={"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "100000"}
+        )  # ping every 0.05 s
         heartbeat = Heartbeat()
         limits = {"collect": 0.2, "mqtt": 0.2}
         stop = asyncio.Event()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.broker import mosquitto_binary
+from coordinator.devfleet.broker import mosquitto_binary
 from tests.conftest import service_missing
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

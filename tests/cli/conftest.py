@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from coordinator.broker import mosquitto_binary
-from coordinator.fleet import Fleet
+from coordinator.devfleet.broker import mosquitto_binary
+from coordinator.devfleet.fleet import Fleet
 from tests.cli.run import rollguard
 from tests.conftest import service_missing
 

@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from coordinator.fleet import Fleet
+from coordinator.devfleet.fleet import Fleet
 from tests.processes import script
 
 OPERATOR = "alice-oncall"

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from coordinator.fleet import Fleet
+from coordinator.devfleet.fleet import Fleet
 from tests.cli.conftest import HOSTS, TERMINAL, settle
 from tests.cli.run import OPERATOR, cli_env, connection, rollguard
 from tests.processes import script

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.broker import mosquitto_binary
+from coordinator.devfleet.broker import mosquitto_binary
 from tests.cli.run import cli_env
 from tests.conftest import service_missing
 from tests.processes import script

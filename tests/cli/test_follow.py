@@ -15,8 +15,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from coordinator.cli import Client
-from coordinator.follow import (
+from coordinator.cli.client import Client
+from coordinator.cli.follow import (
     EventStream,
     Progress,
     Update,

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.broker import PROJECT_ROOT, free_port
+from coordinator.devfleet.broker import free_port
 from tests.cli.run import rollguard
 
-EXAMPLES = sorted((PROJECT_ROOT / "deploy" / "examples").glob("*.toml"))
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "deploy" / "examples").glob("*.toml"))
 
 
 def test_unreachable_coordinator_is_exit_1(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from coordinator.fleet import Fleet
+from coordinator.devfleet.fleet import Fleet
 from tests.cli.conftest import HOSTS
 from tests.cli.run import rollguard
 from tests.conftest import service_missing

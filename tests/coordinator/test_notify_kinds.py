@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typing
 
-from coordinator.notify import Kind, Notification, headline
-from coordinator.pipeline import NOTIFY_KINDS
+from coordinator.daemon.notify import Kind, Notification, headline
+from coordinator.daemon.pipeline import NOTIFY_KINDS
 
 
 def test_every_mapped_kind_has_a_headline() -> None:

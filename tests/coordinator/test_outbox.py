@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import random
 
-from coordinator.outbox import Outbox, signed_command
+from coordinator.daemon.outbox import Outbox, signed_command
 from shared.messages import Command, decode
 from shared.signing import generate_keypair, load_private_key, load_public_key, verify
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from coordinator.daemon.series import SeriesRecorder, weighted_quantile
 from coordinator.engine import Deployment, Phase
 from coordinator.engine.deployment import TargetHost
-from coordinator.series import SeriesRecorder, weighted_quantile
 from shared.messages import Histogram, MetricBatch, Sample
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from coordinator.lease import Holder, Lease, LeaseError
+from coordinator.daemon.lease import Holder, Lease, LeaseError
 
 pytestmark = pytest.mark.integration
 

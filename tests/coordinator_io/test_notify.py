@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from coordinator.notify import (
+from coordinator.daemon.notify import (
     Notification,
     Notifier,
     RetryPolicy,
@@ -296,7 +296,7 @@ async def test_gives_up_after_the_attempts_and_logs(
     receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     receiver.behaviours["/down"] = Behaviour(fail_first=100, status=503)
-    caplog.set_level(logging.INFO, logger="coordinator.notify")
+    caplog.set_level(logging.INFO, logger="coordinator.daemon.notify")
     notifier = Notifier({"production": [hook(receiver, "/down")]}, retry=FAST)
     notifier.start()
     notifier.notify(rolled_back())

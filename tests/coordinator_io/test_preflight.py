@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.preflight import PreflightOutcome, run_preflight
+from coordinator.daemon.preflight import PreflightOutcome, run_preflight
 from shared.config.coordinator import PreflightCommand
 
 

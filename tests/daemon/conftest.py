@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from coordinator.broker import mosquitto_binary
-from coordinator.fleet import Fleet, deep_merge
+from coordinator.devfleet.broker import mosquitto_binary
+from coordinator.devfleet.fleet import Fleet, deep_merge
 from tests.conftest import service_missing
 
 FleetFactory = Callable[..., Fleet]

@@ -11,8 +11,8 @@ from typing import Any
 
 import msgspec
 
-from coordinator.credentials import OPERATOR_USER
-from coordinator.fleet import Fleet, wait_for
+from coordinator.devfleet.fleet import Fleet, wait_for
+from coordinator.setup.credentials import OPERATOR_USER
 from shared import topics
 from shared.config.common import MqttConfig
 from shared.messages import HostStatus

@@ -14,8 +14,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from coordinator.broker import mosquitto_binary
-from coordinator.fleet import ApiError, Fleet
+from coordinator.devfleet.broker import mosquitto_binary
+from coordinator.devfleet.fleet import ApiError, Fleet
 from tests.conftest import service_missing
 from tests.daemon.conftest import restart_log
 from tests.daemon.observe import wait_settled

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from coordinator.fleet import STABLE, Fleet, wait_for
+from coordinator.devfleet.fleet import STABLE, Fleet, wait_for
 from tests.daemon.conftest import FleetFactory
 from tests.daemon.observe import (
     assert_nothing_executed_twice,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator.fleet import STABLE
+from coordinator.devfleet.fleet import STABLE
 from tests.daemon.conftest import FleetFactory
 from tests.daemon.observe import (
     assert_nothing_executed_twice,

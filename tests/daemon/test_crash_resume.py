@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from coordinator.fleet import ApiError, Fleet, wait_for
+from coordinator.devfleet.fleet import ApiError, Fleet, wait_for
 from tests.daemon.conftest import FleetFactory
 from tests.daemon.observe import (
     assert_nothing_executed_twice,

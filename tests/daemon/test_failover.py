@@ -12,8 +12,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from coordinator.broker import free_port
-from coordinator.fleet import Api, ApiError, wait_for
+from coordinator.devfleet.broker import free_port
+from coordinator.devfleet.fleet import Api, ApiError, wait_for
 from coordinator.store import StaleLeaderError, open_store
 from shared.config.coordinator import StoreConfig
 from shared.messages import Command

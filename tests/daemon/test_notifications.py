@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from coordinator.broker import free_port
-from coordinator.fleet import wait_for
+from coordinator.devfleet.broker import free_port
+from coordinator.devfleet.fleet import wait_for
 from tests.daemon.conftest import FleetFactory
 from tests.daemon.observe import wait_settled
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 import coordinator.engine
+from coordinator.daemon.notify import Kind, headline
+from coordinator.daemon.pipeline import NOTIFY_KINDS, _notification
 from coordinator.engine import Notify
-from coordinator.notify import Kind, headline
-from coordinator.pipeline import NOTIFY_KINDS, _notification
 
 ENGINE = Path(coordinator.engine.__file__).parent
 

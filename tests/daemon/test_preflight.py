@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from coordinator.fleet import wait_for
+from coordinator.devfleet.fleet import wait_for
 from tests.daemon.conftest import FleetFactory
 from tests.daemon.observe import deployment_while_running, events, runs, wait_settled
 
@@ -76,9 +76,11 @@ def test_a_failing_preflight_command_refuses_the_deployment(make_fleet: FleetFac
     # The API shows the engine's state at once; its step reaches the event log when
     # stored, a moment later.
     log = wait_for(
-        lambda: (found := events(fleet, started["id"]))
-        and any(e["kind"] == "deployment.preflight_failed" for e in found)
-        and found,
+        lambda: (
+            (found := events(fleet, started["id"]))
+            and any(e["kind"] == "deployment.preflight_failed" for e in found)
+            and found
+        ),
         15,
         "the refusal in the event log",
     )

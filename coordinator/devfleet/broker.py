@@ -16,12 +16,14 @@ import time
 from pathlib import Path
 from typing import Final
 
-from coordinator import credentials
+from coordinator.setup import credentials
 from shared.errors import RollguardError
 
-PROJECT_ROOT: Final = Path(__file__).resolve().parents[1]
-PROJECT_CONF: Final = PROJECT_ROOT / "mosquitto.conf"
-PROJECT_ACL: Final = PROJECT_ROOT / "deploy" / "mosquitto" / "acl"
+# The broker config and ACL ship inside the package (the checkout's ``mosquitto.conf`` and
+# ``deploy/mosquitto/acl`` point here), so ``rollguard demo`` works from an installed wheel.
+BROKER_FILES: Final = Path(__file__).resolve().parent / "mosquitto"
+PROJECT_CONF: Final = BROKER_FILES / "mosquitto.conf"
+PROJECT_ACL: Final = BROKER_FILES / "acl"
 
 
 class BrokerError(RollguardError):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
-    from coordinator.daemon import Coordinator
+    from coordinator.daemon.service import Coordinator
 
 
 class Telemetry:

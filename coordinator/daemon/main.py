@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _serve(config: CoordinatorConfig) -> None:
-    from coordinator.daemon import Coordinator
+    from coordinator.daemon.service import Coordinator
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -26,7 +26,17 @@ import aiomqtt
 import msgspec
 from aiohttp import web
 
-from coordinator.api import build_app
+from coordinator.daemon.api import build_app
+from coordinator.daemon.eventhub import EventHub
+from coordinator.daemon.hosts import HostRegistry
+from coordinator.daemon.ingest import parse_inbound
+from coordinator.daemon.lease import Lease
+from coordinator.daemon.notify import Notifier, targets_from_config
+from coordinator.daemon.outbox import Outbox, signed_command
+from coordinator.daemon.pipeline import PUBLISH_WINDOW, Pipeline, Step
+from coordinator.daemon.preflight import PreflightOutcome, run_preflight
+from coordinator.daemon.series import SeriesRecorder
+from coordinator.daemon.telemetry import Telemetry
 from coordinator.engine import (
     CommandResultReceived,
     Engine,
@@ -42,17 +52,7 @@ from coordinator.engine import (
     SendCommand,
     Tick,
 )
-from coordinator.eventhub import EventHub
-from coordinator.hostview import HostRegistry
-from coordinator.ingest import parse_inbound
-from coordinator.lease import Lease
-from coordinator.notify import Notifier, targets_from_config
-from coordinator.outbox import Outbox, signed_command
-from coordinator.pipeline import PUBLISH_WINDOW, Pipeline, Step
-from coordinator.preflight import PreflightOutcome, run_preflight
-from coordinator.series import SeriesRecorder
 from coordinator.store import Store, StoreError, open_store
-from coordinator.telemetry import Telemetry
 from shared import topics
 from shared.config import CoordinatorConfig
 from shared.errors import ConfigError, MessageError, RollguardError

@@ -9,7 +9,7 @@ that would have arrived since the last one. The version of a host is read on eve
 request from ``{root}/{host}/current``, the symlink the agent's releases strategy
 switches, so a deploy or rollback changes the app's behaviour at once.
 
-Run: ``python -m coordinator.demo_app --root DIR --port PORT --profiles FILE``.
+Run: ``python -m coordinator.devfleet.demo_app --root DIR --port PORT --profiles FILE``.
 """
 
 from __future__ import annotations

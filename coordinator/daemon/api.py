@@ -22,15 +22,15 @@ from aiohttp import web
 from msgspec import Meta
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from coordinator.daemon.eventhub import ListenerLagged
 from coordinator.engine import Deployment, OperatorRequest
-from coordinator.eventhub import ListenerLagged
 from coordinator.store import StoreError
 from shared.config.coordinator import Strategy
 from shared.errors import RollguardError
 from shared.messages import Environment, HostId, Version
 
 if TYPE_CHECKING:
-    from coordinator.daemon import Coordinator
+    from coordinator.daemon.service import Coordinator
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -201,7 +201,7 @@ async def _run(coordinator: Coordinator, request: OperatorRequest) -> web.Respon
 
 
 async def create_deployment(request: web.Request) -> web.Response:
-    from coordinator.daemon import new_deployment_id
+    from coordinator.daemon.service import new_deployment_id
 
     coordinator = request.app[COORDINATOR_KEY]
     body: DeployRequest = await _body(request, DeployRequest)

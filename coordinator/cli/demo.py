@@ -2,7 +2,7 @@
 
 A private Mosquitto from the project's ``mosquitto.conf`` (passwords and the per-host
 ACL), the coordinator on SQLite, a small demo app whose error rate and latency depend
-on the version each host runs, and six agents, each a real process (coordinator.fleet).
+on the version each host runs, and six agents, each a real process (coordinator.devfleet.fleet).
 Then a good version (2.0.0) goes through every canary step, and a bad one (2.1.0) is
 rolled back by the coordinator on its own; each decision is told as it happens, with
 its evidence. It ends by writing the rolled-back deployment's report.
@@ -20,10 +20,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from coordinator.broker import BrokerError, mosquitto_binary
-from coordinator.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, Client, CliError
-from coordinator.fleet import PROFILES, STABLE, Fleet
-from coordinator.follow import WINDOW, Update, follow
+from coordinator.cli.client import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, Client, CliError
+from coordinator.cli.follow import WINDOW, Update, follow
+from coordinator.devfleet.broker import BrokerError, mosquitto_binary
+from coordinator.devfleet.fleet import PROFILES, STABLE, Fleet
 from coordinator.report import build_report, render
 from coordinator.report.words import as_map, rate, rule_lines, window_words
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TextIO
 from urllib.parse import quote, urlencode
 
-from coordinator.cli import EXIT_USAGE, TERMINAL, Client, CliError
+from coordinator.cli.client import EXIT_USAGE, TERMINAL, Client, CliError
 from coordinator.report.words import (
     HOLD_WORDS,
     STATE_WORDS,

@@ -23,6 +23,10 @@ from typing import Any, Final
 
 import msgspec
 
+from coordinator.daemon.eventhub import EventHub
+from coordinator.daemon.notify import Kind, Notification, Notifier
+from coordinator.daemon.outbox import Outbox
+from coordinator.daemon.telemetry import Telemetry
 from coordinator.engine import (
     CancelCommand,
     DeploymentChanged,
@@ -33,11 +37,7 @@ from coordinator.engine import (
     RunPreflight,
     SendCommand,
 )
-from coordinator.eventhub import EventHub
-from coordinator.notify import Kind, Notification, Notifier
-from coordinator.outbox import Outbox
 from coordinator.store import Store, StoreError
-from coordinator.telemetry import Telemetry
 from shared.messages import Command, Event
 
 log = logging.getLogger("rollguard.pipeline")

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from coordinator.broker import LocalBroker, free_port
-from coordinator.credentials import COORDINATOR_USER
+from coordinator.devfleet.broker import LocalBroker, free_port
+from coordinator.setup.credentials import COORDINATOR_USER
 from shared.signing import generate_keypair
 
 ZONES: Final = ("a", "b", "c")
@@ -341,7 +341,7 @@ class Fleet:
             [
                 sys.executable,
                 "-m",
-                "coordinator.demo_app",
+                "coordinator.devfleet.demo_app",
                 "--root",
                 str(self.directory / "apps"),
                 "--port",
