@@ -27,12 +27,12 @@ from coordinator.cli.client import (
     TERMINAL,
     Client,
     CliError,
-    quote_path,
     client_for,
     get_deployment,
     get_events,
     print_json,
     print_table,
+    quote_path,
 )
 from shared.errors import RollguardError
 

@@ -36,22 +36,18 @@ import enum
 from typing import Final, Literal
 
 from coordinator.engine.errors import IllegalTransition
+from shared.phases import TERMINAL, Phase
 
-
-class Phase(enum.Enum):
-    PREFLIGHT = "preflight"
-    DEPLOYING = "deploying"
-    BAKING = "baking"
-    HELD = "held"
-    PAUSED = "paused"
-    AWAITING_APPROVAL = "awaiting_approval"
-    PROMOTING = "promoting"
-    VERIFYING = "verifying"
-    ROLLING_BACK = "rolling_back"
-    COMPLETED = "completed"
-    ROLLED_BACK = "rolled_back"
-    FAILED = "failed"
-    REFUSED = "refused"
+__all__ = [
+    "ACTIVE",
+    "PREVIOUS",
+    "TERMINAL",
+    "TRANSITIONS",
+    "Phase",
+    "Trigger",
+    "allowed",
+    "transition",
+]
 
 
 class Trigger(enum.Enum):
@@ -133,7 +129,6 @@ TRANSITIONS: Final[dict[tuple[Phase, Trigger], Target]] = {
 }
 del P, T
 
-TERMINAL: Final = frozenset({Phase.COMPLETED, Phase.ROLLED_BACK, Phase.FAILED, Phase.REFUSED})
 # Phases in which a deployment owns its environment: no second one may start there.
 ACTIVE: Final = frozenset(set(Phase) - TERMINAL)
 
