@@ -23,11 +23,21 @@ from msgspec import Meta
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from coordinator.daemon.eventhub import ListenerLagged
+from coordinator.daemon.views import deployment_view, event_view, host_view
 from coordinator.engine import Deployment, OperatorRequest
 from coordinator.store import StoreError
 from shared.config.coordinator import Strategy
 from shared.errors import RollguardError
-from shared.messages import Environment, HostId, Version
+from shared.messages import Environment, Event, HostId, Version
+from shared.views import (
+    DeploymentList,
+    DeploymentReply,
+    ErrorView,
+    EventList,
+    HostList,
+    OperatorReplyView,
+    StreamError,
+)
 
 if TYPE_CHECKING:
     from coordinator.daemon.service import Coordinator
@@ -55,17 +65,19 @@ class ActionRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     step: Annotated[int, Meta(ge=0)] | None = None
 
 
-def json_response(data: Any, status: int = 200) -> web.Response:
+def json_response(data: msgspec.Struct | dict[str, Any], status: int = 200) -> web.Response:
+    """A view of :mod:`shared.views` (or a probe's small dict) as JSON."""
     return web.Response(
-        body=msgspec.json.encode(data), status=status, content_type="application/json"
+        body=_encoder.encode(data), status=status, content_type="application/json"
     )
 
 
+# Defaults are left out, so an empty ``reasons`` is not sent (as before the views).
+_encoder = msgspec.json.Encoder()
+
+
 def error(status: int, message: str, reasons: list[str] | None = None) -> web.Response:
-    body: dict[str, Any] = {"error": message}
-    if reasons:
-        body["reasons"] = reasons
-    return json_response(body, status=status)
+    return json_response(ErrorView(error=message, reasons=list(reasons or [])), status=status)
 
 
 def token_middleware(token: str) -> Any:  # aiohttp's Middleware protocol
@@ -104,19 +116,6 @@ def _actor(request: web.Request, given: str | None) -> str:
     return given or request.headers.get("X-Rollguard-Actor", "") or "api"
 
 
-def deployment_view(dep: Deployment, now: float) -> dict[str, Any]:
-    """A deployment as the API shows it: the engine's record plus derived fields."""
-    view: dict[str, Any] = msgspec.to_builtins(dep)
-    step = dep.current_step()
-    view["state"] = dep.phase.value
-    view["percent"] = step.percent if step else None
-    view["step_name"] = step.name if step else None
-    view["steps_total"] = len(dep.steps)
-    view["bake_elapsed"] = round(dep.bake_at(now), 3)
-    view["bake_remaining"] = round(max(0.0, dep.bake_length - dep.bake_at(now)), 3)
-    return view
-
-
 async def healthz(_: web.Request) -> web.Response:
     return json_response({"ok": True})
 
@@ -128,13 +127,14 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     coordinator = request.app[COORDINATOR_KEY]
-    coordinator.telemetry.refresh(coordinator)
+    coordinator.refresh_telemetry()
     body = generate_latest(coordinator.telemetry.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def hosts(request: web.Request) -> web.Response:
-    return json_response({"hosts": request.app[COORDINATOR_KEY].hosts.as_builtins()})
+    registry = request.app[COORDINATOR_KEY].hosts
+    return json_response(HostList(hosts=[host_view(h) for h in registry.all()]))
 
 
 async def _load(coordinator: Coordinator, deployment_id: str) -> Deployment | None:
@@ -161,7 +161,7 @@ async def list_deployments(request: web.Request) -> web.Response:
         dep = await _load(coordinator, record.id)
         if dep is not None:
             out.append(deployment_view(dep, now))
-    return json_response({"deployments": out})
+    return json_response(DeploymentList(deployments=out))
 
 
 async def get_deployment(request: web.Request) -> web.Response:
@@ -169,7 +169,7 @@ async def get_deployment(request: web.Request) -> web.Response:
     dep = await _load(coordinator, request.match_info["id"])
     if dep is None:
         return error(404, f"no deployment {request.match_info['id']!r}")
-    return json_response({"deployment": deployment_view(dep, coordinator.clock())})
+    return json_response(DeploymentReply(deployment=deployment_view(dep, coordinator.clock())))
 
 
 async def deployment_events(request: web.Request) -> web.Response:
@@ -178,7 +178,7 @@ async def deployment_events(request: web.Request) -> web.Response:
     if await _load(coordinator, deployment_id) is None:
         return error(404, f"no deployment {deployment_id!r}")
     events = await coordinator.store.events(deployment=deployment_id, limit=100_000)
-    return json_response({"events": [msgspec.to_builtins(e) for e in events]})
+    return json_response(EventList(events=[event_view(e) for e in events]))
 
 
 async def _run(coordinator: Coordinator, request: OperatorRequest) -> web.Response:
@@ -194,10 +194,10 @@ async def _run(coordinator: Coordinator, request: OperatorRequest) -> web.Respon
         return error(503, "the decision could not be stored; the coordinator is holding")
     dep = await _load(coordinator, request.deployment_id)
     view = deployment_view(dep, coordinator.clock()) if dep is not None else None
-    return json_response(
-        {"accepted": True, "changed": reply.changed, "message": reply.message, "deployment": view},
-        status=201 if request.action == "start" else 200,
+    answer = OperatorReplyView(
+        accepted=True, changed=reply.changed, message=reply.message, deployment=view
     )
+    return json_response(answer, status=201 if request.action == "start" else 200)
 
 
 async def create_deployment(request: web.Request) -> web.Response:
@@ -257,7 +257,7 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
         except StoreError as exc:
             # The stream is open already: say why it ends; the client retries with
             # ?after=SEQ.
-            message = msgspec.json.encode({"error": f"the store is unreachable: {exc}"})
+            message = _encoder.encode(StreamError(error=f"the store is unreachable: {exc}"))
             await response.write(b"event: error\ndata: " + message + b"\n\n")
             return response
         for event in stored:
@@ -272,8 +272,8 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _send_event(response: web.StreamResponse, event: Any) -> None:
-    data = msgspec.json.encode(event).decode()
+async def _send_event(response: web.StreamResponse, event: Event) -> None:
+    data = _encoder.encode(event_view(event)).decode()
     await response.write(f"id: {event.seq}\nevent: {event.kind}\ndata: {data}\n\n".encode())
 
 

@@ -1,8 +1,12 @@
-"""What the coordinator shows about each host: its latest status and samples.
+"""The shell's one view of the fleet: who is online, on which version, and their latest
+samples. It feeds both the API (``rollguard hosts``) and the engine.
 
-This is presentation state for the API and the CLI (``rollguard hosts``); the
-decisions are the engine's. Statuses respect the agent's session counter: a Will
-from an older session never marks a reborn agent offline.
+A status is judged stale or new by the engine's own rule (``coordinator.engine.fleet``:
+the agent's session counter, and a session ended by its Will stays ended), applied here
+to the same kind of record, so the API, the engine and a freshly activated engine never
+disagree about a host. The registry outlives the engine: a standby, or a leader whose
+store is down, keeps it current from the broker's retained statuses, and a new engine
+learns the fleet from :meth:`HostRegistry.replay`.
 """
 
 from __future__ import annotations
@@ -10,96 +14,132 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from msgspec import Struct
 
+from coordinator.engine.fleet import Fleet, HostRecord, StatusChange
 from shared.messages import HostStatus, MetricBatch
 
 
-class CheckView(msgspec.Struct, kw_only=True):
+class CheckSample(Struct, kw_only=True):
+    """A host's latest sample of one check."""
+
     ok: bool
     time: float
     values: dict[str, float]
     error: str | None = None
 
 
-class HostView(msgspec.Struct, kw_only=True):
-    host: str
-    online: bool
-    session: int
-    environment: str
-    version: str | None
-    slot: str | None
-    labels: dict[str, str]
+class HostActivity(Struct, kw_only=True):
+    """What the agent last said besides its status: for display only."""
+
     agent_version: str
     last_seen: float
-    checks: dict[str, CheckView] = {}
+    checks: dict[str, CheckSample] = {}
     batches: int = 0
     last_seq: int | None = None
 
 
+class HostEntry(Struct, kw_only=True, frozen=True):
+    """One host as the registry knows it: the engine's record and its activity."""
+
+    record: HostRecord
+    activity: HostActivity
+
+
 class HostRegistry:
     def __init__(self) -> None:
-        self._hosts: dict[str, HostView] = {}
-        # Kept as statuses arrive: the daemon reads it on every status, and counting
-        # 10,000 views each time made a fleet's births quadratic.
+        self._fleet = Fleet()
+        self._activity: dict[str, HostActivity] = {}
+        # The statuses that made each host what it is now, oldest first: the current
+        # session's latest online status and, once it ended, its Will. Replaying them
+        # to a new engine gives it exactly this registry's records.
+        self._history: dict[str, list[HostStatus]] = {}
+        # Kept as statuses arrive: counting 10,000 records on every status made a
+        # fleet's births quadratic.
         self._online = 0
 
-    def apply_status(self, status: HostStatus, now: float) -> HostView | None:
-        """Apply a status; return the view if it changed the host, None if stale."""
-        view = self._hosts.get(status.host)
-        if view is not None and status.session < view.session:
-            return None
-        if view is None:
-            view = HostView(
-                host=status.host,
-                online=status.online,
-                session=status.session,
-                environment=status.environment,
-                version=status.version,
-                slot=status.slot,
-                labels=dict(status.labels),
-                agent_version=status.agent_version,
-                last_seen=now,
+    def apply_status(self, status: HostStatus, now: float) -> StatusChange:
+        """Apply a status by the engine's rule; STALE means it changed nothing."""
+        before = self._fleet.get(status.host)
+        was_online = before is not None and before.online
+        change = self._fleet.apply(status, now)
+        if change is StatusChange.STALE:
+            return change
+        record = self._fleet.hosts[status.host]
+        self._online += record.online - was_online
+        if status.online:
+            self._history[status.host] = [status]
+        else:
+            births = [s for s in self._history.get(status.host, []) if s.online]
+            same_session = [s for s in births if s.session == status.session]
+            self._history[status.host] = [*same_session, status]
+        activity = self._activity.get(status.host)
+        if activity is None:
+            self._activity[status.host] = HostActivity(
+                agent_version=status.agent_version, last_seen=now
             )
-            self._hosts[status.host] = view
-            self._online += status.online
-            return view
-        if status.session == view.session and not status.online and not view.online:
-            return None
-        self._online += status.online - view.online
-        view.online = status.online
-        view.session = status.session
-        view.environment = status.environment
-        view.version = status.version
-        view.slot = status.slot
-        view.labels = dict(status.labels)
-        view.agent_version = status.agent_version
-        view.last_seen = now
-        return view
+        else:
+            activity.agent_version = status.agent_version
+            activity.last_seen = now
+        return change
 
-    def apply_batch(self, batch: MetricBatch, now: float) -> HostView | None:
-        view = self._hosts.get(batch.host)
-        if view is None:
-            return None  # metrics before a birth status carry no identity worth showing
-        view.last_seen = now
-        view.batches += 1
-        view.last_seq = batch.seq
+    def apply_batch(self, batch: MetricBatch, now: float) -> bool:
+        """Keep a batch's samples for display; False for a host that never said hello
+        (metrics before a birth status carry no identity worth showing)."""
+        activity = self._activity.get(batch.host)
+        if activity is None:
+            return False
+        activity.last_seen = now
+        activity.batches += 1
+        activity.last_seq = batch.seq
         for sample in batch.samples:
-            current = view.checks.get(sample.check)
+            current = activity.checks.get(sample.check)
             if current is None or sample.time >= current.time:
                 # The sample's own dict: wire messages are never changed once decoded.
-                view.checks[sample.check] = CheckView(
+                activity.checks[sample.check] = CheckSample(
                     ok=sample.ok, time=sample.time, values=sample.values, error=sample.error
                 )
-        return view
+        return True
 
-    def get(self, host: str) -> HostView | None:
-        return self._hosts.get(host)
+    def replay(self) -> list[HostStatus]:
+        """The statuses to feed a new engine so that its fleet equals this one."""
+        return [status for host in sorted(self._history) for status in self._history[host]]
 
-    def all(self) -> list[HostView]:
-        return [self._hosts[name] for name in sorted(self._hosts)]
+    def get(self, host: str) -> HostEntry | None:
+        record = self._fleet.get(host)
+        if record is None:
+            return None
+        return HostEntry(record=record, activity=self._activity[host])
+
+    def entries(self) -> list[HostEntry]:
+        """Every host, by id."""
+        return [
+            HostEntry(record=self._fleet.hosts[name], activity=self._activity[name])
+            for name in sorted(self._fleet.hosts)
+        ]
+
+    def versions(self) -> dict[str, str | None]:
+        return {name: record.version for name, record in self._fleet.hosts.items()}
 
     def online_count(self) -> int:
         return self._online
 
     def as_builtins(self) -> list[dict[str, Any]]:
-        return [msgspec.to_builtins(view) for view in self.all()]
+        """Every host as the API's ``/api/v1/hosts`` lists it."""
+        return [
+            {
+                "host": e.record.host,
+                "online": e.record.online,
+                "session": e.record.session,
+                "environment": e.record.environment,
+                "version": e.record.version,
+                "slot": e.record.slot,
+                "labels": dict(e.record.labels),
+                "agent_version": e.activity.agent_version,
+                "last_seen": e.activity.last_seen,
+                "checks": msgspec.to_builtins(e.activity.checks),
+                "batches": e.activity.batches,
+                "last_seq": e.activity.last_seq,
+            }
+            for e in self.entries()
+        ]

@@ -52,6 +52,7 @@ from coordinator.engine import (
     SendCommand,
     Tick,
 )
+from coordinator.engine.fleet import StatusChange
 from coordinator.store import Store, StoreError, open_store
 from shared import topics
 from shared.config import CoordinatorConfig
@@ -150,7 +151,6 @@ class Coordinator:
         self.fencing = 0
         self._key: Ed25519PrivateKey | None = None
         self._client: aiomqtt.Client | None = None
-        self._statuses: dict[str, HostStatus] = {}
         self._wake = asyncio.Event()
         self._preflights: set[asyncio.Task[None]] = set()
         self._results: list[CommandResult] = []
@@ -259,9 +259,9 @@ class Coordinator:
             engine = Engine.restore(self.config, snapshot)
         self.engine = engine
         now = self.clock()
-        # The fleet comes from the broker's retained statuses, which we keep as they
-        # arrive; a new engine learns them before anything else.
-        for status in list(self._statuses.values()):
+        # The fleet comes from the broker's retained statuses, kept in the registry as
+        # they arrive; a new engine learns them before anything else.
+        for status in self.hosts.replay():
             self.step(HostStatusReceived(status=status), now)
         for action in engine.outstanding():
             if isinstance(action, SendCommand):
@@ -308,17 +308,16 @@ class Coordinator:
             return
         if isinstance(message, HostStatus):
             self.telemetry.ingested.labels("status").inc()
-            current = self._statuses.get(message.host)
-            if current is None or message.session >= current.session:
-                self._statuses[message.host] = message
-            if self.hosts.apply_status(message, now) is not None:
-                log.info(
-                    "host %s %s (session %d, version %s)",
-                    message.host,
-                    "online" if message.online else "offline",
-                    message.session,
-                    message.version,
-                )
+            if self.hosts.apply_status(message, now) is StatusChange.STALE:
+                self.telemetry.stale.inc()
+                return
+            log.info(
+                "host %s %s (session %d, version %s)",
+                message.host,
+                "online" if message.online else "offline",
+                message.session,
+                message.version,
+            )
             self.telemetry.hosts_online.set(self.hosts.online_count())
             self.step(HostStatusReceived(status=message), now)
         elif isinstance(message, MetricBatch):
@@ -386,6 +385,12 @@ class Coordinator:
         # Commands after the first failure were skipped: the deployment already failed.
 
     # -- readiness ---------------------------------------------------------------
+
+    def refresh_telemetry(self) -> None:
+        """Update the gauges read off state at scrape time."""
+        engine = self.engine
+        phases = [d.phase for d in engine.deployments()] if engine is not None else []
+        self.telemetry.refresh(self.hosts.online_count(), phases)
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         role = "leader" if self.leader else "standby"
@@ -524,8 +529,7 @@ class Coordinator:
                 await asyncio.wait_for(self._wake.wait(), max(0.0, deadline - self.clock()))
 
     def _record_series(self, engine: Engine, now: float) -> None:
-        versions = {view.host: view.version for view in self.hosts.all()}
-        records = self.series.flush(now, engine.deployments(), versions)
+        records = self.series.flush(now, engine.deployments(), self.hosts.versions())
         if records:
             self.pipeline.submit(
                 Step(actions=list(records), snapshot=None, time=now, fencing=self.fencing)

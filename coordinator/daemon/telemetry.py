@@ -3,12 +3,11 @@ so several coordinators in one test process never collide."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-if TYPE_CHECKING:
-    from coordinator.daemon.service import Coordinator
+from shared.phases import Phase
 
 
 class Telemetry:
@@ -24,6 +23,11 @@ class Telemetry:
             "rollguard_messages_rejected_total",
             "Messages refused (malformed, oversized, invalid, unknown topic, host mismatch)",
             ["reason"],
+            registry=self.registry,
+        )
+        self.stale = Counter(
+            "rollguard_statuses_stale_total",
+            "Host statuses ignored as older than what the host already said",
             registry=self.registry,
         )
         self.hosts_online = Gauge(
@@ -45,14 +49,12 @@ class Telemetry:
             "rollguard_deployments", "Deployments by state", ["state"], registry=self.registry
         )
 
-    def refresh(self, coordinator: Coordinator) -> None:
+    def refresh(self, online: int, phases: Iterable[Phase]) -> None:
         """Update the gauges that are read off state at scrape time."""
-        self.hosts_online.set(coordinator.hosts.online_count())
+        self.hosts_online.set(online)
         self.deployments.clear()
-        engine = coordinator.engine
-        if engine is not None:
-            counts: dict[str, int] = {}
-            for dep in engine.deployments():
-                counts[dep.phase.value] = counts.get(dep.phase.value, 0) + 1
-            for state, count in counts.items():
-                self.deployments.labels(state).set(count)
+        counts: dict[str, int] = {}
+        for phase in phases:
+            counts[phase.value] = counts.get(phase.value, 0) + 1
+        for state, count in counts.items():
+            self.deployments.labels(state).set(count)
