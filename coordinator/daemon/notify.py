@@ -33,23 +33,10 @@ import msgspec
 
 from shared.config.coordinator import Environments, Webhook
 from shared.errors import RollguardError
+from shared.kinds import NotifyKind
 
 log = logging.getLogger(__name__)
 
-Kind = Literal[
-    "deployment_started",
-    "step_promoted",
-    "paused",
-    "held",
-    "resumed",
-    "approval_needed",
-    "rolled_back",
-    "completed",
-    "failed",
-    "refused",
-    "alert_fired",
-    "alert_resolved",
-]
 Outcome = Literal["sent", "retried", "failed", "dropped", "duplicate"]
 
 ENVIRONMENT_NAMES: Final = ("development", "staging", "production")
@@ -74,7 +61,7 @@ class NotifyError(RollguardError):
 class Notification(msgspec.Struct, frozen=True, kw_only=True):
     """One state change worth telling people about."""
 
-    kind: Kind
+    kind: NotifyKind
     environment: str
     deployment: str | None = None
     host: str | None = None
@@ -366,21 +353,21 @@ def render(notification: Notification, fmt: Literal["slack", "json"]) -> tuple[b
     return msgspec.json.encode(notification), "application/json"
 
 
-_HEADLINES: Final[dict[str, tuple[str, str]]] = {
-    "deployment_started": (":rocket:", "deployment started"),
-    "step_promoted": (":arrow_up:", "promoted"),
-    "paused": (":double_vertical_bar:", "paused"),
+_HEADLINES: Final[dict[NotifyKind, tuple[str, str]]] = {
+    NotifyKind.DEPLOYMENT_STARTED: (":rocket:", "deployment started"),
+    NotifyKind.STEP_PROMOTED: (":arrow_up:", "promoted"),
+    NotifyKind.PAUSED: (":double_vertical_bar:", "paused"),
     # An automatic hold (fleet-wide incident, missing data, inconclusive): it waits for
     # a person, which an on-call engineer must not mistake for someone's pause.
-    "held": (":hourglass:", "held for an operator"),
-    "resumed": (":arrow_forward:", "resumed"),
-    "approval_needed": (":raising_hand:", "needs approval"),
-    "rolled_back": (":rotating_light:", "rolled back"),
-    "completed": (":white_check_mark:", "completed"),
-    "failed": (":x:", "failed"),
-    "refused": (":no_entry:", "refused before it started"),
-    "alert_fired": (":warning:", "alert fired"),
-    "alert_resolved": (":large_green_circle:", "alert resolved"),
+    NotifyKind.HELD: (":hourglass:", "held for an operator"),
+    NotifyKind.RESUMED: (":arrow_forward:", "resumed"),
+    NotifyKind.APPROVAL_NEEDED: (":raising_hand:", "needs approval"),
+    NotifyKind.ROLLED_BACK: (":rotating_light:", "rolled back"),
+    NotifyKind.COMPLETED: (":white_check_mark:", "completed"),
+    NotifyKind.FAILED: (":x:", "failed"),
+    NotifyKind.REFUSED: (":no_entry:", "refused before it started"),
+    NotifyKind.ALERT_FIRED: (":warning:", "alert fired"),
+    NotifyKind.ALERT_RESOLVED: (":large_green_circle:", "alert resolved"),
 }
 
 

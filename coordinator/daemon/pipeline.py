@@ -24,7 +24,7 @@ from typing import Any, Final
 import msgspec
 
 from coordinator.daemon.eventhub import EventHub
-from coordinator.daemon.notify import Kind, Notification, Notifier
+from coordinator.daemon.notify import Notification, Notifier
 from coordinator.daemon.outbox import Outbox
 from coordinator.daemon.telemetry import Telemetry
 from coordinator.engine import (
@@ -38,36 +38,13 @@ from coordinator.engine import (
     SendCommand,
 )
 from coordinator.store import Store, StoreError
+from shared.kinds import notify_kind
 from shared.messages import Command, Event
 
 log = logging.getLogger("rollguard.pipeline")
 QUEUE_LIMIT: Final = 100_000
 # Publishes of one step in flight at once (see _together).
 PUBLISH_WINDOW: Final = 64
-
-# The engine names its notifications after its own events; webhooks speak the smaller
-# vocabulary of coordinator/notify.py. One state change, one message: a rollback is
-# announced when it is decided, with the reason and evidence people need then (its
-# verified end is in the event log; a rollback that cannot be verified is a failure),
-# and a hold waits for an operator like a pause does.
-NOTIFY_KINDS: Final[dict[str, Kind | None]] = {
-    "deployment.started": "deployment_started",
-    "deployment.promoted": "step_promoted",
-    "deployment.paused": "paused",
-    "deployment.held": "held",
-    "deployment.resumed": "resumed",
-    "deployment.approval_needed": "approval_needed",
-    "deployment.rolling_back": "rolled_back",
-    "deployment.rolled_back": None,
-    "deployment.rollback_failed": "failed",
-    "deployment.refused": "refused",
-    "deployment.completed": "completed",
-    # Missing data or a fleet-wide breach outside a bake: nothing to decide, but an alert.
-    "deployment.missing": "alert_fired",
-    "deployment.fleet": "alert_fired",
-    "alert.fired": "alert_fired",
-    "alert.resolved": "alert_resolved",
-}
 
 Publish = Callable[[str, bytes, bool], Awaitable[None]]
 SignCommand = Callable[[SendCommand], Command]
@@ -267,11 +244,9 @@ async def _together(publishes: list[Awaitable[None]]) -> None:
 
 
 def _notification(action: Notify, versions: dict[str, str]) -> Notification | None:
-    """The webhook message for one engine Notify; None for a kind told otherwise."""
-    if action.kind not in NOTIFY_KINDS:
-        log.error("no webhook kind for the engine's %r notification; not sent", action.kind)
-        return None
-    kind = NOTIFY_KINDS[action.kind]
+    """The webhook message for one engine Notify; None for a kind told otherwise
+    (shared.kinds.notify_kind, total over the engine's kinds)."""
+    kind = notify_kind(action.kind)
     if kind is None:
         return None
     return Notification(

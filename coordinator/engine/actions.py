@@ -13,6 +13,7 @@ from msgspec import Struct
 
 from coordinator.engine.deployment import Deployment
 from shared.config.coordinator import PreflightCommand
+from shared.kinds import EventKind
 from shared.messages import Action, Slot
 
 
@@ -53,7 +54,7 @@ class Record(_Action, frozen=True, kw_only=True, tag="record"):
     """Append to the event log: every decision, with the evidence behind it."""
 
     time: float
-    kind: str
+    kind: EventKind
     message: str
     deployment: str | None = None
     host: str | None = None
@@ -68,7 +69,8 @@ class Notify(_Action, frozen=True, kw_only=True, tag="notify"):
     """Tell people (the environment's webhooks): one per state change, never repeated."""
 
     time: float
-    kind: str
+    # One of shared.kinds.NOTICES; shared.kinds.notify_kind names its webhook kind.
+    kind: EventKind
     severity: Severity
     message: str
     environment: str | None = None

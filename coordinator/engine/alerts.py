@@ -34,6 +34,7 @@ from coordinator.engine.windows import (
     tally_sample,
 )
 from shared.config.coordinator import AlertPolicy
+from shared.kinds import EventKind
 from shared.messages import Sample
 
 
@@ -323,11 +324,19 @@ class Alerts:
             return []
         if fire:
             self.firing[key] = FiringAlert(host=host, rule=rule, since=now, message=message)
-            kind, severity, text = "alert.fired", "warning", f"{host}: {rule} alert: {message}"
+            kind, severity, text = (
+                EventKind.ALERT_FIRED,
+                "warning",
+                f"{host}: {rule} alert: {message}",
+            )
         else:
             since = self.firing.pop(key).since
             evidence = {**evidence, "fired_at": since, "duration": now - since}
-            kind, severity, text = "alert.resolved", "info", f"{host}: {rule} resolved: {message}"
+            kind, severity, text = (
+                EventKind.ALERT_RESOLVED,
+                "info",
+                f"{host}: {rule} resolved: {message}",
+            )
         evidence = {"rule": rule, **evidence}
         return [
             Record(time=now, kind=kind, message=text, host=host, evidence=evidence),

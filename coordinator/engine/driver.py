@@ -19,11 +19,12 @@ from coordinator.engine.commands import FAILED_STATES, Commands
 from coordinator.engine.deployment import Deployment, HistoryEntry, HoldReason, Step, TargetHost
 from coordinator.engine.errors import EngineError
 from coordinator.engine.judge import Judgement, Outcome
-from coordinator.engine.phases import TERMINAL, Phase, Trigger, transition
+from coordinator.engine.phases import RECORDED_AS, TERMINAL, Phase, Trigger, transition
 from coordinator.engine.rollback import Rollback
 from coordinator.engine.rules import Verdict
 from coordinator.engine.state import EngineState, Outbox
 from shared.config.coordinator import EnvironmentPolicy
+from shared.kinds import EventKind
 
 # A deployment settles within a handful of transitions per event; more is a bug.
 MAX_TRANSITIONS_PER_EVENT = 32
@@ -50,7 +51,7 @@ class Driver:
         *,
         evidence: dict[str, Any] | None = None,
         actor: str | None = None,
-        notify: tuple[str, Severity] | None = None,
+        notify: tuple[EventKind, Severity] | None = None,
     ) -> None:
         """Take one transition of the table (raising, with nothing changed, if illegal),
         keep the bake clock, record it with its evidence and notify if asked."""
@@ -79,7 +80,7 @@ class Driver:
         }
         out.record(
             now,
-            f"deployment.{trigger.value}",
+            RECORDED_AS[trigger],
             message,
             deployment=dep.id,
             actor=actor,
@@ -89,7 +90,7 @@ class Driver:
             kind, severity = notify
             out.notify(
                 now,
-                f"deployment.{kind}",
+                kind,
                 severity,
                 f"{dep.id} ({dep.environment}, {dep.version}): {message}",
                 environment=dep.environment,
@@ -154,7 +155,7 @@ class Driver:
                     out,
                     f"refused: preflight commands not reported in time: {', '.join(pending)}",
                     evidence={"pending": pending},
-                    notify=("refused", "warning"),
+                    notify=(EventKind.DEPLOYMENT_REFUSED, "warning"),
                 )
                 return True
             return False  # preflight reports and operator requests move it (operator.py)
@@ -212,7 +213,7 @@ class Driver:
                         out,
                         "every judged host reports again; bake continues",
                         evidence=result.evidence(),
-                        notify=("resumed", "info"),
+                        notify=(EventKind.DEPLOYMENT_RESUMED, "info"),
                     )
                     return True
             return False
@@ -300,7 +301,11 @@ class Driver:
             dep.summary = message
             out.touch(dep)
             out.record(
-                now, "deployment.hold", message, deployment=dep.id, evidence=result.evidence()
+                now,
+                EventKind.DEPLOYMENT_HOLD,
+                message,
+                deployment=dep.id,
+                evidence=result.evidence(),
             )
             changed = False
         else:
@@ -311,7 +316,7 @@ class Driver:
                 out,
                 message,
                 evidence={"reason": reason, **result.evidence()},
-                notify=("held", "warning"),
+                notify=(EventKind.DEPLOYMENT_HELD, "warning"),
             )
             dep.hold_reason = reason
             changed = True
@@ -331,6 +336,7 @@ class Driver:
             "missing": result is not None and result.outcome is Outcome.MISSING,
             "fleet": result is not None and result.outcome is Outcome.FLEET,
         }
+        kinds = {"missing": EventKind.DEPLOYMENT_MISSING, "fleet": EventKind.DEPLOYMENT_FLEET}
         for key, present in conditions.items():
             if not present:
                 runtime.notified.discard(key)
@@ -346,12 +352,10 @@ class Driver:
                 else "fleet-wide breach (baseline too): "
                 + "; ".join(r.message for r in result.failed)
             )
-            out.record(
-                now, f"deployment.{key}", text, deployment=dep.id, evidence=result.evidence()
-            )
+            out.record(now, kinds[key], text, deployment=dep.id, evidence=result.evidence())
             out.notify(
                 now,
-                f"deployment.{key}",
+                kinds[key],
                 "warning",
                 f"{dep.id}: {text}",
                 environment=dep.environment,
@@ -378,7 +382,7 @@ class Driver:
                 now,
                 out,
                 f"step {step.name} waits for an operator's approve",
-                notify=("approval_needed", "info"),
+                notify=(EventKind.DEPLOYMENT_APPROVAL_NEEDED, "info"),
             )
             return
         self.advance_step(dep, Trigger.NEXT_STEP, now, out)
@@ -413,7 +417,7 @@ class Driver:
                 "next_step": step.index,
                 **(evidence or {}),
             },
-            notify=("promoted", "info"),
+            notify=(EventKind.DEPLOYMENT_PROMOTED, "info"),
         )
         dep.step = step.index
         self.commands.send(dep, list(step.orders), now, out, purpose="rollout", step=step.index)
@@ -451,7 +455,7 @@ class Driver:
             out,
             f"completed: every host ({len(dep.targets)}) reports {dep.version} and is healthy",
             evidence=result.evidence() if result is not None else {},
-            notify=("completed", "info"),
+            notify=(EventKind.DEPLOYMENT_COMPLETED, "info"),
         )
         return True
 

@@ -28,6 +28,8 @@ this engine has not seen.
 
 from __future__ import annotations
 
+from typing import Final
+
 import msgspec
 
 from coordinator.engine.actions import EngineAction, RunPreflight, SendCommand
@@ -49,7 +51,15 @@ from coordinator.engine.operator import Operator
 from coordinator.engine.phases import ACTIVE, Phase
 from coordinator.engine.state import SNAPSHOT_FORMAT, EngineSnapshot, EngineState, Outbox
 from shared.config.coordinator import CoordinatorConfig
+from shared.kinds import EventKind
 from shared.messages import CommandResult, HostStatus, MetricBatch
+
+# How a final answer is recorded in the event log ("accepted" is not recorded).
+ANSWERED_AS: Final[dict[str, EventKind]] = {
+    "succeeded": EventKind.COMMAND_SUCCEEDED,
+    "failed": EventKind.COMMAND_FAILED,
+    "rejected": EventKind.COMMAND_REJECTED,
+}
 
 
 class Engine:
@@ -225,7 +235,7 @@ class Engine:
             out.touch(dep)
             out.record(
                 now,
-                "deployment.resumed_after_restart",
+                EventKind.DEPLOYMENT_RESUMED_AFTER_RESTART,
                 f"{dep.id}: resumed in {dep.phase.value} with {dep.bake_at(now):.0f} of "
                 f"{dep.bake_length:.0f} s baked; judging restarts on fresh data",
                 deployment=dep.id,
@@ -289,7 +299,7 @@ class Engine:
         if dep is None or command is None:
             out.record(
                 now,
-                "command.unknown",
+                EventKind.COMMAND_UNKNOWN,
                 f"result {result.state} for unknown command {result.id} from {result.host}",
                 host=result.host,
                 evidence={"command": result.id, "state": result.state, "detail": result.detail},
@@ -306,7 +316,7 @@ class Engine:
         if result.host != command.host:
             out.record(
                 now,
-                "command.host_mismatch",
+                EventKind.COMMAND_HOST_MISMATCH,
                 f"{result.host} answered {command.id}, which was sent to {command.host}; ignored",
                 deployment=dep.id,
                 host=result.host,
@@ -317,7 +327,7 @@ class Engine:
             if result.state != command.state:
                 out.record(
                     now,
-                    "command.late",
+                    EventKind.COMMAND_LATE,
                     f"{command.host} answered {command.id} {result.state} after it was "
                     f"{command.state}",
                     deployment=dep.id,
@@ -338,7 +348,7 @@ class Engine:
         self._driver.commands.heard_from(dep, command.host)
         out.record(
             now,
-            f"command.{result.state}",
+            ANSWERED_AS[result.state],
             f"{command.host}: {command.action} {command.version or command.slot or ''} "
             f"{result.state}{': ' + result.detail[:200] if result.detail else ''}",
             deployment=dep.id,

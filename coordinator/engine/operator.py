@@ -12,17 +12,34 @@ time, not on evidence.
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from coordinator.engine.actions import OperatorReply, RunPreflight
 from coordinator.engine.deployment import Deployment, PreflightState
 from coordinator.engine.driver import Driver, plan, targets_of
-from coordinator.engine.events import DEPLOYMENT_ID_PATTERN, OperatorRequest, PreflightReported
+from coordinator.engine.events import (
+    DEPLOYMENT_ID_PATTERN,
+    OperatorAction,
+    OperatorRequest,
+    PreflightReported,
+)
 from coordinator.engine.fleet import HostRecord
 from coordinator.engine.gate import host_gate
 from coordinator.engine.phases import ACTIVE, Phase, Trigger, allowed
 from coordinator.engine.rules import Verdict
 from coordinator.engine.state import EngineState, Outbox
+from shared.kinds import EventKind
 from shared.messages import VERSION_PATTERN
+
+# How each request is recorded in the event log, accepted or refused.
+RECORDED_AS: Final[dict[OperatorAction, EventKind]] = {
+    "start": EventKind.OPERATOR_START,
+    "promote": EventKind.OPERATOR_PROMOTE,
+    "rollback": EventKind.OPERATOR_ROLLBACK,
+    "pause": EventKind.OPERATOR_PAUSE,
+    "resume": EventKind.OPERATOR_RESUME,
+    "approve": EventKind.OPERATOR_APPROVE,
+}
 
 
 class _Refused(Exception):
@@ -73,7 +90,7 @@ class Operator:
     ) -> None:
         out.record(
             now,
-            f"operator.{request.action}",
+            RECORDED_AS[request.action],
             f"{request.actor}: {request.action} {request.deployment_id}: {message}",
             deployment=request.deployment_id,
             actor=request.actor,
@@ -134,7 +151,7 @@ class Operator:
         if reasons:
             out.record(
                 now,
-                "deployment.refused",
+                EventKind.DEPLOYMENT_REFUSED,
                 f"{request.deployment_id} refused by the preflight gate",
                 deployment=request.deployment_id,
                 actor=request.actor,
@@ -163,7 +180,7 @@ class Operator:
         out.touch(dep)
         out.record(
             now,
-            "deployment.created",
+            EventKind.DEPLOYMENT_CREATED,
             f"{dep.id}: {dep.version} to {len(records)} {environment} hosts by {strategy}, "
             f"from {dep.from_version}",
             deployment=dep.id,
@@ -186,7 +203,7 @@ class Operator:
         )
         out.notify(
             now,
-            "deployment.started",
+            EventKind.DEPLOYMENT_STARTED,
             "info",
             f"{dep.id}: {request.actor} started {dep.version} in {environment} ({strategy})",
             environment=environment,
@@ -240,7 +257,7 @@ class Operator:
         if dep is None or dep.phase is not Phase.PREFLIGHT or entry is None or entry.ok is not None:
             out.record(
                 now,
-                "preflight.ignored",
+                EventKind.PREFLIGHT_IGNORED,
                 f"preflight {event.name} of {event.deployment_id} reported outside its preflight",
                 deployment=event.deployment_id,
                 evidence={"name": event.name, "ok": event.ok},
@@ -251,7 +268,7 @@ class Operator:
         out.touch(dep)
         out.record(
             now,
-            "preflight.reported",
+            EventKind.PREFLIGHT_REPORTED,
             f"preflight {event.name}: {'ok' if event.ok else 'failed'}",
             deployment=dep.id,
             evidence={"name": event.name, "ok": event.ok, "output_tail": entry.output_tail},
@@ -264,7 +281,7 @@ class Operator:
                 out,
                 f"refused: preflight command {event.name} failed",
                 evidence={"name": event.name, "output_tail": entry.output_tail},
-                notify=("refused", "warning"),
+                notify=(EventKind.DEPLOYMENT_REFUSED, "warning"),
             )
             return
         if all(p.ok for p in dep.preflight):
@@ -286,7 +303,7 @@ class Operator:
                 out,
                 "refused by the preflight gate: " + "; ".join(reasons),
                 evidence={"reasons": reasons},
-                notify=("refused", "warning"),
+                notify=(EventKind.DEPLOYMENT_REFUSED, "warning"),
             )
             return
         step = dep.steps[0]
@@ -390,7 +407,7 @@ class Operator:
             "(no promotion; a breach still rolls back)",
             actor=request.actor,
             evidence={"reason": request.reason},
-            notify=("paused", "info"),
+            notify=(EventKind.DEPLOYMENT_PAUSED, "info"),
         )
         return True, "paused"
 
@@ -411,7 +428,7 @@ class Operator:
             f"resumed by {request.actor}: {request.reason or 'no reason given'}",
             actor=request.actor,
             evidence={"reason": request.reason, "hold_reason": hold},
-            notify=("resumed", "info"),
+            notify=(EventKind.DEPLOYMENT_RESUMED, "info"),
         )
         if hold == "fleet_incident":
             self.driver.cohorts.open_window(dep, now)

@@ -36,11 +36,13 @@ import enum
 from typing import Final, Literal
 
 from coordinator.engine.errors import IllegalTransition
+from shared.kinds import EventKind
 from shared.phases import TERMINAL, Phase
 
 __all__ = [
     "ACTIVE",
     "PREVIOUS",
+    "RECORDED_AS",
     "TERMINAL",
     "TRANSITIONS",
     "Phase",
@@ -128,6 +130,29 @@ TRANSITIONS: Final[dict[tuple[Phase, Trigger], Target]] = {
     (P.FAILED, T.ROLLBACK): P.ROLLING_BACK,
 }
 del P, T
+
+# How each transition is recorded in the event log: "deployment.<trigger>".
+RECORDED_AS: Final[dict[Trigger, EventKind]] = {
+    Trigger.PREFLIGHT_PASSED: EventKind.DEPLOYMENT_PREFLIGHT_PASSED,
+    Trigger.PREFLIGHT_FAILED: EventKind.DEPLOYMENT_PREFLIGHT_FAILED,
+    Trigger.ACKED: EventKind.DEPLOYMENT_ACKED,
+    Trigger.BAKE_PASSED: EventKind.DEPLOYMENT_BAKE_PASSED,
+    Trigger.EXTEND: EventKind.DEPLOYMENT_EXTEND,
+    Trigger.HOLD: EventKind.DEPLOYMENT_HOLD,
+    Trigger.CLEARED: EventKind.DEPLOYMENT_CLEARED,
+    Trigger.PROMOTE: EventKind.DEPLOYMENT_PROMOTE,
+    Trigger.APPROVE: EventKind.DEPLOYMENT_APPROVE,
+    Trigger.NEXT_STEP: EventKind.DEPLOYMENT_NEXT_STEP,
+    Trigger.APPROVAL_REQUIRED: EventKind.DEPLOYMENT_APPROVAL_REQUIRED,
+    Trigger.STEPS_DONE: EventKind.DEPLOYMENT_STEPS_DONE,
+    Trigger.VERIFIED: EventKind.DEPLOYMENT_VERIFIED,
+    Trigger.PAUSE: EventKind.DEPLOYMENT_PAUSE,
+    Trigger.RESUME: EventKind.DEPLOYMENT_RESUME,
+    Trigger.FAIL: EventKind.DEPLOYMENT_FAIL,
+    Trigger.ROLLBACK: EventKind.DEPLOYMENT_ROLLBACK,
+    Trigger.ROLLBACK_DONE: EventKind.DEPLOYMENT_ROLLBACK_DONE,
+    Trigger.ROLLBACK_FAILED: EventKind.DEPLOYMENT_ROLLBACK_FAILED,
+}
 
 # Phases in which a deployment owns its environment: no second one may start there.
 ACTIVE: Final = frozenset(set(Phase) - TERMINAL)

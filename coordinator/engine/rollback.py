@@ -18,6 +18,7 @@ from coordinator.engine.commands import FAILED_STATES, Commands
 from coordinator.engine.deployment import Deployment
 from coordinator.engine.phases import Phase, Trigger
 from coordinator.engine.state import EngineState, Outbox
+from shared.kinds import EventKind
 
 if TYPE_CHECKING:
     from coordinator.engine.driver import Driver
@@ -87,7 +88,10 @@ class Rollback:
                 **evidence,
             },
             actor=actor,
-            notify=("rolling_back", "critical" if trigger is Trigger.FAIL else "warning"),
+            notify=(
+                EventKind.DEPLOYMENT_ROLLING_BACK,
+                "critical" if trigger is Trigger.FAIL else "warning",
+            ),
         )
         dep.rollback_version = stable
         dep.rollback_reason = reason
@@ -168,7 +172,7 @@ class Rollback:
                 + ", ".join(sorted({c.host for c in failed} | set(off)))
                 + "; needs a person (rollback again to retry)",
                 evidence=evidence,
-                notify=("rollback_failed", "critical"),
+                notify=(EventKind.DEPLOYMENT_ROLLBACK_FAILED, "critical"),
             )
             return True
         health = f"; still unhealthy: {', '.join(unhealthy)}" if unhealthy else "; healthy"
@@ -179,6 +183,6 @@ class Rollback:
             out,
             f"rolled back: every host reports {stable}{health} (reason: {dep.rollback_reason})",
             evidence=evidence,
-            notify=("rolled_back", "warning" if unhealthy else "info"),
+            notify=(EventKind.DEPLOYMENT_ROLLED_BACK, "warning" if unhealthy else "info"),
         )
         return True

@@ -32,6 +32,7 @@ from coordinator.engine.windows import (
     slot_check,
 )
 from shared.config.coordinator import CoordinatorConfig, EnvironmentPolicy
+from shared.kinds import EventKind
 from shared.messages import Slot
 
 SNAPSHOT_FORMAT = 1
@@ -101,7 +102,7 @@ class Outbox:
     def record(
         self,
         now: float,
-        kind: str,
+        kind: EventKind,
         message: str,
         *,
         deployment: str | None = None,
@@ -124,7 +125,7 @@ class Outbox:
     def notify(
         self,
         now: float,
-        kind: str,
+        kind: EventKind,
         severity: Severity,
         message: str,
         *,

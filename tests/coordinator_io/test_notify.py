@@ -23,6 +23,7 @@ from coordinator.daemon.notify import (
     targets_from_config,
 )
 from shared.config.coordinator import Environments, ProductionPolicy, Webhook
+from shared.kinds import NotifyKind
 
 FAST = RetryPolicy(attempts=4, base=0.02, cap=0.1, retry_after_cap=0.5)
 
@@ -131,7 +132,7 @@ def test_headline_reads_like_the_guide() -> None:
         "error rate 3.2% > 1% (Wilson lower bound 2.1%)"
     )
     alert = Notification(
-        kind="alert_fired",
+        kind=NotifyKind.ALERT_FIRED,
         environment="staging",
         host="web-1",
         message="cpu 93% > 80% for 3 samples",
@@ -140,7 +141,7 @@ def test_headline_reads_like_the_guide() -> None:
     )
     assert headline(alert) == ":warning: staging: web-1 alert fired — cpu 93% > 80% for 3 samples"
     started = Notification(
-        kind="deployment_started", environment="staging", deployment="d1", time=0.0
+        kind=NotifyKind.DEPLOYMENT_STARTED, environment="staging", deployment="d1", time=0.0
     )
     assert headline(started) == ":rocket: staging: deployment d1 deployment started"
 
