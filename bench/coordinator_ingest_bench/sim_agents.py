@@ -189,6 +189,11 @@ class Agents:
         self.connect_errors = 0
         self._space = asyncio.Event()
         self._periodic: asyncio.Task[None] | None = None
+        # Reporting at intervals: (application, cpu and memory) seconds, and a heap of
+        # (due, tie-breaker, check, host) with every host's next sample of each check.
+        self._intervals = (10.0, 60.0)
+        self._heap: list[tuple[float, int, str, SimHost]] = []
+        self._counter = 0
         self._keepalive = asyncio.create_task(
             keepalive_loop(lambda: [h.client for h in self.hosts if h.client is not None])
         )
@@ -260,8 +265,7 @@ class Agents:
     # -- reporting at intervals
     async def start_periodic(self, app: float, system: float) -> dict[str, Any]:
         self._intervals = (app, system)
-        self._heap: list[tuple[float, int, str, SimHost]] = []
-        self._counter = 0
+        self._heap = []
         self._schedule(self.hosts)
         self._periodic = asyncio.create_task(self._run_periodic())
         return {}
