@@ -15,9 +15,13 @@ import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
+
+import msgspec
 
 from shared.errors import RollguardError
+from shared.phases import Phase
+from shared.views import DeploymentReply, DeploymentView, ErrorView, EventList, EventView
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
@@ -27,14 +31,14 @@ EXIT_INTERRUPTED: Final = 130
 DEFAULT_URL: Final = "http://127.0.0.1:8470"
 DEFAULT_TOKEN_FILE: Final = "/var/lib/rollguard/api.token"
 HTTP_TIMEOUT: Final = 10.0
-TERMINAL: Final = frozenset({"completed", "rolled_back", "failed", "refused"})
 # What ``--wait`` exits with once the deployment is over.
-OUTCOME_CODES: Final = {
-    "completed": EXIT_OK,
-    "rolled_back": EXIT_ROLLED_BACK,
-    "failed": EXIT_FAILURE,
-    "refused": EXIT_FAILURE,
+OUTCOME_CODES: Final[dict[Phase, int]] = {
+    Phase.COMPLETED: EXIT_OK,
+    Phase.ROLLED_BACK: EXIT_ROLLED_BACK,
+    Phase.FAILED: EXIT_FAILURE,
+    Phase.REFUSED: EXIT_FAILURE,
 }
+T = TypeVar("T")
 
 
 class CliError(RollguardError):
@@ -82,10 +86,12 @@ class Client:
         self,
         method: str,
         path: str,
+        kind: type[T],
         body: dict[str, Any] | None = None,
         *,
         timeout: float = HTTP_TIMEOUT,
-    ) -> Any:
+    ) -> T:
+        """Call the API and decode its answer as ``kind`` (a view of shared.views)."""
         request = self._request(method, path, body, "application/json")
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
@@ -95,8 +101,13 @@ class Client:
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             raise self._unreachable(exc) from exc
         try:
-            return json.loads(raw or b"null")
-        except ValueError as exc:
+            return msgspec.json.decode(raw, type=kind)
+        except msgspec.ValidationError as exc:
+            raise CliError(
+                f"{self.url} answered {path} in a form this rollguard does not know: {exc} "
+                "(are the CLI and the coordinator the same version?)"
+            ) from exc
+        except msgspec.DecodeError as exc:
             raise CliError(
                 f"{self.url} did not answer like a rollguard coordinator (not JSON from {path})"
             ) from exc
@@ -142,14 +153,13 @@ class Client:
 
 
 def _error_body(exc: urllib.error.HTTPError) -> tuple[str, list[str]]:
+    """The coordinator's error and reasons; the HTTP reason from anything else (a
+    proxy's page, say)."""
     try:
-        body = json.loads(exc.read())
-    except (ValueError, OSError):
+        body = msgspec.json.decode(exc.read(), type=ErrorView)
+    except (msgspec.DecodeError, OSError):
         return str(exc.reason), []
-    if not isinstance(body, dict):
-        return str(exc.reason), []
-    reasons = body.get("reasons") or []
-    return str(body.get("error", exc.reason)), [str(r) for r in reasons]
+    return body.error, body.reasons
 
 
 def _token(args: argparse.Namespace) -> str | None:
@@ -181,7 +191,8 @@ def client_for(args: argparse.Namespace) -> Client:
 
 
 def print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, sort_keys=True))
+    """Views (and plain data) as indented JSON, keys sorted."""
+    print(json.dumps(msgspec.to_builtins(data), indent=2, sort_keys=True))
 
 
 def print_table(rows: list[tuple[str, ...]]) -> None:
@@ -195,13 +206,11 @@ def quote_path(path: str) -> str:
     return urllib.parse.quote(path, safe="")
 
 
-def get_deployment(client: Client, deployment_id: str) -> dict[str, Any]:
-    reply = client.request("GET", f"/api/v1/deployments/{quote_path(deployment_id)}")
-    deployment: dict[str, Any] = reply["deployment"]
-    return deployment
+def get_deployment(client: Client, deployment_id: str) -> DeploymentView:
+    path = f"/api/v1/deployments/{quote_path(deployment_id)}"
+    return client.request("GET", path, DeploymentReply).deployment
 
 
-def get_events(client: Client, deployment_id: str) -> list[dict[str, Any]]:
-    reply = client.request("GET", f"/api/v1/deployments/{quote_path(deployment_id)}/events")
-    events: list[dict[str, Any]] = reply["events"]
-    return events
+def get_events(client: Client, deployment_id: str) -> list[EventView]:
+    path = f"/api/v1/deployments/{quote_path(deployment_id)}/events"
+    return client.request("GET", path, EventList).events

@@ -20,12 +20,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from coordinator.cli.client import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, Client, CliError
+from coordinator.cli.client import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    Client,
+    CliError,
+    get_deployment,
+    get_events,
+)
 from coordinator.cli.follow import WINDOW, Update, follow
 from coordinator.devfleet.broker import BrokerError, mosquitto_binary
 from coordinator.devfleet.fleet import PROFILES, STABLE, Fleet
 from coordinator.report import build_report, render
 from coordinator.report.words import as_map, rate, rule_lines, window_words
+from shared.phases import Phase
+from shared.views import DeploymentView, HostList, OperatorReplyView
 
 GOOD: Final = "2.0.0"
 BAD: Final = "2.1.0"
@@ -112,54 +122,53 @@ class DemoRun:
             "and publishing samples over MQTT every second"
         )
         fleet.wait_ready(45)
-        hosts = self.client.request("GET", "/api/v1/hosts")["hosts"]
-        zones = sorted({h["labels"].get("zone", "-") for h in hosts})
+        hosts = self.client.request("GET", "/api/v1/hosts", HostList).hosts
+        zones = sorted({h.labels.get("zone", "-") for h in hosts})
         self.say(
             f"{len(hosts)} hosts online in zones {', '.join(zones)}, all on {STABLE}; "
             "canary bakes are compressed to seconds (10 s first step, 5 s after)"
         )
 
-    def deploy(self, version: str, reason: str) -> dict[str, Any]:
-        reply = self.client.request(
-            "POST", "/api/v1/deployments", {"version": version, "reason": reason}
-        )
-        deployment: dict[str, Any] = reply["deployment"]
-        steps = deployment.get("steps") or []
+    def deploy(self, version: str, reason: str) -> DeploymentView:
+        body = {"version": version, "reason": reason}
+        reply = self.client.request("POST", "/api/v1/deployments", OperatorReplyView, body)
+        deployment = reply.deployment
+        if deployment is None:
+            raise CliError(f"the coordinator accepted {version} but did not show the deployment")
         plan = " → ".join(
-            f"{s['name']} ({len(s['orders'])} host{'s' if len(s['orders']) != 1 else ''})"
-            for s in steps
+            f"{s.name} ({len(s.orders)} host{'s' if len(s.orders) != 1 else ''})"
+            for s in deployment.steps
         )
-        self.say(f"deploy {version} (deployment {deployment['id']}), by canary: {plan}")
-        self.deployment_id = deployment["id"]
+        self.say(f"deploy {version} (deployment {deployment.id}), by canary: {plan}")
+        self.deployment_id = deployment.id
         self.last_numbers = 0.0
         deadline = time.monotonic() + DEPLOYMENT_TIMEOUT
         last = deployment
         try:
             for update in follow(
-                self.client, deployment["id"], initial=deployment, deadline=deadline, poll=0.5
+                self.client, deployment.id, initial=deployment, deadline=deadline, poll=0.5
             ):
                 last = update.deployment
                 self._narrate(update)
         except TimeoutError:
             raise CliError(
-                f"deployment {deployment['id']} of {version} did not finish within "
-                f"{DEPLOYMENT_TIMEOUT:g} s (it is {last.get('state')}: {last.get('summary')})"
+                f"deployment {deployment.id} of {version} did not finish within "
+                f"{DEPLOYMENT_TIMEOUT:g} s (it is {last.phase.value}: {last.summary})"
             ) from None
         return last
 
     def _narrate(self, update: Update) -> None:
         for event in update.events:
-            kind = str(event.get("kind", ""))
-            evidence: Mapping[str, Any] = event.get("evidence") or {}
+            kind, evidence = event.kind, event.evidence
             if kind == WINDOW:
                 self._numbers(evidence)
                 continue
             if kind in ("operator.start", "deployment.created"):
                 continue
             if kind.startswith("command."):
-                self.say(str(event.get("message")), indent=2)
+                self.say(event.message, indent=2)
                 continue
-            self.say(str(event.get("message")))
+            self.say(event.message)
             self._evidence(kind, evidence)
 
     def _numbers(self, evidence: Mapping[str, Any]) -> None:
@@ -216,11 +225,9 @@ class DemoRun:
         return True
 
     def write_report(self, deployment_id: str) -> Path:
-        deployment = self.client.request("GET", f"/api/v1/deployments/{deployment_id}")[
-            "deployment"
-        ]
-        events = self.client.request("GET", f"/api/v1/deployments/{deployment_id}/events")["events"]
-        hosts = self.client.request("GET", "/api/v1/hosts")["hosts"]
+        deployment = get_deployment(self.client, deployment_id)
+        events = get_events(self.client, deployment_id)
+        hosts = self.client.request("GET", "/api/v1/hosts", HostList).hosts
         report = build_report(deployment, events, hosts, generated=time.time())
         path = self.fleet.directory / f"report-{deployment_id}.html"
         path.write_text(render(report, "html"), encoding="utf-8")
@@ -252,22 +259,23 @@ def run_demo(
 
         narrator.heading(f"1. A good release: {GOOD}")
         good = run.deploy(GOOD, "demo: a good release")
-        good_ok = good["state"] == "completed" and run.check_hosts(GOOD)
+        good_done = good.phase is Phase.COMPLETED
+        good_ok = good_done and run.check_hosts(GOOD)
         narrator.say(
-            f"=> {GOOD}: {good['state'].replace('_', ' ')}"
-            + (" through every step" if good["state"] == "completed" else "")
+            f"=> {GOOD}: {good.phase.value.replace('_', ' ')}"
+            + (" through every step" if good_done else "")
         )
 
         narrator.heading(f"2. A bad release: {BAD}")
         bad = run.deploy(BAD, "demo: a bad release")
-        bad_ok = bad["state"] == "rolled_back" and run.check_hosts(GOOD if good_ok else STABLE)
+        bad_ok = bad.phase is Phase.ROLLED_BACK and run.check_hosts(GOOD if good_ok else STABLE)
         narrator.say(
-            f"=> {BAD}: {bad['state'].replace('_', ' ')}"
-            + (f" on its own: {bad.get('rollback_reason')}" if bad_ok else "")
+            f"=> {BAD}: {bad.phase.value.replace('_', ' ')}"
+            + (f" on its own: {bad.rollback_reason}" if bad_ok else "")
         )
 
         narrator.heading("Report")
-        path = run.write_report(bad["id"])
+        path = run.write_report(bad.id)
         narrator.say(f"the report of the rolled-back deployment: {path}")
         narrator.say(f"(Markdown: {path.with_suffix('.md')}; open the HTML in a browser)")
         if keep:

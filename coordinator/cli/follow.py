@@ -9,7 +9,6 @@ happen; otherwise plain lines are printed, and only when something changed.
 from __future__ import annotations
 
 import contextlib
-import json
 import queue
 import shutil
 import threading
@@ -17,9 +16,11 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TextIO
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
-from coordinator.cli.client import EXIT_USAGE, TERMINAL, Client, CliError
+import msgspec
+
+from coordinator.cli.client import EXIT_USAGE, Client, CliError, get_deployment
 from coordinator.report.words import (
     HOLD_WORDS,
     STATE_WORDS,
@@ -29,8 +30,11 @@ from coordinator.report.words import (
     millis,
     offset,
     rate,
+    transition_to,
     window_words,
 )
+from shared.phases import TERMINAL, Phase
+from shared.views import DeploymentView, EventView, StreamError
 
 WINDOW: Final = "analysis.window"
 # How long the coordinator may be unreachable before following gives up.
@@ -52,7 +56,7 @@ class EventStream:
         self.client = client
         self.deployment_id = deployment_id
         self.after = after
-        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.events: queue.Queue[EventView] = queue.Queue()
         self.error: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rollguard-events", daemon=True)
@@ -63,8 +67,8 @@ class EventStream:
     def stop(self) -> None:
         self._stop.set()
 
-    def drain(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+    def drain(self) -> list[EventView]:
+        out: list[EventView] = []
         with contextlib.suppress(queue.Empty):
             while True:
                 out.append(self.events.get_nowait())
@@ -92,24 +96,29 @@ class EventStream:
             if line.startswith("data:"):
                 data.append(line[5:].lstrip())
             elif not line and data:
-                event = json.loads("\n".join(data))
+                payload = "\n".join(data).encode()
                 data = []
-                if "seq" not in event:
+                try:
+                    event = _event_decoder.decode(payload)
+                except msgspec.ValidationError:
                     # The coordinator's own ``error`` event before it ends the stream.
-                    self.error = str(event.get("error", event))
+                    self.error = _error_decoder.decode(payload).error
                     continue
-                seq = int(event["seq"])
-                if seq > self.after:
-                    self.after = seq
+                if event.seq > self.after:
+                    self.after = event.seq
                     self.events.put(event)
+
+
+_event_decoder = msgspec.json.Decoder(EventView)
+_error_decoder = msgspec.json.Decoder(StreamError)
 
 
 @dataclass
 class Update:
     """What changed since the last update: the deployment now, and its new events."""
 
-    deployment: dict[str, Any]
-    events: list[dict[str, Any]] = field(default_factory=list)
+    deployment: DeploymentView
+    events: list[EventView] = field(default_factory=list)
     # Set while the coordinator cannot be reached (the deployment is the last one seen).
     error: str | None = None
 
@@ -120,7 +129,7 @@ def follow(
     *,
     poll: float = 1.0,
     after: int = 0,
-    initial: dict[str, Any] | None = None,
+    initial: DeploymentView | None = None,
     deadline: float | None = None,
     patience: float = PATIENCE,
 ) -> Iterator[Update]:
@@ -130,15 +139,13 @@ def follow(
     deployment as last seen, if known."""
     stream = EventStream(client, deployment_id, after)
     stream.start()
-    last: dict[str, Any] | None = initial
-    path = f"/api/v1/deployments/{quote(deployment_id, safe='')}"
+    last: DeploymentView | None = initial
     last_ok = time.monotonic()
     over_since: float | None = None
     try:
         while True:
             try:
-                reply = client.request("GET", path)
-                last, last_ok = reply["deployment"], time.monotonic()
+                last, last_ok = get_deployment(client, deployment_id), time.monotonic()
                 error = None
             except CliError as exc:
                 if exc.code == EXIT_USAGE or last is None:
@@ -148,11 +155,11 @@ def follow(
                 error = str(exc)
             assert last is not None
             events = stream.drain()
-            over = last["state"] in TERMINAL
+            over = last.phase in TERMINAL
             if over and over_since is None:
                 over_since = time.monotonic()
             settled = over_since is not None and (
-                _has_final(events, str(last["state"])) or time.monotonic() - over_since > SETTLE
+                _has_final(events, last.phase) or time.monotonic() - over_since > SETTLE
             )
             yield Update(last, events, error)
             if settled:
@@ -164,48 +171,46 @@ def follow(
         stream.stop()
 
 
-def _has_final(events: Sequence[Mapping[str, Any]], state: str) -> bool:
-    return any((e.get("evidence") or {}).get("to") == state for e in events) or any(
-        e.get("kind") == "deployment.refused" for e in events
+def _has_final(events: Sequence[EventView], phase: Phase) -> bool:
+    return any(transition_to(e) == phase.value for e in events) or any(
+        e.kind == "deployment.refused" for e in events
     )
 
 
 # -- words ------------------------------------------------------------------------------
 
 
-def bake_words(deployment: Mapping[str, Any]) -> str:
+def bake_words(deployment: DeploymentView) -> str:
     """``3 s of 10 s bake left`` while a bake clock runs or is stopped part way."""
-    length = float(deployment.get("bake_length") or 0.0)
-    remaining = deployment.get("bake_remaining")
-    state = deployment.get("state")
-    if length <= 0 or remaining is None or state not in ("baking", "held", "paused"):
+    length = deployment.bake_length
+    phase = deployment.phase
+    if length <= 0 or phase not in (Phase.BAKING, Phase.HELD, Phase.PAUSED):
         return ""
-    left = duration(float(remaining))
-    if state == "baking":
+    left = duration(deployment.bake_remaining)
+    if phase is Phase.BAKING:
         return f"{left} of {duration(length)} bake left"
     return f"bake stopped with {left} of {duration(length)} left"
 
 
-def state_words(deployment: Mapping[str, Any]) -> str:
-    state = str(deployment.get("state", ""))
-    words = STATE_WORDS.get(state, state)
-    if state == "held" and deployment.get("hold_reason"):
-        words += f" ({HOLD_WORDS.get(str(deployment['hold_reason']), deployment['hold_reason'])})"
-    if state == "paused" and deployment.get("paused_from"):
-        words += f" (from {STATE_WORDS.get(str(deployment['paused_from']), '?')})"
+def state_words(deployment: DeploymentView) -> str:
+    phase = deployment.phase
+    words = STATE_WORDS[phase]
+    if phase is Phase.HELD and deployment.hold_reason:
+        words += f" ({HOLD_WORDS[deployment.hold_reason]})"
+    if phase is Phase.PAUSED and deployment.paused_from:
+        words += f" (from {STATE_WORDS[deployment.paused_from]})"
     return words
 
 
-def step_words(deployment: Mapping[str, Any]) -> str:
-    total = int(deployment.get("steps_total") or len(deployment.get("steps") or []))
-    index = int(deployment.get("step") or 0)
-    name = deployment.get("step_name")
-    if not total or name is None:
+def step_words(deployment: DeploymentView) -> str:
+    step = deployment.current
+    if step is None:
         return ""
-    steps = deployment.get("steps") or []
-    hosts = len(steps[index].get("orders") or []) if 0 <= index < len(steps) else None
-    text = f"step {index + 1}/{total} ({name}"
-    return text + (f", {hosts} host{'s' if hosts != 1 else ''})" if hosts is not None else ")")
+    hosts = len(step.orders)
+    return (
+        f"step {deployment.step + 1}/{len(deployment.steps)} ({step.name}, "
+        f"{hosts} host{'s' if hosts != 1 else ''})"
+    )
 
 
 def numbers_words(window: Mapping[str, Any]) -> str:
@@ -224,40 +229,38 @@ def numbers_words(window: Mapping[str, Any]) -> str:
     return " · ".join(parts)
 
 
-def progress_line(deployment: Mapping[str, Any], window: Mapping[str, Any] | None) -> str:
+def progress_line(deployment: DeploymentView, window: Mapping[str, Any] | None) -> str:
     """One line: state, step, bake time left, canary vs baseline."""
     parts = [state_words(deployment)]
-    if deployment.get("state") not in TERMINAL:
+    if deployment.phase not in TERMINAL:
         parts += [p for p in (step_words(deployment), bake_words(deployment)) if p]
         if window:
             parts.append(numbers_words(window))
     return " · ".join(p for p in parts if p)
 
 
-def event_line(event: Mapping[str, Any], start: float) -> str:
+def event_line(event: EventView, start: float) -> str:
     """``20:44:12 +0:05  rolling back to 1.0.0: error_rate ...``; commands indented."""
-    when = float(event.get("time") or start)
-    message = str(event.get("message", ""))
-    kind = str(event.get("kind", ""))
-    actor = event.get("actor")
+    when = event.time or start
+    message, kind, actor = event.message, event.kind, event.actor
     if kind.startswith("command."):
         message = f"  {message}"
-    elif kind.startswith("operator.") and actor and not message.startswith(str(actor)):
+    elif kind.startswith("operator.") and actor and not message.startswith(actor):
         message = f"{actor}: {message}"
     return f"{clock(when)} {offset(when, start):>7}  {message}"
 
 
-def hint(deployment: Mapping[str, Any]) -> str | None:
+def hint(deployment: DeploymentView) -> str | None:
     """What an operator can do now, when the deployment waits for one."""
-    state, ident = deployment.get("state"), deployment.get("id")
-    if state == "held":
+    phase, ident = deployment.phase, deployment.id
+    if phase is Phase.HELD:
         return (
             f"waiting for an operator: rollguard promote {ident} | rollguard resume {ident} | "
             f"rollguard rollback {ident}"
         )
-    if state == "awaiting_approval":
+    if phase is Phase.AWAITING_APPROVAL:
         return f"waiting for an operator: rollguard approve {ident} | rollguard rollback {ident}"
-    if state == "paused":
+    if phase is Phase.PAUSED:
         return f"paused: rollguard resume {ident} | rollguard rollback {ident}"
     return None
 
@@ -278,9 +281,9 @@ class Progress:
 
     def update(self, update: Update) -> None:
         for event in update.events:
-            if event.get("kind") == WINDOW:
-                self.window = event.get("evidence") or None
-            elif event.get("kind") not in QUIET_KINDS:
+            if event.kind == WINDOW:
+                self.window = event.evidence or None
+            elif event.kind not in QUIET_KINDS:
                 self._line(event_line(event, self.start))
         if update.error != self.error:
             self.error = update.error
@@ -295,12 +298,8 @@ class Progress:
         if self.tty:
             self._draw(line)
             return
-        key = (
-            deployment.get("state"),
-            deployment.get("step"),
-            deployment.get("hold_reason"),
-        )
-        if key != self.last_key and deployment.get("state") not in TERMINAL:
+        key = (deployment.phase, deployment.step, deployment.hold_reason)
+        if key != self.last_key and deployment.phase not in TERMINAL:
             self.out.write(f"{clock(time.time())} {'':>7}  [{line}]\n")
             self.out.flush()
         self.last_key = key
@@ -327,37 +326,32 @@ class Progress:
             self.drawn = False
 
 
-def status_text(
-    deployment: Mapping[str, Any], events: Sequence[Mapping[str, Any]], *, now: float
-) -> str:
+def status_text(deployment: DeploymentView, events: Sequence[EventView], *, now: float) -> str:
     """``rollguard status ID``: the deployment, its latest numbers and recent decisions."""
-    start = float(deployment.get("created") or now)
+    d = deployment
+    start = d.created or now
     lines = [
-        f"deployment  {deployment.get('id')}",
-        f"version     {deployment.get('from_version') or '-'} -> {deployment.get('version')} "
-        f"in {deployment.get('environment')} by {deployment.get('strategy')}",
-        f"state       {progress_line(deployment, None)}",
+        f"deployment  {d.id}",
+        f"version     {d.from_version or '-'} -> {d.version} in {d.environment} by {d.strategy}",
+        f"state       {progress_line(d, None)}",
         f"started     {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(start))} by "
-        f"{deployment.get('actor')}"
-        + (f": {deployment['reason']}" if deployment.get("reason") else ""),
+        f"{d.actor}" + (f": {d.reason}" if d.reason else ""),
     ]
-    finished = deployment.get("finished")
-    if finished:
-        lines.append(f"finished    after {duration(float(finished) - start)}")
+    if d.finished:
+        lines.append(f"finished    after {duration(d.finished - start)}")
     else:
         lines.append(f"running for {duration(now - start)}")
-    if deployment.get("summary"):
-        lines.append(f"decision    {deployment['summary']}")
-    if deployment.get("rollback_reason"):
-        lines.append(f"rollback    {deployment['rollback_reason']}")
-    windows = [e for e in events if e.get("kind") == WINDOW]
-    if windows and deployment.get("state") not in TERMINAL:
-        latest = windows[-1]
-        lines.append(f"numbers     {window_words(latest.get('evidence') or {})}")
-    advice = hint(deployment)
+    if d.summary:
+        lines.append(f"decision    {d.summary}")
+    if d.rollback_reason:
+        lines.append(f"rollback    {d.rollback_reason}")
+    windows = [e for e in events if e.kind == WINDOW]
+    if windows and d.phase not in TERMINAL:
+        lines.append(f"numbers     {window_words(windows[-1].evidence)}")
+    advice = hint(d)
     if advice:
         lines.append(advice)
-    recent = [e for e in events if e.get("kind") not in QUIET_KINDS][-12:]
+    recent = [e for e in events if e.kind not in QUIET_KINDS][-12:]
     if recent:
         lines.append("")
         lines.append("recent events:")

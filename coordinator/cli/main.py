@@ -24,7 +24,6 @@ from coordinator.cli.client import (
     EXIT_OK,
     EXIT_USAGE,
     OUTCOME_CODES,
-    TERMINAL,
     Client,
     CliError,
     client_for,
@@ -35,6 +34,8 @@ from coordinator.cli.client import (
     quote_path,
 )
 from shared.errors import RollguardError
+from shared.phases import TERMINAL, Phase
+from shared.views import DeploymentList, DeploymentView, HostList, OperatorReplyView
 
 # -- local commands -----------------------------------------------------------------
 
@@ -99,11 +100,11 @@ _GAUGES: Final = ("cpu", "memory", "disk")
 
 
 def cmd_hosts(args: argparse.Namespace) -> int:
-    data = client_for(args).request("GET", "/api/v1/hosts")
+    data = client_for(args).request("GET", "/api/v1/hosts", HostList)
     if args.json:
         print_json(data)
         return EXIT_OK
-    hosts = data["hosts"]
+    hosts = data.hosts
     if not hosts:
         print("no hosts have reported yet")
         return EXIT_OK
@@ -111,17 +112,17 @@ def cmd_hosts(args: argparse.Namespace) -> int:
         ("HOST", "STATE", "ENV", "VERSION", "SLOT", "CPU%", "MEM%", "DISK%", "ERRORS")
     ]
     for host in hosts:
-        checks = host.get("checks", {})
-        gauges = [checks.get(name, {}).get("values", {}).get("percent") for name in _GAUGES]
-        app = checks.get("application", {}).get("values", {})
-        errors = app.get("traffic_error_rate", app.get("error_rate"))
+        gauges = [host.value(name, "percent") for name in _GAUGES]
+        errors = host.value("application", "traffic_error_rate")
+        if errors is None:
+            errors = host.value("application", "error_rate")
         rows.append(
             (
-                host["host"],
-                "online" if host["online"] else "OFFLINE",
-                host["environment"],
-                host.get("version") or "-",
-                host.get("slot") or "-",
+                host.host,
+                "online" if host.online else "OFFLINE",
+                host.environment,
+                host.version or "-",
+                host.slot or "-",
                 *(f"{value:.1f}" if value is not None else "-" for value in gauges),
                 f"{errors * 100:.2f}%" if errors is not None else "-",
             )
@@ -152,84 +153,84 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         body["hosts"] = hosts
     if args.reason:
         body["reason"] = args.reason
-    reply = client.request("POST", "/api/v1/deployments", body)
-    deployment = reply["deployment"]
+    reply = client.request("POST", "/api/v1/deployments", OperatorReplyView, body)
+    deployment = reply.deployment
+    if deployment is None:
+        raise CliError("the coordinator accepted the deployment but did not show it")
     if not args.wait:
         if args.json:
             print_json(reply)
         else:
             print(_started_words(deployment))
-            print(f"follow it:  rollguard status {deployment['id']} --wait")
+            print(f"follow it:  rollguard status {deployment.id} --wait")
         return EXIT_OK
     out = sys.stderr if args.json else sys.stdout
     print(_started_words(deployment), file=out, flush=True)
     return _wait(client, deployment, json_out=args.json, timeout=args.timeout)
 
 
-def _started_words(deployment: dict[str, Any]) -> str:
-    steps = " → ".join(str(s.get("name")) for s in deployment.get("steps") or [])
-    targets = len(deployment.get("targets") or {})
+def _started_words(deployment: DeploymentView) -> str:
+    steps = " → ".join(s.name for s in deployment.steps)
+    targets = len(deployment.targets)
     return (
-        f"deployment {deployment['id']}: {deployment['version']} to {targets} "
-        f"{deployment['environment']} host{'s' if targets != 1 else ''} by "
-        f"{deployment['strategy']}"
+        f"deployment {deployment.id}: {deployment.version} to {targets} "
+        f"{deployment.environment} host{'s' if targets != 1 else ''} by "
+        f"{deployment.strategy}"
         + (f" ({steps})" if steps else "")
-        + f", from {deployment.get('from_version') or 'nothing'}"
+        + f", from {deployment.from_version or 'nothing'}"
     )
 
 
 def _wait(
-    client: Client, deployment: dict[str, Any], *, json_out: bool, timeout: float | None
+    client: Client, deployment: DeploymentView, *, json_out: bool, timeout: float | None
 ) -> int:
     from coordinator.cli.follow import Progress, follow
 
     out = sys.stderr if json_out else sys.stdout
-    progress = Progress(out, tty=out.isatty(), start=float(deployment["created"]))
+    progress = Progress(out, tty=out.isatty(), start=deployment.created)
     deadline = None if timeout is None else time.monotonic() + timeout
     last = deployment
     try:
-        for update in follow(client, deployment["id"], initial=deployment, deadline=deadline):
-            last = update.deployment or last
+        for update in follow(client, deployment.id, initial=deployment, deadline=deadline):
+            last = update.deployment
             progress.update(update)
     except KeyboardInterrupt:
         progress.close()
         print(
-            f"\nstopped following; deployment {last['id']} keeps running "
-            f"({last.get('state')}). Follow it again with: rollguard status {last['id']} --wait",
+            f"\nstopped following; deployment {last.id} keeps running "
+            f"({last.phase.value}). Follow it again with: rollguard status {last.id} --wait",
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
     except TimeoutError:
         progress.close()
         print(
-            f"rollguard: still {last.get('state')} after {timeout:g} s; deployment "
-            f"{last['id']} keeps running (rollguard status {last['id']} --wait)",
+            f"rollguard: still {last.phase.value} after {timeout:g} s; deployment "
+            f"{last.id} keeps running (rollguard status {last.id} --wait)",
             file=sys.stderr,
         )
         return EXIT_FAILURE
     finally:
         progress.close()
-    state = str(last.get("state"))
     if json_out:
         print_json({"deployment": last})
     else:
         print(_outcome_words(last))
-        print(f"report:  rollguard report {last['id']}")
-    return OUTCOME_CODES.get(state, EXIT_FAILURE)
+        print(f"report:  rollguard report {last.id}")
+    return OUTCOME_CODES.get(last.phase, EXIT_FAILURE)
 
 
-def _outcome_words(deployment: dict[str, Any]) -> str:
+def _outcome_words(deployment: DeploymentView) -> str:
     from coordinator.report.words import STATE_WORDS, duration
 
-    state = str(deployment.get("state"))
-    text = f"deployment {deployment['id']} {STATE_WORDS.get(state, state)}"
-    finished, created = deployment.get("finished"), deployment.get("created")
-    if finished is not None and created is not None:
-        text += f" after {duration(float(finished) - float(created))}"
-    if state == "rolled_back" and deployment.get("rollback_reason"):
-        return f"{text}: {deployment['rollback_reason']}"
-    if state in ("failed", "refused") and deployment.get("summary"):
-        return f"{text}: {deployment['summary']}"
+    phase = deployment.phase
+    text = f"deployment {deployment.id} {STATE_WORDS[phase]}"
+    if deployment.finished is not None:
+        text += f" after {duration(deployment.finished - deployment.created)}"
+    if phase is Phase.ROLLED_BACK and deployment.rollback_reason:
+        return f"{text}: {deployment.rollback_reason}"
+    if phase in (Phase.FAILED, Phase.REFUSED) and deployment.summary:
+        return f"{text}: {deployment.summary}"
     return text
 
 
@@ -241,15 +242,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         return _status_all(client, json_out=args.json)
     deployment = get_deployment(client, args.id)
     if args.wait:
-        if deployment["state"] in TERMINAL:
+        if deployment.phase in TERMINAL:
             return _status_one(client, deployment, json_out=args.json, exit_by_state=True)
         return _wait(client, deployment, json_out=args.json, timeout=args.timeout)
     return _status_one(client, deployment, json_out=args.json, exit_by_state=False)
 
 
 def _status_all(client: Client, *, json_out: bool) -> int:
-    deployments = client.request("GET", "/api/v1/deployments?limit=100")["deployments"]
-    active = [d for d in deployments if d.get("state") not in TERMINAL]
+    path = "/api/v1/deployments?limit=100"
+    deployments = client.request("GET", path, DeploymentList).deployments
+    active = [d for d in deployments if d.phase not in TERMINAL]
     if json_out:
         print_json({"deployments": active})
         return EXIT_OK
@@ -258,8 +260,8 @@ def _status_all(client: Client, *, json_out: bool) -> int:
         if deployments:
             latest = deployments[0]
             print(
-                f"latest: {latest['id']} {latest['version']} in {latest['environment']}: "
-                f"{str(latest['state']).replace('_', ' ')}"
+                f"latest: {latest.id} {latest.version} in {latest.environment}: "
+                f"{latest.phase.value.replace('_', ' ')}"
             )
         return EXIT_OK
     from coordinator.cli.follow import bake_words
@@ -268,29 +270,29 @@ def _status_all(client: Client, *, json_out: bool) -> int:
     for d in active:
         rows.append(
             (
-                d["id"],
-                d["environment"],
-                f"{d.get('from_version') or '-'} -> {d['version']}",
-                d["strategy"],
-                str(d["state"]).replace("_", " "),
-                f"{d.get('step_name') or '-'} ({int(d.get('step', 0)) + 1}/{d.get('steps_total')})",
+                d.id,
+                d.environment,
+                f"{d.from_version or '-'} -> {d.version}",
+                d.strategy,
+                d.phase.value.replace("_", " "),
+                f"{d.step_name or '-'} ({d.step + 1}/{d.steps_total})",
                 bake_words(d) or "-",
             )
         )
     print_table(rows)
     for d in active:
-        if d.get("summary"):
-            print(f"{d['id']}: {d['summary']}")
+        if d.summary:
+            print(f"{d.id}: {d.summary}")
     return EXIT_OK
 
 
 def _status_one(
-    client: Client, deployment: dict[str, Any], *, json_out: bool, exit_by_state: bool
+    client: Client, deployment: DeploymentView, *, json_out: bool, exit_by_state: bool
 ) -> int:
     from coordinator.cli.follow import status_text
 
-    events = get_events(client, deployment["id"])
-    code = OUTCOME_CODES.get(str(deployment["state"]), EXIT_OK) if exit_by_state else EXIT_OK
+    events = get_events(client, deployment.id)
+    code = OUTCOME_CODES.get(deployment.phase, EXIT_OK) if exit_by_state else EXIT_OK
     if json_out:
         print_json({"deployment": deployment, "events": events})
         return code
@@ -304,7 +306,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     query = f"?limit={args.limit}"
     if args.env:
         query += f"&environment={quote_path(args.env)}"
-    deployments = client_for(args).request("GET", f"/api/v1/deployments{query}")["deployments"]
+    path = f"/api/v1/deployments{query}"
+    deployments = client_for(args).request("GET", path, DeploymentList).deployments
     if args.json:
         print_json({"deployments": deployments})
         return EXIT_OK
@@ -315,17 +318,16 @@ def cmd_history(args: argparse.Namespace) -> int:
         ("ID", "STARTED (UTC)", "ENV", "VERSION", "STRATEGY", "OUTCOME", "BY", "TOOK")
     ]
     for d in deployments:
-        finished = d.get("finished")
         rows.append(
             (
-                d["id"],
-                time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(d["created"]))),
-                d["environment"],
-                f"{d.get('from_version') or '-'} -> {d['version']}",
-                d["strategy"],
-                str(d["state"]).replace("_", " "),
-                str(d.get("actor") or "-"),
-                duration(float(finished) - float(d["created"])) if finished else "-",
+                d.id,
+                time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(d.created)),
+                d.environment,
+                f"{d.from_version or '-'} -> {d.version}",
+                d.strategy,
+                d.phase.value.replace("_", " "),
+                d.actor or "-",
+                duration(d.finished - d.created) if d.finished else "-",
             )
         )
     print_table(rows)
@@ -342,23 +344,24 @@ def _act(args: argparse.Namespace, action: str) -> int:
         # Promote (approve) what the operator sees now: a retry, or a step the engine
         # promoted in the meantime, is then acknowledged instead of skipping a bake.
         current = get_deployment(client, args.id)
-        if action == "promote" and current["state"] in ("baking", "held"):
-            step = int(current["step"])
-        elif action == "approve" and current["state"] == "awaiting_approval":
-            step = int(current["step"]) + 1
+        if action == "promote" and current.phase in (Phase.BAKING, Phase.HELD):
+            step = current.step
+        elif action == "approve" and current.phase is Phase.AWAITING_APPROVAL:
+            step = current.step + 1
     if step is not None:
         body["step"] = step
-    reply = client.request("POST", f"/api/v1/deployments/{quote_path(args.id)}/{action}", body)
+    path = f"/api/v1/deployments/{quote_path(args.id)}/{action}"
+    reply = client.request("POST", path, OperatorReplyView, body)
     if args.json:
         print_json(reply)
         return EXIT_OK
-    deployment = reply.get("deployment") or {}
-    if reply.get("changed", True):
-        print(f"{args.id}: {reply.get('message')}")
+    if reply.changed:
+        print(f"{args.id}: {reply.message}")
     else:
-        print(f"{args.id}: nothing to do: {reply.get('message')}")
-    if deployment:
-        print(f"now {str(deployment.get('state')).replace('_', ' ')}: {deployment.get('summary')}")
+        print(f"{args.id}: nothing to do: {reply.message}")
+    if reply.deployment is not None:
+        now = reply.deployment
+        print(f"now {now.phase.value.replace('_', ' ')}: {now.summary}")
     return EXIT_OK
 
 
@@ -375,19 +378,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     client = client_for(args)
     deployment = get_deployment(client, args.id)
     events = get_events(client, args.id)
-    hosts = client.request("GET", "/api/v1/hosts")["hosts"]
+    hosts = client.request("GET", "/api/v1/hosts", HostList).hosts
     report = build_report(deployment, events, hosts, generated=time.time())
     text = render(report, fmt)
     if output == "-":
         sys.stdout.write(text)
         return EXIT_OK
-    path = Path(output or f"rollguard-report-{deployment['id']}.{fmt}")
+    path = Path(output or f"rollguard-report-{deployment.id}.{fmt}")
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise CliError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    state = str(deployment["state"]).replace("_", " ")
-    print(f"report of {deployment['id']} ({state}) written to {path.resolve()}")
+    state = deployment.phase.value.replace("_", " ")
+    print(f"report of {deployment.id} ({state}) written to {path.resolve()}")
     return EXIT_OK
 
 

@@ -67,12 +67,9 @@ class ActionRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 def json_response(data: msgspec.Struct | dict[str, Any], status: int = 200) -> web.Response:
     """A view of :mod:`shared.views` (or a probe's small dict) as JSON."""
-    return web.Response(
-        body=_encoder.encode(data), status=status, content_type="application/json"
-    )
+    return web.Response(body=_encoder.encode(data), status=status, content_type="application/json")
 
 
-# Defaults are left out, so an empty ``reasons`` is not sent (as before the views).
 _encoder = msgspec.json.Encoder()
 
 
@@ -134,7 +131,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def hosts(request: web.Request) -> web.Response:
     registry = request.app[COORDINATOR_KEY].hosts
-    return json_response(HostList(hosts=[host_view(h) for h in registry.all()]))
+    return json_response(HostList(hosts=[host_view(e) for e in registry.entries()]))
 
 
 async def _load(coordinator: Coordinator, deployment_id: str) -> Deployment | None:

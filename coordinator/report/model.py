@@ -1,6 +1,6 @@
 """What a deployment report says, built from what the API returns: the deployment, its
-stored events and the hosts. Pure: no IO, no clock (``generated`` is passed in), and
-tolerant of fields an older coordinator did not record.
+stored events and the hosts, as the typed views of :mod:`shared.views`. Pure: no IO, no
+clock (``generated`` is passed in).
 
 Every renderer (HTML, Markdown, JSON) reads the same :class:`Report`, so the three forms
 carry the same content.
@@ -24,9 +24,11 @@ from coordinator.report.words import (
     marker_label,
     rule_lines,
     stamp,
+    transition_to,
 )
+from shared.phases import TERMINAL, Phase
+from shared.views import CommandView, DeploymentView, EventView, HostView
 
-TERMINAL: Final = frozenset({"completed", "rolled_back", "failed", "refused"})
 WINDOW_KIND: Final = "analysis.window"
 
 
@@ -233,17 +235,15 @@ def _cohort(data: Any) -> Cohort:
     )
 
 
-def windows_of(events: Sequence[Mapping[str, Any]]) -> list[Window]:
+def windows_of(events: Sequence[EventView]) -> list[Window]:
     """The ``analysis.window`` events as windows, in time order."""
     out: list[Window] = []
     for event in events:
-        if event.get("kind") != WINDOW_KIND:
+        if event.kind != WINDOW_KIND:
             continue
-        evidence = as_map(event.get("evidence"))
+        evidence = event.evidence
         cohorts = as_map(evidence.get("cohorts"))
-        end = _float(evidence.get("end")) or _float(event.get("time"))
-        if end is None:
-            continue
+        end = _float(evidence.get("end")) or event.time
         start = _float(evidence.get("start")) or end
         out.append(
             Window(
@@ -257,38 +257,35 @@ def windows_of(events: Sequence[Mapping[str, Any]]) -> list[Window]:
     return out
 
 
-def step_names(deployment: Mapping[str, Any]) -> list[str]:
-    return [str(s.get("name", f"step {i}")) for i, s in enumerate(deployment.get("steps") or [])]
+def step_names(deployment: DeploymentView) -> list[str]:
+    return [s.name for s in deployment.steps]
 
 
-def timeline_of(deployment: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> list[Entry]:
+def timeline_of(deployment: DeploymentView, events: Sequence[EventView]) -> list[Entry]:
     """Every stored event but the analysis windows, numbered in order."""
     names = step_names(deployment)
     rows: list[Entry] = []
-    ordered = sorted(
-        (e for e in events if e.get("kind") != WINDOW_KIND),
-        key=lambda e: (_float(e.get("time")) or 0.0, _int(e.get("seq"))),
-    )
+    ordered = sorted((e for e in events if e.kind != WINDOW_KIND), key=lambda e: (e.time, e.seq))
     for number, event in enumerate(ordered, start=1):
-        kind = str(event.get("kind", ""))
-        evidence = as_map(event.get("evidence"))
-        label = marker_label(kind, evidence, event.get("actor"), names)
+        kind = event.kind
+        evidence = event.evidence
+        label = marker_label(kind, evidence, event.actor, names)
         rows.append(
             Entry(
                 number=number,
-                seq=_int(event.get("seq")),
-                time=_float(event.get("time")) or 0.0,
+                seq=event.seq,
+                time=event.time,
                 kind=kind,
                 category=category_of(kind, evidence),
-                message=str(event.get("message", "")),
-                actor=event.get("actor"),
-                host=event.get("host"),
+                message=event.message,
+                actor=event.actor,
+                host=event.host,
                 marked=label is not None,
                 label=label or "",
                 details=[
                     d
                     for d in details(kind, evidence, names)
-                    if not (d.startswith("reason: ") and d[8:] in str(event.get("message", "")))
+                    if not (d.startswith("reason: ") and d[8:] in event.message)
                 ],
                 rules=[RuleLine(**line) for line in rule_lines(evidence)],
             )
@@ -319,17 +316,17 @@ def _judged(
     )
 
 
-def judged_of(events: Sequence[Mapping[str, Any]], timeline: Sequence[Entry]) -> list[Judged]:
+def judged_of(events: Sequence[EventView], timeline: Sequence[Entry]) -> list[Judged]:
     """The rate rules every decision judged, per cohort (the baseline's only where the
     engine consulted it), once per window."""
     numbers = {entry.seq: entry.number for entry in timeline}
     out: list[Judged] = []
     seen: set[tuple[str, float | None, float | None]] = set()
     for event in events:
-        evidence = as_map(event.get("evidence"))
-        number = numbers.get(_int(event.get("seq")))
-        when = _float(event.get("time"))
-        if number is None or when is None or not str(event.get("kind")).startswith("deployment."):
+        evidence = event.evidence
+        number = numbers.get(event.seq)
+        when = event.time
+        if number is None or not event.kind.startswith("deployment."):
             continue
         by_rule = {
             (r.get("cohort"), r.get("rule")): r
@@ -354,7 +351,7 @@ def judged_of(events: Sequence[Mapping[str, Any]], timeline: Sequence[Entry]) ->
     return out
 
 
-def thresholds_of(events: Sequence[Mapping[str, Any]]) -> Thresholds:
+def thresholds_of(events: Sequence[EventView]) -> Thresholds:
     """The limits from the latest decision that judged the rates."""
     error_rate: float | None = None
     enforced = True
@@ -362,7 +359,7 @@ def thresholds_of(events: Sequence[Mapping[str, Any]]) -> Thresholds:
     quantile: float | None = None
     confidence: float | None = None
     for event in events:
-        for rule in as_list(as_map(event.get("evidence")).get("rules")):
+        for rule in as_list(event.evidence.get("rules")):
             if not isinstance(rule, Mapping):
                 continue
             numbers = as_map(rule.get("numbers"))
@@ -382,102 +379,96 @@ def thresholds_of(events: Sequence[Mapping[str, Any]]) -> Thresholds:
     )
 
 
-def steps_of(deployment: Mapping[str, Any]) -> list[StepRow]:
-    state = str(deployment.get("state", ""))
-    current = _int(deployment.get("step"))
+def steps_of(deployment: DeploymentView) -> list[StepRow]:
+    phase = deployment.phase
+    current = deployment.step
     rows: list[StepRow] = []
-    for index, step in enumerate(deployment.get("steps") or []):
-        if index < current or state in ("completed", "verifying"):
+    for index, step in enumerate(deployment.steps):
+        if index < current or phase in (Phase.COMPLETED, Phase.VERIFYING):
             outcome = "passed"
         elif index > current:
             outcome = "not reached"
-        elif state in ("rolled_back", "rolling_back", "failed"):
-            outcome = "rolled back here" if state != "failed" else "failed here"
-        elif state == "refused":
+        elif phase in (Phase.ROLLED_BACK, Phase.ROLLING_BACK):
+            outcome = "rolled back here"
+        elif phase is Phase.FAILED:
+            outcome = "failed here"
+        elif phase is Phase.REFUSED:
             outcome = "refused"
         else:
-            outcome = STATE_WORDS.get(state, state)
+            outcome = STATE_WORDS[phase]
         rows.append(
             StepRow(
                 index=index,
-                name=str(step.get("name", f"step {index}")),
-                percent=_float(step.get("percent")) or 0.0,
-                hosts=[str(o.get("host")) for o in step.get("orders") or []],
-                bake=_float(step.get("bake")) or 0.0,
-                approval=bool(step.get("approval")),
+                name=step.name,
+                percent=step.percent,
+                hosts=[o.host for o in step.orders],
+                bake=step.bake,
+                approval=step.approval,
                 outcome=outcome,
             )
         )
     return rows
 
 
-def spans_of(
-    deployment: Mapping[str, Any], events: Sequence[Mapping[str, Any]], end: float
-) -> list[Span]:
+_TERMINAL_NAMES: Final = frozenset(p.value for p in TERMINAL)
+
+
+def spans_of(deployment: DeploymentView, events: Sequence[EventView], end: float) -> list[Span]:
     """The phases the deployment went through, from its recorded transitions."""
     names = step_names(deployment)
     marks: list[tuple[float, str, str | None]] = []
     for event in events:
-        evidence = as_map(event.get("evidence"))
-        phase = evidence.get("to")
-        when = _float(event.get("time"))
-        if not str(event.get("kind", "")).startswith("deployment.") or not phase or when is None:
+        phase = transition_to(event)
+        if phase is None:
             continue
-        step = evidence.get("step")
+        step = event.evidence.get("step")
         name = names[step] if isinstance(step, int) and 0 <= step < len(names) else None
-        marks.append((when, str(phase), None if phase in TERMINAL else name))
+        marks.append((event.time, phase, None if phase in _TERMINAL_NAMES else name))
     marks.sort(key=lambda m: m[0])
     spans: list[Span] = []
     for index, (when, phase, step) in enumerate(marks):
-        if phase in TERMINAL:
+        if phase in _TERMINAL_NAMES:
             continue
         until = marks[index + 1][0] if index + 1 < len(marks) else end
         spans.append(Span(start=when, end=max(when, until), phase=phase, step=step))
     return spans
 
 
-def _command_words(command: Mapping[str, Any]) -> str:
-    action = command.get("action", "command")
-    target = command.get("version") or command.get("slot") or ""
-    detail = str(command.get("detail") or "").strip()
-    words = f"{action} {target}".strip() + f": {command.get('state', '?')}"
+def _command_words(command: CommandView) -> str:
+    target = command.version or command.slot or ""
+    detail = command.detail.strip()
+    words = f"{command.action} {target}".strip() + f": {command.state}"
     return f"{words} ({detail})" if detail else words
 
 
-def hosts_of(deployment: Mapping[str, Any], hosts: Sequence[Mapping[str, Any]]) -> list[HostRow]:
+def hosts_of(deployment: DeploymentView, hosts: Sequence[HostView]) -> list[HostRow]:
     names = step_names(deployment)
-    state = str(deployment.get("state", ""))
-    if state == "completed":
-        expected: str | None = deployment.get("version")
-    elif state == "rolled_back":
-        expected = deployment.get("rollback_version") or deployment.get("from_version")
-    else:
-        expected = None
-    seen = {str(h.get("host")): h for h in hosts}
-    commands = sorted(
-        (c for c in (deployment.get("commands") or {}).values() if isinstance(c, Mapping)),
-        key=lambda c: (_float(c.get("issued")) or 0.0, str(c.get("id", ""))),
-    )
+    phase = deployment.phase
+    expected: str | None = None
+    if phase is Phase.COMPLETED:
+        expected = deployment.version
+    elif phase is Phase.ROLLED_BACK:
+        expected = deployment.stable_version
+    seen = {h.host: h for h in hosts}
+    commands = sorted(deployment.commands.values(), key=lambda c: (c.issued, c.id))
     rows: list[HostRow] = []
-    targets = deployment.get("targets") or {}
-    for name in sorted(targets):
-        target = targets[name] or {}
-        mine = [c for c in commands if c.get("host") == name]
-        rollout = [c for c in mine if c.get("purpose") == "rollout"]
-        rollback = [c for c in mine if c.get("purpose") == "rollback"]
-        end_version = target.get("from_version")
+    for name in sorted(deployment.targets):
+        target = deployment.targets[name]
+        mine = [c for c in commands if c.host == name]
+        rollout = [c for c in mine if c.purpose == "rollout"]
+        rollback = [c for c in mine if c.purpose == "rollback"]
+        end_version = target.from_version
         for command in mine:
-            if command.get("state") == "succeeded" and command.get("version"):
-                end_version = command.get("version")
-        step_index = _int(rollout[-1].get("step")) if rollout else None
+            if command.state == "succeeded" and command.version:
+                end_version = command.version
+        step_index = rollout[-1].step if rollout else None
         view = seen.get(name)
-        now_version = view.get("version") if view is not None else None
-        online = bool(view.get("online")) if view is not None else None
+        now_version = view.version if view is not None else None
         rows.append(
             HostRow(
                 host=name,
-                labels={str(k): str(v) for k, v in (target.get("labels") or {}).items()},
-                from_version=target.get("from_version"),
+                labels=dict(target.labels),
+                from_version=target.from_version,
                 step=(
                     names[step_index]
                     if step_index is not None and 0 <= step_index < len(names)
@@ -487,7 +478,7 @@ def hosts_of(deployment: Mapping[str, Any], hosts: Sequence[Mapping[str, Any]]) 
                 rollback=_command_words(rollback[-1]) if rollback else None,
                 end_version=end_version,
                 now_version=now_version,
-                online=online,
+                online=view.online if view is not None else None,
                 expected=expected,
                 ok=None if expected is None or view is None else now_version == expected,
             )
@@ -495,97 +486,79 @@ def hosts_of(deployment: Mapping[str, Any], hosts: Sequence[Mapping[str, Any]]) 
     return rows
 
 
-def _outcome(deployment: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> str:
-    state = str(deployment.get("state", ""))
-    version = deployment.get("version")
-    created = _float(deployment.get("created")) or 0.0
-    finished = _float(deployment.get("finished"))
-    took = f" after {duration(finished - created)}" if finished is not None else ""
-    steps = step_names(deployment)
-    step = _int(deployment.get("step"))
+def _outcome(deployment: DeploymentView, events: Sequence[EventView]) -> str:
+    d = deployment
+    took = f" after {duration(d.finished - d.created)}" if d.finished is not None else ""
+    steps = step_names(d)
+    step = d.step
     where = f" at step {steps[step]} ({step + 1} of {len(steps)})" if 0 <= step < len(steps) else ""
-    targets = len(deployment.get("targets") or {})
-    if state == "completed":
-        return f"Completed{took}: every host ({targets}) runs {version}."
-    if state == "rolled_back":
-        stable = deployment.get("rollback_version") or deployment.get("from_version")
+    if d.phase is Phase.COMPLETED:
+        return f"Completed{took}: every host ({len(d.targets)}) runs {d.version}."
+    if d.phase is Phase.ROLLED_BACK:
         starter = next(
-            (
-                e
-                for e in reversed(events)
-                if e.get("kind") in ("deployment.fail", "deployment.rollback")
-            ),
+            (e for e in reversed(events) if e.kind in ("deployment.fail", "deployment.rollback")),
             None,
         )
-        who = (
-            f"by {starter.get('actor')}"
-            if starter is not None and starter.get("actor")
-            else "automatically"
-        )
-        reason = deployment.get("rollback_reason") or "no reason recorded"
-        return f"Rolled back to {stable} {who}{took}{where}: {reason}."
-    if state == "failed":
-        return f"Failed{took}{where}: {deployment.get('summary') or 'see the timeline'}."
-    if state == "refused":
-        return f"Refused before any host changed: {deployment.get('summary') or '-'}."
-    return (
-        f"In progress ({STATE_WORDS.get(state, state)}){where}: {deployment.get('summary') or '-'}."
-    )
+        who = f"by {starter.actor}" if starter is not None and starter.actor else "automatically"
+        reason = d.rollback_reason or "no reason recorded"
+        return f"Rolled back to {d.stable_version} {who}{took}{where}: {reason}."
+    if d.phase is Phase.FAILED:
+        return f"Failed{took}{where}: {d.summary or 'see the timeline'}."
+    if d.phase is Phase.REFUSED:
+        return f"Refused before any host changed: {d.summary or '-'}."
+    return f"In progress ({STATE_WORDS[d.phase]}){where}: {d.summary or '-'}."
 
 
 def build_report(
-    deployment: Mapping[str, Any],
-    events: Sequence[Mapping[str, Any]],
-    hosts: Sequence[Mapping[str, Any]],
+    deployment: DeploymentView,
+    events: Sequence[EventView],
+    hosts: Sequence[HostView],
     *,
     generated: float,
 ) -> Report:
     """The report of one deployment from the API's deployment view, its stored events
     and the hosts list; ``generated`` is the time to print as the report's date."""
-    state = str(deployment.get("state") or deployment.get("phase") or "")
-    created = _float(deployment.get("created")) or 0.0
-    finished = _float(deployment.get("finished"))
-    names = step_names(deployment)
-    step = _int(deployment.get("step"))
+    d = deployment
+    names = step_names(d)
     windows = windows_of(events)
     # A finished deployment's axis ends when it finished; a running one's now.
-    end = finished if finished is not None else generated
-    end = max([end, created, *(w.end for w in windows[-1:])])
+    end = d.finished if d.finished is not None else generated
+    end = max([end, d.created, *(w.end for w in windows[-1:])])
     summary = Summary(
-        id=str(deployment.get("id", "")),
-        version=str(deployment.get("version", "")),
-        from_version=deployment.get("from_version"),
-        environment=str(deployment.get("environment", "")),
-        strategy=str(deployment.get("strategy", "")),
-        state=state,
-        state_words=STATE_WORDS.get(state, state),
-        actor=str(deployment.get("actor", "")),
-        reason=str(deployment.get("reason") or ""),
-        created=created,
-        finished=finished,
-        duration=(finished - created) if finished is not None else None,
-        step=names[step] if 0 <= step < len(names) else None,
-        step_number=step + 1,
+        id=d.id,
+        version=d.version,
+        from_version=d.from_version,
+        environment=d.environment,
+        strategy=d.strategy,
+        state=d.phase.value,
+        state_words=STATE_WORDS[d.phase],
+        actor=d.actor,
+        reason=d.reason,
+        created=d.created,
+        finished=d.finished,
+        duration=(d.finished - d.created) if d.finished is not None else None,
+        step=names[d.step] if 0 <= d.step < len(names) else None,
+        step_number=d.step + 1,
         steps_total=len(names),
-        rollback_version=deployment.get("rollback_version"),
-        rollback_reason=deployment.get("rollback_reason"),
-        outcome=_outcome({**deployment, "state": state}, events),
-        last_decision=str(deployment.get("summary") or ""),
+        rollback_version=d.rollback_version,
+        rollback_reason=d.rollback_reason,
+        outcome=_outcome(d, events),
+        last_decision=d.summary,
     )
-    timeline = timeline_of(deployment, events)
+    timeline = timeline_of(d, events)
     return Report(
         format=REPORT_FORMAT,
         generated=generated,
         summary=summary,
         thresholds=thresholds_of(events),
-        steps=steps_of({**deployment, "state": state}),
-        start=created,
+        steps=steps_of(d),
+        start=d.created,
         end=end,
-        spans=spans_of(deployment, events, end),
+        spans=spans_of(d, events, end),
         windows=windows,
         judged=judged_of(events, timeline),
         timeline=timeline,
-        hosts=hosts_of({**deployment, "state": state}, hosts),
+        hosts=hosts_of(d, hosts),
     )
 
 

@@ -11,22 +11,25 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-STATE_WORDS: Final = {
-    "preflight": "running preflight checks",
-    "deploying": "deploying",
-    "baking": "baking",
-    "held": "held",
-    "paused": "paused",
-    "awaiting_approval": "awaiting approval",
-    "promoting": "promoting",
-    "verifying": "verifying",
-    "rolling_back": "rolling back",
-    "completed": "completed",
-    "rolled_back": "rolled back",
-    "failed": "failed",
-    "refused": "refused",
+from shared.phases import Phase
+from shared.views import EventView, HoldReason
+
+STATE_WORDS: Final[Mapping[Phase, str]] = {
+    Phase.PREFLIGHT: "running preflight checks",
+    Phase.DEPLOYING: "deploying",
+    Phase.BAKING: "baking",
+    Phase.HELD: "held",
+    Phase.PAUSED: "paused",
+    Phase.AWAITING_APPROVAL: "awaiting approval",
+    Phase.PROMOTING: "promoting",
+    Phase.VERIFYING: "verifying",
+    Phase.ROLLING_BACK: "rolling back",
+    Phase.COMPLETED: "completed",
+    Phase.ROLLED_BACK: "rolled back",
+    Phase.FAILED: "failed",
+    Phase.REFUSED: "refused",
 }
-HOLD_WORDS: Final = {
+HOLD_WORDS: Final[Mapping[HoldReason | str, str]] = {
     "inconclusive": "inconclusive",
     "missing_data": "missing data",
     "fleet_incident": "fleet-wide incident",
@@ -60,6 +63,22 @@ _CATEGORIES: Final = {
     "deployment.preflight_failed": "failed",
     "deployment.refused": "failed",
 }
+
+
+def phase_words(phase: Phase | str) -> str:
+    """A phase in words; a name no phase has (a newer coordinator's) as it is."""
+    try:
+        return STATE_WORDS[Phase(phase)]
+    except ValueError:
+        return str(phase)
+
+
+def transition_to(event: EventView) -> str | None:
+    """The phase a transition event moved the deployment to; None for other events."""
+    if not event.kind.startswith("deployment."):
+        return None
+    to = event.evidence.get("to")
+    return str(to) if to else None
 
 
 def as_map(value: Any) -> Mapping[str, Any]:
@@ -290,7 +309,7 @@ def details(kind: str, evidence: Mapping[str, Any], names: Sequence[str]) -> lis
     if before and after:
         out.append(
             f"step {_step_name(evidence, names)}: "
-            f"{STATE_WORDS.get(str(before), before)} → {STATE_WORDS.get(str(after), after)}"
+            f"{phase_words(str(before))} → {phase_words(str(after))}"
         )
     elapsed, length = evidence.get("bake_elapsed"), evidence.get("bake_length")
     trigger = kind.removeprefix("deployment.")

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import msgspec
 import pytest
 
 from coordinator.cli.client import Client
@@ -26,29 +27,33 @@ from coordinator.cli.follow import (
     progress_line,
     status_text,
 )
-from tests.cli.samples import T0, rolled_back
+from shared.phases import Phase
+from shared.views import DeploymentView, EventView
+from tests.cli.samples import START, bad_canary
+
+T0 = START
 
 
-def baking(step: int = 0, remaining: float = 4.0, **extra: Any) -> dict[str, Any]:
-    deployment, _, _ = rolled_back()
-    deployment.update(
-        {
-            "state": "baking",
-            "step": step,
-            "step_name": ["10%", "50%", "100%"][step],
-            "bake_length": 10.0,
-            "bake_remaining": remaining,
-            "finished": None,
-            **extra,
-        }
-    )
-    return deployment
+def baking(step: int = 0, remaining: float = 4.0, **extra: Any) -> DeploymentView:
+    """The bad canary's deployment as it was while baking (numbers chosen for the words)."""
+    fields: dict[str, Any] = {
+        "phase": Phase.BAKING,
+        "step": step,
+        "step_name": ["10%", "25%", "50%", "100%"][step],
+        "bake_length": 10.0,
+        "bake_remaining": remaining,
+        "finished": None,
+        **extra,
+    }
+    return msgspec.structs.replace(bad_canary().deployment, **fields)
 
 
-WINDOW = {
-    "kind": "analysis.window",
-    "time": T0 + 2,
-    "evidence": {
+WINDOW = EventView(
+    seq=1,
+    kind="analysis.window",
+    time=T0 + 2,
+    message="numbers",
+    evidence={
         "cohorts": {
             "canary": {"hosts": 1, "requests": 210, "errors": 0, "error_rate": 0.0, "p95_ms": 38.0},
             "baseline": {
@@ -60,26 +65,26 @@ WINDOW = {
             },
         }
     },
-}
-DECISION = {"kind": "deployment.bake_passed", "time": T0 + 10, "message": "step 10% passed"}
-COMMAND = {"kind": "command.succeeded", "time": T0 + 10.1, "message": "web-2: deploy ok"}
+)
+DECISION = EventView(seq=2, kind="deployment.bake_passed", time=T0 + 10, message="step 10% passed")
+COMMAND = EventView(seq=3, kind="command.succeeded", time=T0 + 10.1, message="web-2: deploy ok")
 
 
 def test_progress_line_has_step_bake_and_both_cohorts() -> None:
-    line = progress_line(baking(), WINDOW["evidence"])
+    line = progress_line(baking(), WINDOW.evidence)
     assert line == (
-        "baking · step 1/3 (10%, 1 host) · 4.0 s of 10 s bake left · "
+        "baking · step 1/4 (10%, 1 host) · 4.0 s of 10 s bake left · "
         "canary 0% errors, p95 38 ms · baseline 0.16%, p95 41 ms"
     )
-    held = baking(state="held", hold_reason="inconclusive")
+    held = baking(phase=Phase.HELD, hold_reason="inconclusive")
     assert progress_line(held, None).startswith(
-        "held (inconclusive) · step 1/3 (10%, 1 host) · bake stopped with 4.0 s of 10 s left"
+        "held (inconclusive) · step 1/4 (10%, 1 host) · bake stopped with 4.0 s of 10 s left"
     )
     assert hint(held) == (
-        "waiting for an operator: rollguard promote d1-rolled | rollguard resume d1-rolled | "
-        "rollguard rollback d1-rolled"
+        "waiting for an operator: rollguard promote d1 | rollguard resume d1 | "
+        "rollguard rollback d1"
     )
-    assert bake_words(baking(state="deploying")) == ""
+    assert bake_words(baking(phase=Phase.DEPLOYING)) == ""
 
 
 def test_plain_output_prints_lines_only_when_something_changes() -> None:
@@ -92,10 +97,10 @@ def test_plain_output_prints_lines_only_when_something_changes() -> None:
     progress.close()
     lines = out.getvalue().splitlines()
     assert len(lines) == 4, lines
-    assert "[baking · step 1/3 (10%, 1 host) · 8.0 s of 10 s bake left · canary" in lines[0]
+    assert "[baking · step 1/4 (10%, 1 host) · 8.0 s of 10 s bake left · canary" in lines[0]
     assert lines[1].endswith("+0:10  step 10% passed")
     assert lines[2].endswith("+0:10    web-2: deploy ok")
-    assert "[baking · step 2/3 (50%, 1 host)" in lines[3]
+    assert "[baking · step 2/4 (25%, 2 hosts)" in lines[3]
     assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue()
 
 
@@ -108,9 +113,9 @@ def test_terminal_output_redraws_the_progress_line_in_place() -> None:
     text = out.getvalue()
     frames = text.split("\r\x1b[K")
     assert frames[0] == ""
-    assert frames[1].startswith("baking · step 1/3 (10%, 1 host) · 8.0 s of 10 s")
+    assert frames[1].startswith("baking · step 1/4 (10%, 1 host) · 8.0 s of 10 s")
     assert frames[2].endswith("step 10% passed\n")  # the line replaces the progress line
-    assert frames[3].startswith("baking · step 1/3 (10%, 1 host) · 6.0 s")  # redrawn under it
+    assert frames[3].startswith("baking · step 1/4 (10%, 1 host) · 6.0 s")  # redrawn under it
     assert frames[-1] == ""  # closed: the progress line is cleared
 
 
@@ -124,15 +129,23 @@ def test_an_unreachable_coordinator_is_said_once() -> None:
 
 
 def test_event_lines_and_status_text() -> None:
-    deployment, events, _ = rolled_back()
-    assert event_line(events[2], T0).endswith("+0:00    web-1: deploy 2.1.0 succeeded")
-    text = status_text(deployment, events, now=T0 + 100)
-    assert "deployment  d1-rolled" in text
+    run = bad_canary()
+    deployment, events = run.deployment, run.events
+    command = next(e for e in events if e.kind == "command.succeeded")
+    canary = deployment.steps[0].orders[0].host
+    assert event_line(command, T0).endswith(f"+0:02    {canary}: deploy 2.1.0 succeeded")
+    refused = events[-1]
+    expected = "bob: pause d1: refused: cannot pause while rolled_back"
+    assert event_line(refused, T0).endswith(expected)
+    text = status_text(deployment, events, now=run.now + 100)
+    assert "deployment  d1" in text
     assert "version     1.0.0 -> 2.1.0 in production by canary" in text
     assert "state       rolled back" in text
-    assert "finished    after 6.2 s" in text
-    assert "rollback    error_rate: 30/200 = 15.00%" in text
+    assert "started     1970-01-01 00:02:00 UTC by alice: CHG-1" in text
+    assert "finished    after 2 min 32 s" in text
+    assert f"rollback    {deployment.rollback_reason}" in text
     assert "operator.start" not in text and "numbers" not in text
+    assert "recent events:" in text and "rolling back to 1.0.0: error_rate: " in text
 
 
 class _Sse(BaseHTTPRequestHandler):
@@ -152,7 +165,8 @@ class _Sse(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
         for sent, seq in enumerate(range(after + 1, 6), start=1):
-            data = json.dumps({"seq": seq, "kind": "deployment.x", "message": f"m{seq}"})
+            event = {"seq": seq, "time": T0 + seq, "kind": "deployment.x", "message": f"m{seq}"}
+            data = json.dumps(event)
             self.wfile.write(f"id: {seq}\nevent: deployment.x\ndata: {data}\n\n".encode())
             self.wfile.flush()
             if len(type(self).calls) == 1 and sent == 2:
@@ -176,12 +190,12 @@ def sse_server() -> Iterator[str]:
 def test_event_stream_resumes_after_the_last_seq(sse_server: str) -> None:
     stream = EventStream(Client(sse_server, "secret-token"), "d1", after=0)
     stream.start()
-    seen: list[dict[str, Any]] = []
+    seen: list[EventView] = []
     deadline = time.monotonic() + 10
     while len(seen) < 5 and time.monotonic() < deadline:
         seen += stream.drain()
         time.sleep(0.05)
     stream.stop()
-    assert [e["seq"] for e in seen] == [1, 2, 3, 4, 5]
+    assert [e.seq for e in seen] == [1, 2, 3, 4, 5]
     assert "after=0" in _Sse.calls[0] and "deployment=d1" in _Sse.calls[0]
     assert "after=2" in _Sse.calls[1]

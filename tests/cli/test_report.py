@@ -1,92 +1,128 @@
-"""The report's pure parts: what it extracts from the API's data, and the HTML,
-Markdown and JSON it renders (escaping included)."""
+"""The report's pure parts: what it extracts from the API's views, and the HTML,
+Markdown and JSON it renders (escaping included), fed by what the real engine recorded
+in the fleet simulator (tests/cli/samples.py)."""
 
 from __future__ import annotations
 
 import json
 import re
 
+import msgspec
 import pytest
 
 from coordinator.report import build_report, render
 from coordinator.report.markdown import md, thin
 from coordinator.report.model import Cohort, Report, Window, windows_of
 from coordinator.report.svg import nice_ceiling, time_step, value_ticks
-from tests.cli.samples import HOSTILE, SCRIPT, T0, rolled_back
+from tests.cli.samples import (
+    BAD,
+    GOOD,
+    HOSTILE,
+    SCRIPT,
+    STABLE,
+    START,
+    Run,
+    bad_canary,
+    good_rollout,
+    hostile,
+    in_progress,
+)
 
 
-def report(hostile: bool = False) -> Report:
-    deployment, events, hosts = rolled_back(hostile=hostile)
-    return build_report(deployment, events, hosts, generated=T0 + 60)
+def report(run: Run) -> Report:
+    return build_report(run.deployment, run.events, run.hosts, generated=run.now + 60)
 
 
 def test_summary_tells_the_outcome_with_its_reason() -> None:
-    s = report().summary
+    run = bad_canary()
+    s = report(run).summary
+    reason = run.deployment.rollback_reason
+    assert reason is not None and reason.startswith("error_rate: ")
     assert s.state == "rolled_back"
     assert s.state_words == "rolled back"
-    assert s.outcome == (
-        "Rolled back to 1.0.0 automatically after 6.2 s at step 10% (1 of 3): "
-        "error_rate: 30/200 = 15.00%, at 99.0% confidence at least 9.50%, over 1.00%."
-    )
-    assert (s.step, s.step_number, s.steps_total) == ("10%", 1, 3)
-    assert s.duration == pytest.approx(6.2)
+    assert s.outcome.startswith(f"Rolled back to {STABLE} automatically after ")
+    assert s.outcome.endswith(f" at step 10% (1 of 4): {reason}.")
+    assert (s.step, s.step_number, s.steps_total) == ("10%", 1, 4)
+    assert s.duration == pytest.approx(run.now - START)
+    assert s.actor == "alice" and s.reason == "CHG-1"
+
+    done = report(good_rollout()).summary
+    assert done.outcome.startswith("Completed after 2 h 30 min: every host (10) runs 2.0.0.")
+    assert (done.step, done.step_number) == ("100%", 4)
 
 
 def test_windows_thresholds_and_what_each_decision_judged() -> None:
-    r = report()
-    assert [(w.end, w.canary.errors, w.baseline.requests) for w in r.windows] == [
-        (T0 + 2, 14, 300),
-        (T0 + 4, 16, 300),
-    ]
+    run = bad_canary()
+    r = report(run)
+    recorded = [e for e in run.events if e.kind == "analysis.window"]
+    assert [w.end for w in r.windows] == [e.time for e in recorded]
+    assert sum(w.canary.requests for w in r.windows) > 0
+    assert all(w.baseline.hosts == 9 for w in r.windows if w.baseline.requests)
     assert r.thresholds.error_rate == 0.01
     assert r.thresholds.latency_ms == 1000.0
     assert r.thresholds.latency_quantile == 0.95
     canary, baseline = r.judged
-    assert (canary.cohort, canary.verdict, canary.errors, canary.requests) == (
-        "canary",
-        "fail",
-        30,
-        200,
-    )
-    assert (canary.lower, canary.error_rate, canary.upper) == (0.095, 0.15, 0.23)
-    assert canary.latency_ms == 160.0
-    assert (baseline.cohort, baseline.requests, baseline.verdict) == ("baseline", 900, "pass")
-    assert canary.number == baseline.number == 5  # the deployment.fail row
+    fail = next(e for e in r.timeline if e.kind == "deployment.fail")
+    assert canary.number == baseline.number == fail.number
+    assert (canary.cohort, canary.verdict) == ("canary", "fail")
+    assert canary.lower is not None and canary.upper is not None
+    assert 0.01 < canary.lower < (canary.error_rate or 0) < canary.upper
+    assert canary.errors > 0 and canary.requests > canary.errors
+    assert canary.latency_ms is not None
+    # The canary's error rate was in the fail's words.
+    assert f"{canary.errors}/{canary.requests} = " in fail.message
+    assert baseline.cohort == "baseline" and baseline.requests > canary.requests
 
 
 def test_timeline_numbers_every_event_but_the_windows_and_marks_decisions() -> None:
-    r = report()
-    assert [e.number for e in r.timeline] == list(range(1, 8))
+    r = report(bad_canary())
+    assert [e.number for e in r.timeline] == list(range(1, len(r.timeline) + 1))
     assert "analysis.window" not in {e.kind for e in r.timeline}
-    marked = [(e.number, e.kind, e.label, e.category) for e in r.timeline if e.marked]
+    marked = [(e.kind, e.label, e.category) for e in r.timeline if e.marked]
     assert marked == [
-        (5, "deployment.fail", "rollback: error_rate", "rollback"),
-        (7, "deployment.rollback_done", "rolled back", "done"),
+        ("deployment.fail", "rollback: error_rate", "rollback"),
+        ("deployment.rollback_done", "rolled back", "done"),
     ]
-    fail = r.timeline[4]
-    assert [line.rule for line in fail.rules] == ["error_rate", "latency"]  # failures first
-    assert "after 5.9 s of a 10 s bake" in fail.details
-    assert any(d.startswith("baseline for error_rate: error_rate: 1/900") for d in fail.details)
+    fail = next(e for e in r.timeline if e.kind == "deployment.fail")
+    assert fail.rules[0].rule == "error_rate" and fail.rules[0].verdict == "fail"  # first
+    assert any(d.startswith("after ") and d.endswith(" of a 1 h bake") for d in fail.details)
+    assert any(d.startswith("judged window ") for d in fail.details)
     assert not any(d.startswith("reason: ") for d in fail.details)  # already the message
     assert r.timeline[0].actor == "alice"
+    assert "plan: 10% (1 host, bake 1 h) → 25% (2 hosts, bake 15 min)" in r.timeline[0].details[1]
+    refused = r.timeline[-1]
+    assert (refused.kind, refused.category) == ("operator.pause", "failed")
+    assert "reason refused: cannot pause while rolled_back" in refused.details
 
 
 def test_phases_and_hosts() -> None:
-    r = report()
-    assert [(s.phase, s.step) for s in r.spans] == [("baking", "10%"), ("rolling_back", "10%")]
-    assert r.spans[0].end == r.spans[1].start == T0 + 6.0
+    run = bad_canary()
+    r = report(run)
+    assert [(s.phase, s.step) for s in r.spans] == [
+        ("deploying", "10%"),
+        ("baking", "10%"),
+        ("rolling_back", "10%"),
+    ]
+    assert r.spans[0].end == r.spans[1].start
+    canary = run.deployment.steps[0].orders[0].host
     rows = {h.host: h for h in r.hosts}
-    assert rows["web-1"].step == "10%"
-    assert rows["web-1"].rollout == "deploy 2.1.0: succeeded (current -> releases/2.1.0)"
-    assert rows["web-1"].rollback == "rollback 1.0.0: succeeded (current -> releases/1.0.0)"
-    assert {h.end_version for h in r.hosts} == {"1.0.0"}
+    assert len(rows) == 10
+    assert rows[canary].step == "10%"
+    assert rows[canary].rollout == f"deploy {BAD}: succeeded"
+    assert rows[canary].rollback == f"rollback {STABLE}: succeeded"
+    assert {h.end_version for h in r.hosts} == {STABLE}
     assert all(h.ok for h in r.hosts)
-    assert rows["web-2"].step is None and rows["web-2"].rollout is None
-    assert rows["web-4"].online is False
+    others = [h for name, h in rows.items() if name != canary]
+    assert all(h.step is None and h.rollout is None for h in others)
+
+    good = report(good_rollout())
+    assert {h.end_version for h in good.hosts} == {h.now_version for h in good.hosts} == {GOOD}
+    assert [s.outcome for s in good.steps] == ["passed"] * 4
 
 
 def test_html_is_self_contained_with_the_chart() -> None:
-    html = render(report(), "html")
+    r = report(bad_canary())
+    html = render(r, "html")
     assert html.startswith("<!DOCTYPE html>")
     assert html.count("<svg") == 1
     assert "<script" not in html.lower()
@@ -95,19 +131,23 @@ def test_html_is_self_contained_with_the_chart() -> None:
     # The lines, the threshold, the judged window and both decision markers.
     assert html.count("<polyline") == 4  # canary and baseline, two panels
     assert "rollback over 1.00%" in html
-    assert "rollback over 1,000 ms at p95: far above this scale" in html
-    assert "#5 +0:06 rollback: error_rate" in html
-    assert "#7 +0:06 rolled back" in html
-    assert "canary, judged" in html and "30/200 = 15.00%, bounds 9.50% to 23.00% (fail)" in html
+    assert "rollback over 1,000 ms at p95" in html
+    for entry in r.timeline:
+        if entry.marked:
+            assert f"#{entry.number} +" in html and entry.label in html
+    canary = r.judged[0]
+    assert "canary, judged" in html and f"{canary.errors}/{canary.requests} = " in html
     assert "Rolled back to 1.0.0 automatically" in html
 
 
 def test_html_escapes_every_text() -> None:
-    html = render(report(hostile=True), "html")
+    html = render(report(hostile(bad_canary())), "html")
     assert SCRIPT not in html
     assert "& <b>" not in html
     assert "&amp; &lt;b&gt;" in html
     assert html.count("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;") >= 5
+    # The version strings too.
+    assert "2.1.0&lt;script&gt;" in html
 
 
 def _cells(line: str) -> int:
@@ -115,7 +155,8 @@ def _cells(line: str) -> int:
 
 
 def test_markdown_has_the_same_content_and_escapes_it() -> None:
-    text = render(report(hostile=True), "md")
+    r = report(hostile(bad_canary()))
+    text = render(r, "md")
     assert SCRIPT not in text and "<b>" not in text
     assert "&lt;script&gt;" in text
     assert "\\[link\\]" in text and "\\*bold\\*" in text and "\\`code\\`" in text
@@ -124,51 +165,53 @@ def test_markdown_has_the_same_content_and_escapes_it() -> None:
         if rows:
             assert len({_cells(row) for row in rows}) == 1, table
     assert "## Timeline" in text and "## Hosts" in text and "## Plan" in text
-    assert "| 5 | canary | " in text  # what the failing decision judged
-    assert "15.00% (30/200)" in text and "9.50% to 23.00%" in text
-    assert "- **5** +0:06 rollback: error\\_rate" in text
+    canary = r.judged[0]
+    assert f"| {canary.number} | canary | " in text  # what the failing decision judged
+    assert f"({canary.errors}/{canary.requests})" in text
+    assert f"- **{canary.number}** +" in text and "rollback: error\\_rate" in text
 
 
 def test_json_carries_everything_verbatim() -> None:
-    data = json.loads(render(report(hostile=True), "json"))
+    data = json.loads(render(report(hostile(bad_canary())), "json"))
     assert data["format"] == 1
     assert data["summary"]["actor"] == HOSTILE
     assert data["summary"]["state"] == "rolled_back"
-    assert len(data["windows"]) == 2
+    assert len(data["windows"]) == len(
+        [e for e in bad_canary().events if e.kind == "analysis.window"]
+    )
     assert {j["cohort"] for j in data["judged"]} == {"canary", "baseline"}
     assert data["timeline"][-1]["kind"] == "operator.pause"
     assert data["timeline"][-1]["category"] == "failed"  # a refused request
-    assert [h["host"] for h in data["hosts"]] == ["web-1", "web-2", "web-3", "web-4"]
+    assert [h["host"] for h in data["hosts"]] == [f"host-{i:02d}" for i in range(10)]
 
 
 def test_a_deployment_that_just_started_renders() -> None:
-    deployment, events, hosts = rolled_back()
-    deployment.update(state="baking", finished=None, rollback_reason=None, summary="")
-    r = build_report(deployment, events[:4], hosts, generated=T0 + 1)
-    assert r.summary.outcome.startswith("In progress (baking) at step 10% (1 of 3)")
+    run = in_progress(bad_canary(), START + 1)
+    r = build_report(run.deployment, run.events, run.hosts, generated=run.now)
+    assert r.summary.outcome.startswith("In progress (baking) at step 10% (1 of 4)")
     assert r.windows == [] and r.judged == []
-    assert r.end == T0 + 1
+    assert r.end == run.now
     html = render(r, "html")
     assert "no requests measured in this period" in html
     assert "No analysis window has been recorded." in render(r, "md")
 
 
-def test_malformed_evidence_degrades_instead_of_failing() -> None:
-    deployment, _, hosts = rolled_back()
-    events = [
-        {"seq": 1, "time": T0, "kind": "analysis.window", "evidence": {"cohorts": "nonsense"}},
-        {"seq": 2, "time": T0 + 1, "kind": "deployment.hold", "evidence": {"rules": [1, None]}},
-        {"seq": 3, "kind": "mystery", "message": None},
-    ]
-    r = build_report(deployment, events, hosts, generated=T0 + 2)
-    assert len(r.windows) == 1 and r.windows[0].canary.requests == 0
-    assert render(r, "html") and render(r, "md") and render(r, "json")
+def test_a_good_rollout_renders_every_step() -> None:
+    r = report(good_rollout())
+    text = render(r, "md")
+    for name in ("10%", "25%", "50%", "100%"):
+        assert f"{name} passed" in text
+    assert render(r, "html").count("<polyline") == 4
 
 
 def test_windows_of_orders_by_end() -> None:
+    recorded = [e for e in bad_canary().events if e.kind == "analysis.window"]
+    assert len(recorded) > 2
+    shuffled = list(reversed(recorded))
+    assert [w.end for w in windows_of(shuffled)] == [e.time for e in recorded]
     events = [
-        {"kind": "analysis.window", "time": 5.0, "evidence": {"start": 3.0, "end": 5.0}},
-        {"kind": "analysis.window", "time": 3.0, "evidence": {"start": 1.0, "end": 3.0}},
+        msgspec.structs.replace(recorded[0], seq=1, time=5.0, evidence={"start": 3.0, "end": 5.0}),
+        msgspec.structs.replace(recorded[1], seq=2, time=3.0, evidence={"start": 1.0, "end": 3.0}),
     ]
     assert [w.end for w in windows_of(events)] == [3.0, 5.0]
 

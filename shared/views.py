@@ -1,0 +1,251 @@
+"""What the coordinator's HTTP API returns, as typed Structs: the one contract between
+the daemon that encodes them and the CLI, the live follower, the demo and the report
+that decode them.
+
+The engine keeps its own internal records; the daemon converts them to these views at
+the API's edge (``coordinator/daemon/views.py``), so renaming an engine field cannot
+silently change what operators' tools read. Every view refuses unknown fields: a field
+added on one side only fails loudly in the tests instead of being ignored.
+
+The JSON shapes are the API's since its first version: envelopes such as
+``{"deployment": {...}}`` and ``{"events": [...]}``, a deployment's phase under the
+key ``state``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from shared.config.coordinator import Strategy
+from shared.messages import Action, Environment, Slot
+from shared.phases import Phase
+
+# Why a deployment holds for an operator (the engine's reasons, named here for the API).
+HoldReason = Literal["fleet_incident", "missing_data", "inconclusive"]
+# Why a command was sent: to roll the new version out, or to take it back.
+Purpose = Literal["rollout", "rollback"]
+CommandState = Literal[
+    "pending", "accepted", "succeeded", "failed", "rejected", "timed_out", "cancelled"
+]
+
+
+class View(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Base of every API view: keyword-only, immutable, strict on decode."""
+
+
+# -- hosts ----------------------------------------------------------------------------
+
+
+class CheckView(View, kw_only=True, frozen=True):
+    """A host's latest sample of one check."""
+
+    ok: bool
+    time: float
+    values: dict[str, float]
+    error: str | None = None
+
+
+class HostView(View, kw_only=True, frozen=True):
+    """One host as the coordinator sees it (``GET /api/v1/hosts``)."""
+
+    host: str
+    online: bool
+    session: int
+    environment: str
+    version: str | None
+    slot: str | None
+    labels: dict[str, str]
+    agent_version: str
+    last_seen: float
+    checks: dict[str, CheckView] = {}
+    batches: int = 0
+    last_seq: int | None = None
+
+    def value(self, check: str, name: str) -> float | None:
+        """The latest value ``name`` of ``check``, if the host reported it."""
+        sample = self.checks.get(check)
+        return None if sample is None else sample.values.get(name)
+
+
+class HostList(View, kw_only=True, frozen=True):
+    hosts: list[HostView]
+
+
+# -- deployments ----------------------------------------------------------------------
+
+
+class OrderView(View, kw_only=True, frozen=True):
+    """One command a step sends to one host."""
+
+    host: str
+    action: Action
+    version: str | None = None
+    slot: Slot | None = None
+
+
+class StepView(View, kw_only=True, frozen=True):
+    """One step of a deployment's plan."""
+
+    index: int
+    name: str
+    percent: float
+    orders: list[OrderView]
+    # Seconds of analysis after every order is confirmed; the last step's is the watch.
+    bake: float
+    # Waits for an operator's approve before its orders are sent.
+    approval: bool = False
+
+
+class TargetView(View, kw_only=True, frozen=True):
+    """A host the deployment covers, as it was when the deployment started."""
+
+    host: str
+    from_version: str | None = None
+    from_slot: Slot | None = None
+    labels: dict[str, str] = {}
+
+
+class CommandView(View, kw_only=True, frozen=True):
+    """A command the deployment sent, and the host's answer so far."""
+
+    id: str
+    host: str
+    purpose: Purpose
+    step: int
+    action: Action
+    version: str | None = None
+    slot: Slot | None = None
+    issued: float
+    state: CommandState = "pending"
+    detail: str = ""
+    answered: float | None = None
+
+
+class PreflightView(View, kw_only=True, frozen=True):
+    name: str
+    ok: bool | None = None
+    output_tail: str = ""
+
+
+class DeploymentView(View, kw_only=True, frozen=True):
+    """One deployment (``GET /api/v1/deployments/{id}``): its plan, where it stands, and
+    the numbers derived at the moment of the request (bake remaining, current step)."""
+
+    id: str
+    environment: Environment
+    strategy: Strategy
+    version: str
+    # The version every target host ran at the start: the rollback target.
+    from_version: str | None
+    actor: str
+    reason: str = ""
+    created: float
+    updated: float
+    finished: float | None = None
+    phase: Phase = msgspec.field(name="state")
+    # The phase a pause interrupted; why the deployment holds for an operator.
+    paused_from: Phase | None = None
+    hold_reason: HoldReason | None = None
+    steps: list[StepView] = []
+    # The index of the current step, its name and share of the fleet.
+    step: int = 0
+    step_name: str | None = None
+    percent: float | None = None
+    steps_total: int = 0
+    targets: dict[str, TargetView] = {}
+    commands: dict[str, CommandView] = {}
+    preflight: list[PreflightView] = []
+    # The current step's bake, in seconds, at the time of the request.
+    bake_elapsed: float = 0.0
+    bake_length: float = 0.0
+    bake_remaining: float = 0.0
+    rollback_version: str | None = None
+    rollback_reason: str | None = None
+    rollback_started: float | None = None
+    # The last decision in words.
+    summary: str = ""
+
+    @property
+    def current(self) -> StepView | None:
+        """The step the deployment is at, if it has one."""
+        return self.steps[self.step] if 0 <= self.step < len(self.steps) else None
+
+    @property
+    def stable_version(self) -> str | None:
+        """The version a rollback returns to."""
+        return self.rollback_version or self.from_version
+
+
+class DeploymentReply(View, kw_only=True, frozen=True):
+    deployment: DeploymentView
+
+
+class DeploymentList(View, kw_only=True, frozen=True):
+    deployments: list[DeploymentView]
+
+
+class OperatorReplyView(View, kw_only=True, frozen=True):
+    """The answer to an accepted operator request (deploy, promote, rollback, pause,
+    resume, approve); a refused one is an :class:`ErrorView` with status 409."""
+
+    accepted: bool
+    changed: bool
+    message: str
+    reasons: list[str] = []
+    deployment: DeploymentView | None = None
+
+
+class ErrorView(View, kw_only=True, frozen=True, omit_defaults=True):
+    """Any error: the message, and the engine's reasons for a refusal (left out when
+    there are none)."""
+
+    error: str
+    reasons: list[str] = []
+
+
+# -- events and alerts ----------------------------------------------------------------
+
+
+class EventView(View, kw_only=True, frozen=True):
+    """One stored event (``GET /api/v1/deployments/{id}/events``, and each server-sent
+    event of ``GET /api/v1/events``): a decision, a command, a request or an alert,
+    with the evidence behind it."""
+
+    seq: int
+    time: float
+    kind: str
+    message: str
+    deployment: str | None = None
+    host: str | None = None
+    actor: str | None = None
+    evidence: dict[str, Any] = {}
+
+
+class EventList(View, kw_only=True, frozen=True):
+    events: list[EventView]
+
+
+class AlertView(View, kw_only=True, frozen=True):
+    """A threshold alert, open or resolved, with the evidence it opened on."""
+
+    key: str
+    host: str | None = None
+    rule: str
+    environment: str | None = None
+    opened: float
+    resolved: float | None = None
+    message: str = ""
+    evidence: dict[str, Any] = {}
+
+
+class AlertList(View, kw_only=True, frozen=True):
+    alerts: list[AlertView]
+
+
+class StreamError(View, kw_only=True, frozen=True):
+    """The ``error`` event the stream sends before it ends (the client resumes with
+    ``?after=SEQ``)."""
+
+    error: str
