@@ -120,6 +120,13 @@ class _Rule(_Strict, kw_only=True, frozen=True, tag_field="rule"):
     hosts: list[str] = []
     message: str = ""
 
+    @property
+    def rule(self) -> str:
+        """The rule this result is of: its tag (``error_rate``, ``cpu``, ...)."""
+        tag = type(self).__struct_config__.tag
+        assert isinstance(tag, str)
+        return tag
+
 
 class ErrorRateResult(_Rule, kw_only=True, frozen=True, tag="error_rate"):
     numbers: RateNumbers
@@ -170,13 +177,6 @@ GAUGE_RESULTS: Final[dict[str, type[GaugeResult]]] = {
     "memory": MemoryResult,
     "disk": DiskResult,
 }
-
-
-def rule_name(result: RuleResult) -> str:
-    """The rule a result is of: its tag (``error_rate``, ``cpu``, ...)."""
-    tag = type(result).__struct_config__.tag
-    assert isinstance(tag, str)
-    return tag
 
 
 class BaselineShown(_Strict, kw_only=True, frozen=True, omit_defaults=True):

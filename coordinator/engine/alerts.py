@@ -20,20 +20,23 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Final
 
+import msgspec
 from msgspec import Struct
 
 from coordinator.engine.actions import EngineAction, Notify, Record
-from coordinator.engine.stats import wilson
+from coordinator.engine.stats import Rate, rate_verdict
 from coordinator.engine.windows import (
     GAUGE_CHECKS,
     CheckWindow,
+    Tally,
     base_check,
     gauge_value,
     tally_sample,
 )
 from shared.config.coordinator import AlertPolicy
+from shared.evidence import AlertChange, Verdict, encode_evidence
 from shared.kinds import EventKind
 from shared.messages import Sample
 
@@ -54,23 +57,6 @@ class _Streaks:
     clear: int = 0
 
 
-@dataclass(slots=True)
-class _Counts:
-    time: float
-    requests: int = 0
-    errors: int = 0
-    latency_n: int = 0
-    slow_definite: int = 0
-    slow_possible: int = 0
-
-    def add(self, other: _Counts, sign: int) -> None:
-        self.requests += sign * other.requests
-        self.errors += sign * other.errors
-        self.latency_n += sign * other.latency_n
-        self.slow_definite += sign * other.slow_definite
-        self.slow_possible += sign * other.slow_possible
-
-
 @dataclass(frozen=True, slots=True)
 class _At:
     """Where and when an alert is judged."""
@@ -83,13 +69,22 @@ class _At:
 @dataclass
 class _HostState:
     streaks: dict[str, _Streaks] = field(default_factory=dict)
-    recent: deque[_Counts] = field(default_factory=deque)
+    # Each sample's counts, by the sample's time.
+    recent: deque[tuple[float, Tally]] = field(default_factory=deque)
     # The sums of ``recent``, kept as samples enter and leave the window.
-    total: _Counts = field(default_factory=lambda: _Counts(0.0))
+    total: Tally = field(default_factory=Tally)
     newest: float = 0.0
 
 
 BREACH, CLEAR, NEUTRAL = "breach", "clear", "neutral"
+# A rate's verdict as an alert counts it: only a definite breach or a clear estimate
+# moves a streak.
+_STREAK: Final = {
+    Verdict.FAIL: BREACH,
+    Verdict.PASS: CLEAR,
+    Verdict.INCONCLUSIVE: NEUTRAL,
+    Verdict.NO_DATA: NEUTRAL,
+}
 
 
 class Alerts:
@@ -139,7 +134,7 @@ class Alerts:
                     verdict,
                     lambda: (
                         f"{sample.check} at {reading:g} % (threshold {limit:g} %)",
-                        {"value": reading, "threshold": limit},
+                        AlertChange(rule=sample.check, value=reading, threshold=limit),
                     ),
                 )
         out += self._judge(
@@ -151,7 +146,7 @@ class Alerts:
                 f"{sample.check} check passing"
                 if sample.ok
                 else f"{sample.check} check failing: {sample.error or 'no detail'}",
-                {"ok": sample.ok, "error": sample.error},
+                AlertChange(rule=f"health:{sample.check}", ok=sample.ok, error=sample.error),
             ),
         )
         values = sample.values
@@ -167,68 +162,55 @@ class Alerts:
     def _rates(self, at: _At, state: _HostState, sample: Sample) -> list[EngineAction]:
         policy = self.policy
         tally = tally_sample(sample, policy.latency_ms, sketch=False)
-        counts = _Counts(
-            sample.time,
-            tally.requests,
-            tally.errors,
-            tally.latency_n,
-            tally.slow_definite,
-            tally.slow_possible,
-        )
-        state.recent.append(counts)
-        state.total.add(counts, 1)
+        state.recent.append((sample.time, tally))
+        state.total.merge(tally)
         state.newest = max(state.newest, sample.time)
-        while state.recent and state.recent[0].time < state.newest - policy.rate_window:
-            state.total.add(state.recent.popleft(), -1)
+        while state.recent and state.recent[0][0] < state.newest - policy.rate_window:
+            state.total.remove(state.recent.popleft()[1])
         total = state.total
-        requests, errors = total.requests, total.errors
         out: list[EngineAction] = []
-        if requests:
-            estimate = errors / requests
-            # Most samples are clear by their estimate; the bound is computed only when
-            # the estimate is over the threshold.
-            if estimate <= policy.error_rate:
-                verdict, lower = CLEAR, None
-            else:
-                lower = wilson(errors, requests, policy.confidence).lower
-                verdict = BREACH if lower > policy.error_rate else NEUTRAL
+        if total.requests:
+            errors = Rate(total.errors, total.requests, policy.confidence)
+            verdict = rate_verdict(errors, policy.error_rate, pass_at_estimate=True)
+            # Most samples clear by their estimate, and then no bound was computed.
+            lower = None if verdict is Verdict.PASS else errors.lower
 
-            def describe_errors() -> tuple[str, dict[str, Any]]:
+            def describe_errors() -> tuple[str, AlertChange]:
                 return (
-                    f"error rate {errors}/{requests} = {estimate:.2%} over "
+                    f"error rate {errors.events}/{errors.trials} = {errors.estimate:.2%} over "
                     f"{policy.rate_window:g} s (threshold {policy.error_rate:.2%})",
-                    {
-                        "errors": errors,
-                        "requests": requests,
-                        "lower": lower,
-                        "threshold": policy.error_rate,
-                    },
+                    AlertChange(
+                        rule="error_rate",
+                        errors=errors.events,
+                        requests=errors.trials,
+                        lower=lower,
+                        threshold=policy.error_rate,
+                    ),
                 )
 
-            out += self._judge(at, state, "error_rate", verdict, describe_errors)
+            out += self._judge(at, state, "error_rate", _STREAK[verdict], describe_errors)
         if total.latency_n:
             share = 1.0 - policy.latency_quantile
-            slow, count = total.slow_definite, total.latency_n
-            if total.slow_possible / count <= share:
-                verdict, slow_lower = CLEAR, None
-            else:
-                slow_lower = wilson(slow, count, policy.confidence).lower
-                verdict = BREACH if slow_lower > share else NEUTRAL
+            slow = Rate(total.slow_definite, total.latency_n, policy.confidence)
+            possible = Rate(total.slow_possible, total.latency_n, policy.confidence)
+            verdict = rate_verdict(slow, share, for_pass=possible, pass_at_estimate=True)
+            slow_lower = None if verdict is Verdict.PASS else slow.lower
 
-            def describe_latency() -> tuple[str, dict[str, Any]]:
+            def describe_latency() -> tuple[str, AlertChange]:
                 return (
-                    f"{slow}/{count} requests over {policy.latency_ms:g} ms in "
+                    f"{slow.events}/{slow.trials} requests over {policy.latency_ms:g} ms in "
                     f"{policy.rate_window:g} s (p{policy.latency_quantile * 100:g} threshold)",
-                    {
-                        "slow": slow,
-                        "requests": count,
-                        "lower": slow_lower,
-                        "share": share,
-                        "latency_ms": policy.latency_ms,
-                    },
+                    AlertChange(
+                        rule="latency",
+                        slow=slow.events,
+                        requests=slow.trials,
+                        lower=slow_lower,
+                        share=share,
+                        latency_ms=policy.latency_ms,
+                    ),
                 )
 
-            out += self._judge(at, state, "latency", verdict, describe_latency)
+            out += self._judge(at, state, "latency", _STREAK[verdict], describe_latency)
         return out
 
     def status(
@@ -240,7 +222,11 @@ class Alerts:
         message = "host offline (agent's Will or shutdown)" if not online else "host online"
         at = _At(host, environment, now)
         return self._set(
-            at, "offline", fire=not online, message=message, evidence={"online": online}
+            at,
+            "offline",
+            fire=not online,
+            message=message,
+            evidence=AlertChange(rule="offline", online=online),
         )
 
     def tick(
@@ -273,7 +259,7 @@ class Alerts:
                     if silent
                     else "reporting again"
                 ),
-                evidence={"checks": silent},
+                evidence=AlertChange(rule="silent", checks=silent),
             )
         return out
 
@@ -283,7 +269,7 @@ class Alerts:
         state: _HostState,
         rule: str,
         verdict: str,
-        describe: Callable[[], tuple[str, dict[str, Any]]],
+        describe: Callable[[], tuple[str, AlertChange]],
     ) -> list[EngineAction]:
         """Count one evaluation; ``describe`` builds the message and evidence, only when
         the alert changes state."""
@@ -306,7 +292,9 @@ class Alerts:
         if not change:
             return []
         message, evidence = describe()
-        evidence = {**evidence, "breach_streak": streaks.breach, "clear_streak": streaks.clear}
+        evidence = msgspec.structs.replace(
+            evidence, breach_streak=streaks.breach, clear_streak=streaks.clear
+        )
         return self._set(at, rule, fire=not firing, message=message, evidence=evidence)
 
     def _set(
@@ -316,7 +304,7 @@ class Alerts:
         *,
         fire: bool,
         message: str,
-        evidence: dict[str, Any],
+        evidence: AlertChange,
     ) -> list[EngineAction]:
         host, environment, now = at.host, at.environment, at.now
         key = (host, rule)
@@ -331,15 +319,15 @@ class Alerts:
             )
         else:
             since = self.firing.pop(key).since
-            evidence = {**evidence, "fired_at": since, "duration": now - since}
+            evidence = msgspec.structs.replace(evidence, fired_at=since, duration=now - since)
             kind, severity, text = (
                 EventKind.ALERT_RESOLVED,
                 "info",
                 f"{host}: {rule} resolved: {message}",
             )
-        evidence = {"rule": rule, **evidence}
+        fields = encode_evidence(evidence)
         return [
-            Record(time=now, kind=kind, message=text, host=host, evidence=evidence),
+            Record(time=now, kind=kind, message=text, host=host, evidence=fields),
             Notify(
                 time=now,
                 kind=kind,
@@ -347,6 +335,6 @@ class Alerts:
                 message=text,
                 environment=environment,
                 host=host,
-                evidence=evidence,
+                evidence=fields,
             ),
         ]

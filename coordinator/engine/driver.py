@@ -21,9 +21,9 @@ from coordinator.engine.errors import EngineError
 from coordinator.engine.judge import Judgement, Outcome
 from coordinator.engine.phases import RECORDED_AS, TERMINAL, Phase, Trigger, transition
 from coordinator.engine.rollback import Rollback
-from coordinator.engine.rules import Verdict
 from coordinator.engine.state import EngineState, Outbox
 from shared.config.coordinator import EnvironmentPolicy
+from shared.evidence import HealthResult, Verdict
 from shared.kinds import EventKind
 
 # A deployment settles within a handful of transitions per event; more is a bug.
@@ -193,7 +193,7 @@ class Driver:
                 now,
                 out,
                 reason="; ".join(r.message for r in result.failed),
-                evidence=result.evidence(),
+                evidence=result.fields(),
             )
             return True
         self._alert_once(dep, result, now, out)
@@ -212,7 +212,7 @@ class Driver:
                         now,
                         out,
                         "every judged host reports again; bake continues",
-                        evidence=result.evidence(),
+                        evidence=result.fields(),
                         notify=(EventKind.DEPLOYMENT_RESUMED, "info"),
                     )
                     return True
@@ -257,7 +257,7 @@ class Driver:
                 now,
                 out,
                 f"step {step.name} passed its {dep.bake_length:g} s bake",
-                evidence=result.evidence(),
+                evidence=result.fields(),
             )
             return True
         extension = step.bake * self.state.policy(dep.environment).inconclusive_extension
@@ -271,7 +271,7 @@ class Driver:
                 out,
                 f"step {step.name} inconclusive at the end of its bake; "
                 f"extended by {extension:g} s",
-                evidence={"extension": extension, **result.evidence()},
+                evidence={"extension": extension, **result.fields()},
             )
             return True
         return self._hold(dep, "inconclusive", result, now, out)
@@ -315,7 +315,7 @@ class Driver:
                 now,
                 out,
                 message,
-                evidence={"reason": reason, **result.evidence()},
+                evidence={"reason": reason, **result.fields()},
                 notify=(EventKind.DEPLOYMENT_HELD, "warning"),
             )
             dep.hold_reason = reason
@@ -440,9 +440,9 @@ class Driver:
             []
             if result is None
             else [
-                r.evidence()
+                r
                 for r in result.results
-                if r.rule == "health" and r.verdict is not Verdict.PASS
+                if isinstance(r, HealthResult) and r.verdict is not Verdict.PASS
             ]
         )
         missing = {} if result is None else result.missing
@@ -454,7 +454,7 @@ class Driver:
             now,
             out,
             f"completed: every host ({len(dep.targets)}) reports {dep.version} and is healthy",
-            evidence=result.evidence() if result is not None else {},
+            evidence=result.fields() if result is not None else {},
             notify=(EventKind.DEPLOYMENT_COMPLETED, "info"),
         )
         return True

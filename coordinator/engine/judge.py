@@ -26,16 +26,15 @@ failure is blamed on the release, as the guide asks.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from coordinator.engine.rules import (
     APPLICATION,
     CohortView,
-    RuleResult,
     Silence,
-    Verdict,
     coverage,
     error_rate,
     gauge,
@@ -44,21 +43,30 @@ from coordinator.engine.rules import (
     latency,
     missing,
 )
-from coordinator.engine.stats import wilson
+from coordinator.engine.stats import Rate, rate_verdict
 from coordinator.engine.windows import GAUGE_CHECKS, Tally
 from shared.config.coordinator import EnvironmentPolicy
+from shared.evidence import (
+    Absence,
+    BaselineShown,
+    ErrorRateResult,
+    GaugeResult,
+    HealthResult,
+    LatencyResult,
+    MissingDataResult,
+    Outcome,
+    RuleResult,
+    Verdict,
+    encode_evidence,
+)
+from shared.evidence import Judgement as JudgementEvidence
 
 # A host rule is fleet-wide when at least this share of the baseline shows it, even if
 # the canary's share is higher (one canary host of one is a share of 100 %).
 FLEET_SHARE = 0.5
 
 
-class Outcome(enum.Enum):
-    FAIL = "fail"  # a failure blamed on the release: roll back
-    FLEET = "fleet"  # every failure shared by the baseline: hold and alert
-    MISSING = "missing"  # a host has no data, within the grace: hold and alert
-    WAIT = "wait"  # inconclusive, or not enough fresh data yet
-    PASS = "pass"  # every enforced rule passes on fresh data
+__all__ = ["Judgement", "Outcome", "evaluate", "judge", "quick_failures"]
 
 
 @dataclass
@@ -67,21 +75,25 @@ class Judgement:
     results: list[RuleResult]
     failed: list[RuleResult] = field(default_factory=list)
     # Per failed rule, what the baseline showed (only when it was consulted).
-    baseline: dict[str, dict[str, Any]] = field(default_factory=dict)
+    baseline: dict[str, BaselineShown] = field(default_factory=dict)
     missing: dict[str, tuple[float, str]] = field(default_factory=dict)
 
     def blocking(self) -> list[RuleResult]:
         """The rules that keep this window from passing."""
         return [r for r in self.results if r.enforced and r.verdict is not Verdict.PASS]
 
-    def evidence(self) -> dict[str, Any]:
-        return {
-            "outcome": self.outcome.value,
-            "rules": [r.evidence() for r in self.results],
-            "failed": [r.rule for r in self.failed],
-            "baseline": self.baseline,
-            "missing": {h: {"since": s, "why": w} for h, (s, w) in sorted(self.missing.items())},
-        }
+    def fields(self) -> dict[str, Any]:
+        """The evidence as the JSON fields a transition's evidence carries alongside."""
+        return encode_evidence(self.evidence())
+
+    def evidence(self) -> JudgementEvidence:
+        return JudgementEvidence(
+            outcome=self.outcome,
+            rules=list(self.results),
+            failed=[r.rule for r in self.failed],
+            baseline=dict(self.baseline),
+            missing={h: Absence(since=s, why=w) for h, (s, w) in sorted(self.missing.items())},
+        )
 
 
 def _blocking_no_data(policy: EnvironmentPolicy, result: RuleResult) -> bool:
@@ -97,30 +109,19 @@ def evaluate(
     policy: EnvironmentPolicy, cohort: CohortView, silence: Silence, now: float
 ) -> tuple[list[RuleResult], dict[str, tuple[float, str]]]:
     """Every rule on one cohort."""
-    results = [error_rate(policy, cohort, now), latency(policy, cohort, now)]
+    results: list[RuleResult] = [error_rate(policy, cohort, now), latency(policy, cohort, now)]
     results.extend(gauge(policy, cohort, check, now) for check in GAUGE_CHECKS)
     results.append(health(policy, cohort, now))
     results.append(coverage(policy, cohort, now))
     absent_result, absent = missing(policy, cohort, silence, now)
     results.append(absent_result)
     # A rule with no data that does not block is reported as such but not enforced.
-    results = [
+    return [
         r
         if r.verdict is not Verdict.NO_DATA or _blocking_no_data(policy, r) or not r.enforced
-        else RuleResult(
-            rule=r.rule,
-            verdict=r.verdict,
-            cohort=r.cohort,
-            window_start=r.window_start,
-            window_end=r.window_end,
-            enforced=False,
-            hosts=r.hosts,
-            numbers=r.numbers,
-            message=f"{r.message} (not required)",
-        )
+        else msgspec.structs.replace(r, enforced=False, message=f"{r.message} (not required)")
         for r in results
-    ]
-    return results, absent
+    ], absent
 
 
 def quick_failures(
@@ -132,14 +133,11 @@ def quick_failures(
     failed: list[RuleResult] = []
     app = cohort.pooled.get(APPLICATION) or Tally()
     threshold = policy.error_rate
-    if (
-        threshold is not None
-        and app.requests
-        and wilson(app.errors, app.requests, policy.confidence).lower > threshold
-    ):
+    errors = Rate(app.errors, app.requests, policy.confidence)
+    if threshold is not None and rate_verdict(errors, threshold) is Verdict.FAIL:
         failed.append(error_rate(policy, cohort, now))
-    share = 1.0 - policy.latency_quantile
-    if app.latency_n and wilson(app.slow_definite, app.latency_n, policy.confidence).lower > share:
+    slow = Rate(app.slow_definite, app.latency_n, policy.confidence)
+    if rate_verdict(slow, 1.0 - policy.latency_quantile) is Verdict.FAIL:
         failed.append(latency(policy, cohort, now))
     checks = cohort.checks(host)
     single = CohortView(
@@ -178,7 +176,7 @@ def judge(
             )
             if shown is not None:
                 judgement.baseline[result.rule] = shown
-            if shown is None or not shown["same_breach"]:
+            if shown is None or not shown.same_breach:
                 explained = False
         judgement.outcome = Outcome.FLEET if explained else Outcome.FAIL
         return judgement
@@ -202,27 +200,28 @@ def _baseline_shows(
     baseline: CohortView | None,
     silence: Silence,
     now: float,
-) -> dict[str, Any] | None:
+) -> BaselineShown | None:
     """Whether the baseline shows the breach ``failed`` found on the canary, with the
     numbers; None without a baseline."""
     if baseline is None or not baseline.hosts:
         return None
     rule = failed.rule
-    if rule in ("error_rate", "latency"):
-        mine = (
+    showing: list[str]
+    if isinstance(failed, ErrorRateResult | LatencyResult):
+        mine: ErrorRateResult | LatencyResult = (
             error_rate(policy, baseline, now)
-            if rule == "error_rate"
+            if isinstance(failed, ErrorRateResult)
             else latency(policy, baseline, now)
         )
-        threshold = failed.numbers["threshold"]
+        threshold = failed.numbers.threshold
         same = (
-            mine.numbers["trials"] > 0
-            and mine.numbers["estimate"] > threshold
-            and mine.numbers["upper"] >= failed.numbers["lower"]
+            mine.numbers.trials > 0
+            and mine.numbers.estimate > threshold
+            and mine.numbers.upper >= failed.numbers.lower
         )
-        return {"same_breach": same, "rule": mine.evidence()}
-    if rule in GAUGE_CHECKS:
-        limit = failed.numbers["limit"]
+        return BaselineShown(same_breach=same, rule=mine)
+    if isinstance(failed, GaugeResult):
+        limit = failed.numbers.limit
         showing, reporting = [], 0
         for host in baseline.hosts:
             window = baseline.checks(host).get(rule)
@@ -231,9 +230,9 @@ def _baseline_shows(
             reporting += 1
             if window.last_value > limit:
                 showing.append(host)
-        canary_share = _share(len(failed.numbers["peaks"]), len(canary.hosts))
-    elif rule == "health":
-        broken = {c for checks in failed.numbers["failing"].values() for c in checks}
+        canary_share = _share(len(failed.numbers.peaks), len(canary.hosts))
+    elif isinstance(failed, HealthResult):
+        broken = {c for checks in failed.numbers.failing.values() for c in checks}
         showing, reporting = [], 0
         for host in baseline.hosts:
             windows = baseline.checks(host)
@@ -243,8 +242,8 @@ def _baseline_shows(
             reporting += 1
             if any(w.last_ok is False for w in seen):
                 showing.append(host)
-        canary_share = _share(len(failed.numbers["failing"]), len(canary.hosts))
-    elif rule == "missing_data":
+        canary_share = _share(len(failed.numbers.failing), len(canary.hosts))
+    elif isinstance(failed, MissingDataResult):
         showing, reporting = [], len(baseline.hosts)
         for host in baseline.hosts:
             if host_missing(
@@ -256,17 +255,17 @@ def _baseline_shows(
                 now=now,
             ):
                 showing.append(host)
-        canary_share = _share(len(failed.numbers["missing"]), len(canary.hosts))
+        canary_share = _share(len(failed.numbers.missing), len(canary.hosts))
     else:
         return None
     share = _share(len(showing), reporting)
     same = reporting > 0 and share >= min(canary_share, FLEET_SHARE)
-    return {
-        "same_breach": same,
-        "rule": rule,
-        "baseline_hosts": len(baseline.hosts),
-        "reporting": reporting,
-        "showing": sorted(showing),
-        "baseline_share": share,
-        "canary_share": canary_share,
-    }
+    return BaselineShown(
+        same_breach=same,
+        rule=rule,
+        baseline_hosts=len(baseline.hosts),
+        reporting=reporting,
+        showing=sorted(showing),
+        baseline_share=share,
+        canary_share=canary_share,
+    )

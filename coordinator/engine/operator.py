@@ -12,7 +12,7 @@ time, not on evidence.
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import Any, Final
 
 from coordinator.engine.actions import OperatorReply, RunPreflight
 from coordinator.engine.deployment import Deployment, PreflightState
@@ -26,8 +26,8 @@ from coordinator.engine.events import (
 from coordinator.engine.fleet import HostRecord
 from coordinator.engine.gate import host_gate
 from coordinator.engine.phases import ACTIVE, Phase, Trigger, allowed
-from coordinator.engine.rules import Verdict
 from coordinator.engine.state import EngineState, Outbox
+from shared.evidence import Verdict
 from shared.kinds import EventKind
 from shared.messages import VERSION_PATTERN
 
@@ -319,7 +319,7 @@ class Operator:
 
     # gates on a running deployment -----------------------------------------------------
 
-    def _safe_to_advance(self, dep: Deployment, now: float) -> dict[str, object]:
+    def _safe_to_advance(self, dep: Deployment, now: float) -> dict[str, Any]:
         """Refuse (raise) if a rule fails or a judged host has no data: silent, offline,
         or without a sample of a required check in this window (after a restart, say).
         An inconclusive rate is the operator's call; missing evidence is not."""
@@ -335,7 +335,7 @@ class Operator:
         ]
         if reasons:
             raise _Refused(*reasons)
-        return result.evidence()
+        return result.fields()
 
     def _promote(self, request: OperatorRequest, now: float, out: Outbox) -> tuple[bool, str]:
         dep = self._find(request)

@@ -5,44 +5,35 @@ judge.py combines them and applies the baseline policy.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import msgspec
-from msgspec import Struct
 
 from coordinator.engine.fleet import HostRecord
-from coordinator.engine.stats import Bounds, wilson
+from coordinator.engine.stats import Rate, rate_verdict
 from coordinator.engine.windows import CheckWindow, Tally
 from shared.config.coordinator import EnvironmentPolicy
+from shared.evidence import (
+    GAUGE_RESULTS,
+    Absence,
+    CoverageNumbers,
+    CoverageResult,
+    ErrorRateResult,
+    GaugeNumbers,
+    GaugeResult,
+    HealthNumbers,
+    HealthResult,
+    LatencyNumbers,
+    LatencyResult,
+    MissingDataNumbers,
+    MissingDataResult,
+    RateNumbers,
+    RuleResult,
+    Verdict,
+)
+
+__all__ = ["APPLICATION", "CohortView", "RuleResult", "Silence", "Verdict"]
 
 APPLICATION = "application"
-
-
-class Verdict(enum.Enum):
-    PASS = "pass"
-    FAIL = "fail"
-    INCONCLUSIVE = "inconclusive"
-    NO_DATA = "no_data"
-
-
-class RuleResult(Struct, frozen=True, kw_only=True):
-    rule: str
-    verdict: Verdict
-    cohort: str
-    window_start: float
-    window_end: float
-    # False for rules the environment only reports (development's error rate).
-    enforced: bool = True
-    hosts: list[str] = []
-    numbers: dict[str, Any] = {}
-    message: str = ""
-
-    def evidence(self) -> dict[str, Any]:
-        data: dict[str, Any] = msgspec.to_builtins(self)
-        return data
 
 
 @dataclass(frozen=True)
@@ -68,108 +59,93 @@ class Silence:
     since: float
 
 
-def _rate(
-    rule: str,
-    cohort: CohortView,
-    bad: Bounds,
-    bad_for_pass: Bounds,
-    *,
-    threshold: float,
-    confidence: float,
-    now: float,
-    numbers: dict[str, Any],
-    enforced: bool = True,
-) -> RuleResult:
-    if bad.trials == 0:
-        verdict = Verdict.NO_DATA
-        message = f"{rule}: no requests in the window"
-    elif bad.lower > threshold:
-        verdict = Verdict.FAIL
-        message = (
+def _rate_message(rule: str, verdict: Verdict, bad: Rate, good: Rate, threshold: float) -> str:
+    confidence = bad.confidence
+    if verdict is Verdict.NO_DATA:
+        return f"{rule}: no requests in the window"
+    if verdict is Verdict.FAIL:
+        return (
             f"{rule}: {bad.events}/{bad.trials} = {bad.estimate:.2%}, at {confidence:.1%} "
             f"confidence at least {bad.lower:.2%}, over {threshold:.2%}"
         )
-    elif bad_for_pass.upper < threshold:
-        verdict = Verdict.PASS
-        message = (
-            f"{rule}: {bad_for_pass.events}/{bad_for_pass.trials}, at {confidence:.1%} "
-            f"confidence at most {bad_for_pass.upper:.2%}, under {threshold:.2%}"
+    if verdict is Verdict.PASS:
+        return (
+            f"{rule}: {good.events}/{good.trials}, at {confidence:.1%} "
+            f"confidence at most {good.upper:.2%}, under {threshold:.2%}"
         )
-    else:
-        verdict = Verdict.INCONCLUSIVE
-        message = (
-            f"{rule}: {bad.events}/{bad.trials} = {bad.estimate:.2%}, bounds "
-            f"{bad.lower:.2%}..{bad_for_pass.upper:.2%} straddle {threshold:.2%}"
-        )
-    numbers = {
-        **numbers,
-        "events": bad.events,
-        "trials": bad.trials,
-        "estimate": bad.estimate,
-        "lower": bad.lower,
-        "upper": bad_for_pass.upper,
-        "threshold": threshold,
-        "confidence": confidence,
-    }
-    return RuleResult(
-        rule=rule,
-        verdict=verdict,
-        cohort=cohort.name,
-        window_start=cohort.window_start,
-        window_end=now,
-        enforced=enforced,
-        hosts=list(cohort.hosts),
-        numbers=numbers,
-        message=message if enforced else f"{message} (reported only)",
+    return (
+        f"{rule}: {bad.events}/{bad.trials} = {bad.estimate:.2%}, bounds "
+        f"{bad.lower:.2%}..{good.upper:.2%} straddle {threshold:.2%}"
     )
 
 
-def error_rate(policy: EnvironmentPolicy, cohort: CohortView, now: float) -> RuleResult:
+def _rate_numbers(bad: Rate, good: Rate, threshold: float) -> RateNumbers:
+    return RateNumbers(
+        events=bad.events,
+        trials=bad.trials,
+        estimate=bad.bounds.estimate,
+        lower=bad.lower,
+        upper=good.upper,
+        threshold=threshold,
+        confidence=bad.confidence,
+    )
+
+
+def error_rate(policy: EnvironmentPolicy, cohort: CohortView, now: float) -> ErrorRateResult:
     app = cohort.pooled.get(APPLICATION) or Tally()
-    bounds = wilson(app.errors, app.requests, policy.confidence)
+    bad = Rate(app.errors, app.requests, policy.confidence)
     if policy.error_rate is None:
         # Development: "relaxed (report only)" in the guide. Judged against production's
         # 1 % for the record, never acted on.
         threshold, enforced = 0.01, False
     else:
         threshold, enforced = policy.error_rate, True
-    return _rate(
-        "error_rate",
-        cohort,
-        bounds,
-        bounds,
-        threshold=threshold,
-        confidence=policy.confidence,
-        now=now,
-        numbers={},
+    verdict = rate_verdict(bad, threshold)
+    message = _rate_message("error_rate", verdict, bad, bad, threshold)
+    return ErrorRateResult(
+        verdict=verdict,
+        cohort=cohort.name,
+        window_start=cohort.window_start,
+        window_end=now,
         enforced=enforced,
+        hosts=list(cohort.hosts),
+        numbers=_rate_numbers(bad, bad, threshold),
+        message=message if enforced else f"{message} (reported only)",
     )
 
 
-def latency(policy: EnvironmentPolicy, cohort: CohortView, now: float) -> RuleResult:
+def latency(policy: EnvironmentPolicy, cohort: CohortView, now: float) -> LatencyResult:
     """The window's pooled quantile over the threshold, judged as the share of requests
-    slower than the threshold against ``1 - quantile``."""
+    slower than the threshold against ``1 - quantile``: failed on the surely slow
+    requests, passed on the possibly slow ones."""
     app = cohort.pooled.get(APPLICATION) or Tally()
     share = 1.0 - policy.latency_quantile
-    definite = wilson(app.slow_definite, app.latency_n, policy.confidence)
-    possible = wilson(app.slow_possible, app.latency_n, policy.confidence)
+    definite = Rate(app.slow_definite, app.latency_n, policy.confidence)
+    possible = Rate(app.slow_possible, app.latency_n, policy.confidence)
+    verdict = rate_verdict(definite, share, for_pass=possible)
     quantile = app.sketch.quantile(policy.latency_quantile)
-    numbers = {
-        "quantile": policy.latency_quantile,
-        # Approximate (within 2 %), for people; the verdict uses the exact counts.
-        "quantile_ms": None if quantile is None or quantile == float("inf") else quantile,
-        "latency_ms": policy.latency_ms,
-        "slow_possible": app.slow_possible,
-    }
-    return _rate(
-        "latency",
-        cohort,
-        definite,
-        possible,
-        threshold=share,
-        confidence=policy.confidence,
-        now=now,
-        numbers=numbers,
+    rate = _rate_numbers(definite, possible, share)
+    return LatencyResult(
+        verdict=verdict,
+        cohort=cohort.name,
+        window_start=cohort.window_start,
+        window_end=now,
+        hosts=list(cohort.hosts),
+        numbers=LatencyNumbers(
+            events=rate.events,
+            trials=rate.trials,
+            estimate=rate.estimate,
+            lower=rate.lower,
+            upper=rate.upper,
+            threshold=rate.threshold,
+            confidence=rate.confidence,
+            quantile=policy.latency_quantile,
+            # Approximate (within 2 %), for people; the verdict uses the exact counts.
+            quantile_ms=None if quantile is None or quantile == float("inf") else quantile,
+            latency_ms=policy.latency_ms,
+            slow_possible=app.slow_possible,
+        ),
+        message=_rate_message("latency", verdict, definite, possible, share),
     )
 
 
@@ -182,7 +158,7 @@ def _gauge_limit(policy: EnvironmentPolicy, check: str) -> float:
     return limits[check]
 
 
-def gauge(policy: EnvironmentPolicy, cohort: CohortView, check: str, now: float) -> RuleResult:
+def gauge(policy: EnvironmentPolicy, cohort: CohortView, check: str, now: float) -> GaugeResult:
     limit = _gauge_limit(policy, check)
     over: list[str] = []
     peaks: dict[str, float] = {}
@@ -207,24 +183,23 @@ def gauge(policy: EnvironmentPolicy, cohort: CohortView, check: str, now: float)
     else:
         verdict = Verdict.NO_DATA
         message = f"{check}: no samples in the window"
-    return RuleResult(
-        rule=check,
+    return GAUGE_RESULTS[check](
         verdict=verdict,
         cohort=cohort.name,
         window_start=cohort.window_start,
         window_end=now,
         hosts=over or list(cohort.hosts),
-        numbers={
-            "limit": limit,
-            "consecutive": policy.gauge_consecutive,
-            "reporting": reporting,
-            "peaks": peaks,
-        },
+        numbers=GaugeNumbers(
+            limit=limit,
+            consecutive=policy.gauge_consecutive,
+            reporting=reporting,
+            peaks=peaks,
+        ),
         message=message,
     )
 
 
-def health(policy: EnvironmentPolicy, cohort: CohortView, now: float) -> RuleResult:
+def health(policy: EnvironmentPolicy, cohort: CohortView, now: float) -> HealthResult:
     failing: dict[str, list[str]] = {}
     errors: dict[str, str] = {}
     for host in cohort.hosts:
@@ -243,23 +218,22 @@ def health(policy: EnvironmentPolicy, cohort: CohortView, now: float) -> RuleRes
     else:
         verdict = Verdict.PASS
         message = "health: no check failing consecutively"
-    return RuleResult(
-        rule="health",
+    return HealthResult(
         verdict=verdict,
         cohort=cohort.name,
         window_start=cohort.window_start,
         window_end=now,
         hosts=sorted(failing) or list(cohort.hosts),
-        numbers={
-            "consecutive": policy.health_consecutive_failures,
-            "failing": failing,
-            "errors": errors,
-        },
+        numbers=HealthNumbers(
+            consecutive=policy.health_consecutive_failures,
+            failing=failing,
+            errors=errors,
+        ),
         message=message,
     )
 
 
-def coverage(policy: EnvironmentPolicy, cohort: CohortView, now: float) -> RuleResult:
+def coverage(policy: EnvironmentPolicy, cohort: CohortView, now: float) -> CoverageResult:
     """Fresh data: every host has at least one sample of every required check in this
     window. Nothing is promoted on data the engine has not seen."""
     lacking: dict[str, list[str]] = {}
@@ -269,14 +243,13 @@ def coverage(policy: EnvironmentPolicy, cohort: CohortView, now: float) -> RuleR
             window = checks.get(check)
             if window is None or window.tally.samples == 0:
                 lacking.setdefault(host, []).append(check)
-    return RuleResult(
-        rule="coverage",
+    return CoverageResult(
         verdict=Verdict.NO_DATA if lacking else Verdict.PASS,
         cohort=cohort.name,
         window_start=cohort.window_start,
         window_end=now,
         hosts=sorted(lacking) or list(cohort.hosts),
-        numbers={"lacking": lacking, "required": list(policy.required_checks)},
+        numbers=CoverageNumbers(lacking=lacking, required=list(policy.required_checks)),
         message=(
             "coverage: no samples yet in this window from "
             + "; ".join(f"{h} ({', '.join(c)})" for h, c in lacking.items())
@@ -291,7 +264,7 @@ def missing(
     cohort: CohortView,
     silence: Silence,
     now: float,
-) -> tuple[RuleResult, dict[str, tuple[float, str]]]:
+) -> tuple[MissingDataResult, dict[str, tuple[float, str]]]:
     """The missing-data rule: NO_DATA while a host is missing, FAIL once one has been
     missing for the environment's grace."""
     absent: dict[str, tuple[float, str]] = {}
@@ -323,19 +296,18 @@ def missing(
     else:
         verdict = Verdict.PASS
         message = "missing data: every host reporting"
-    result = RuleResult(
-        rule="missing_data",
+    result = MissingDataResult(
         verdict=verdict,
         cohort=cohort.name,
         window_start=cohort.window_start,
         window_end=now,
         hosts=sorted(absent) or list(cohort.hosts),
-        numbers={
-            "grace": policy.missing_data_grace,
-            "missing": {
-                h: {"since": since, "why": why} for h, (since, why) in sorted(absent.items())
+        numbers=MissingDataNumbers(
+            grace=policy.missing_data_grace,
+            missing={
+                h: Absence(since=since, why=why) for h, (since, why) in sorted(absent.items())
             },
-        },
+        ),
         message=message,
     )
     return result, absent

@@ -32,6 +32,7 @@ from coordinator.engine.windows import (
     slot_check,
 )
 from shared.config.coordinator import CoordinatorConfig, EnvironmentPolicy
+from shared.evidence import Evidence, encode_evidence
 from shared.kinds import EventKind
 from shared.messages import Slot
 
@@ -108,7 +109,7 @@ class Outbox:
         deployment: str | None = None,
         host: str | None = None,
         actor: str | None = None,
-        evidence: Mapping[str, Any] | None = None,
+        evidence: Evidence | Mapping[str, Any] | None = None,
     ) -> None:
         self.add(
             Record(
@@ -118,7 +119,7 @@ class Outbox:
                 deployment=deployment,
                 host=host,
                 actor=actor,
-                evidence=dict(evidence or {}),
+                evidence=_fields(evidence),
             )
         )
 
@@ -131,7 +132,7 @@ class Outbox:
         *,
         environment: str | None = None,
         deployment: str | None = None,
-        evidence: Mapping[str, Any] | None = None,
+        evidence: Evidence | Mapping[str, Any] | None = None,
     ) -> None:
         self.add(
             Notify(
@@ -141,7 +142,7 @@ class Outbox:
                 message=message,
                 environment=environment,
                 deployment=deployment,
-                evidence=dict(evidence or {}),
+                evidence=_fields(evidence),
             )
         )
 
@@ -150,6 +151,15 @@ class Outbox:
             DeploymentChanged(deployment=d.checkpoint(now)) for d in self.changed.values()
         ]
         return first + self.actions
+
+
+def _fields(evidence: Evidence | Mapping[str, Any] | None) -> dict[str, Any]:
+    """Evidence as the event log stores it: a JSON object."""
+    if evidence is None:
+        return {}
+    if isinstance(evidence, Struct):
+        return encode_evidence(evidence)
+    return dict(evidence)
 
 
 class EngineState:

@@ -22,6 +22,8 @@ from functools import lru_cache
 from statistics import NormalDist
 from typing import Final, NamedTuple
 
+from shared.evidence import Verdict
+
 
 class Bounds(NamedTuple):
     """A proportion ``events / trials`` with one-sided bounds at some confidence."""
@@ -96,6 +98,62 @@ def wilson(events: int, trials: int, confidence: float) -> Bounds:
     if 1 <= trials - events <= limit:
         upper = 1.0 - poisson_lower(trials - events, confidence) / n
     return Bounds(events, trials, p, lower, upper)
+
+
+class Rate:
+    """A proportion ``events / trials`` whose bounds at ``confidence`` are computed on
+    first use: most rates on the hot path are decided by their estimate or one bound."""
+
+    __slots__ = ("_bounds", "confidence", "events", "trials")
+
+    def __init__(self, events: int, trials: int, confidence: float) -> None:
+        self.events = events
+        self.trials = trials
+        self.confidence = confidence
+        self._bounds: Bounds | None = None
+
+    @property
+    def estimate(self) -> float:
+        return self.events / self.trials if self.trials > 0 else 0.0
+
+    @property
+    def bounds(self) -> Bounds:
+        if self._bounds is None:
+            self._bounds = wilson(self.events, self.trials, self.confidence)
+        return self._bounds
+
+    @property
+    def lower(self) -> float:
+        return self.bounds.lower
+
+    @property
+    def upper(self) -> float:
+        return self.bounds.upper
+
+
+def rate_verdict(
+    bad: Rate, threshold: float, *, for_pass: Rate | None = None, pass_at_estimate: bool = False
+) -> Verdict:
+    """The one verdict on a rate, for the deployment's rules, the quick path of every
+    metric batch, and the fleet alerts.
+
+    FAIL when the data says the true rate of ``bad`` is over ``threshold`` (its lower
+    bound is); PASS when it says the rate of ``for_pass`` (default ``bad``; latency
+    passes on the possibly slow requests, fails on the surely slow ones) is under it
+    (its upper bound is), or with ``pass_at_estimate`` when its estimate is at or under
+    it (an alert clears as soon as the rate looks fine); INCONCLUSIVE between; NO_DATA
+    without trials. Bounds are computed only when the verdict needs them.
+    """
+    good = bad if for_pass is None else for_pass
+    if bad.trials <= 0:
+        return Verdict.NO_DATA
+    if pass_at_estimate and good.estimate <= threshold:
+        return Verdict.PASS
+    if bad.lower > threshold:
+        return Verdict.FAIL
+    if not pass_at_estimate and good.upper < threshold:
+        return Verdict.PASS
+    return Verdict.INCONCLUSIVE
 
 
 class LatencySketch:

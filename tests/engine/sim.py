@@ -38,6 +38,7 @@ from coordinator.engine import (
     Tick,
 )
 from shared.config import CoordinatorConfig, loads
+from shared.evidence import decode_evidence
 from shared.messages import CommandResult, HostStatus, MetricBatch, Sample
 
 # Test durations: the guide's hours, with a short ack timeout and grace so that faults
@@ -217,6 +218,11 @@ class Sim:
             for observer in self.observers:
                 observer(self.now, action)
             match action:
+                case Record() | Notify():
+                    # Every evidence the engine writes is of its kind's type.
+                    decode_evidence(
+                        action.kind, action.evidence, notice=isinstance(action, Notify)
+                    )
                 case SendCommand():
                     self.sent.append(action)
                     self._push(self.now + self.command_delay, "deliver", action)

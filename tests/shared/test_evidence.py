@@ -23,7 +23,6 @@ from shared.evidence import (
     Verdict,
     decode_evidence,
     encode_evidence,
-    rule_name,
 )
 from shared.kinds import EventKind
 from shared.phases import Phase
@@ -72,7 +71,7 @@ def test_a_judgement_decodes_into_rules_tagged_by_name() -> None:
     evidence = decode_evidence(EventKind.DEPLOYMENT_FAIL, fails[0]["evidence"])
     assert isinstance(evidence, RollbackStarted)
     assert evidence.from_ in set(Phase) and evidence.to is Phase.ROLLING_BACK
-    names = [rule_name(r) for r in evidence.rules]
+    names = [r.rule for r in evidence.rules]
     assert {"error_rate", "latency", "cpu", "memory", "disk", "health", "missing_data"} <= set(
         names
     )
