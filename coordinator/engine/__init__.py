@@ -18,7 +18,7 @@ from coordinator.engine.actions import (
 from coordinator.engine.alerts import FiringAlert
 from coordinator.engine.deployment import CommandRecord, Deployment, HistoryEntry, Step
 from coordinator.engine.engine import Engine
-from coordinator.engine.errors import EngineError, IllegalTransition, SnapshotError
+from coordinator.engine.errors import EngineError, SnapshotError
 from coordinator.engine.events import (
     CommandResultReceived,
     EngineEvent,
@@ -29,7 +29,7 @@ from coordinator.engine.events import (
     Tick,
 )
 from coordinator.engine.fleet import HostRecord
-from coordinator.engine.phases import TRANSITIONS, Phase, Trigger
+from coordinator.engine.phases import TRANSITIONS, IllegalTransition, Phase, Trigger
 from coordinator.engine.state import EngineSnapshot, decode_snapshot, encode_snapshot
 
 __all__ = [

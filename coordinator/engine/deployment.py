@@ -12,9 +12,9 @@ from typing import Literal
 import msgspec
 from msgspec import Struct
 
-from coordinator.engine.phases import Phase
 from shared.config.coordinator import Strategy
 from shared.messages import Action, Environment, Slot
+from shared.phases import Phase
 
 CommandState = Literal[
     "pending", "accepted", "succeeded", "failed", "rejected", "timed_out", "cancelled"

@@ -10,6 +10,7 @@ to be woken then), a host's Will starts the missing-data grace at once.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from coordinator.engine import bluegreen, canary, direct
@@ -19,7 +20,7 @@ from coordinator.engine.commands import FAILED_STATES, Commands
 from coordinator.engine.deployment import Deployment, HistoryEntry, HoldReason, Step, TargetHost
 from coordinator.engine.errors import EngineError
 from coordinator.engine.judge import Judgement, Outcome
-from coordinator.engine.phases import RECORDED_AS, TERMINAL, Phase, Trigger, transition
+from coordinator.engine.phases import TERMINAL, Log, Phase, Trigger, fire
 from coordinator.engine.rollback import Rollback
 from coordinator.engine.state import EngineState, Outbox
 from shared.config.coordinator import EnvironmentPolicy
@@ -39,64 +40,23 @@ class Driver:
         self.state = state
         self.cohorts = Cohorts(state)
         self.commands = Commands(state, self.cohorts)
-        self.rollback = Rollback(state, self.commands, self)
+        self.rollback = Rollback(state, self.commands, self.fire)
 
     def fire(
         self,
         dep: Deployment,
         trigger: Trigger,
         now: float,
-        out: Outbox,
+        out: Log,
         message: str,
         *,
-        evidence: dict[str, Any] | None = None,
+        evidence: Mapping[str, Any] | None = None,
         actor: str | None = None,
         notify: tuple[EventKind, Severity] | None = None,
     ) -> None:
-        """Take one transition of the table (raising, with nothing changed, if illegal),
-        keep the bake clock, record it with its evidence and notify if asked."""
-        before = dep.phase
-        after = transition(dep.id, before, trigger, dep.paused_from)
-        if before is Phase.BAKING and after is not Phase.BAKING:
-            dep.stop_bake(now)
-        dep.paused_from = before if after is Phase.PAUSED else None
-        dep.phase = after
-        if after is Phase.BAKING and before is not Phase.BAKING:
-            dep.bake_since = now
-        if after not in (Phase.HELD, Phase.PAUSED):
-            # A pause from a hold keeps its reason: resuming returns to that hold.
-            dep.hold_reason = None
-        dep.updated = now
-        dep.summary = message
-        out.touch(dep)
-        full = {
-            "trigger": trigger.value,
-            "from": before.value,
-            "to": after.value,
-            "step": dep.step,
-            "bake_elapsed": dep.bake_at(now),
-            "bake_length": dep.bake_length,
-            **(evidence or {}),
-        }
-        out.record(
-            now,
-            RECORDED_AS[trigger],
-            message,
-            deployment=dep.id,
-            actor=actor,
-            evidence=full,
-        )
-        if notify is not None:
-            kind, severity = notify
-            out.notify(
-                now,
-                kind,
-                severity,
-                f"{dep.id} ({dep.environment}, {dep.version}): {message}",
-                environment=dep.environment,
-                deployment=dep.id,
-                evidence=full,
-            )
+        """phases.fire, then what follows the change: a finished deployment goes to the
+        history, a running one's cohorts are rebuilt for its new phase."""
+        after = fire(dep, trigger, now, out, message, evidence=evidence, actor=actor, notify=notify)
         if after in TERMINAL:
             self._finish(dep, now)
         else:

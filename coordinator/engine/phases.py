@@ -28,14 +28,22 @@ rollback could not be verified) can be rolled back again.
 An event that a phase has no entry for is a bug or a bad request: ``transition`` raises
 IllegalTransition and changes nothing. Operator requests are checked with
 ``allowed`` first and refused with a reason instead.
+
+Every phase change goes through ``fire``: it takes the table's transition, keeps the
+bake clock, and records the change with its evidence (and a notification if asked).
+The driver adds what follows a change (a finished deployment's history, the cohorts
+of the new phase); nothing else sets ``phase``.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Final, Literal
+from collections.abc import Mapping
+from typing import Any, Final, Literal, Protocol
 
-from coordinator.engine.errors import IllegalTransition
+from coordinator.engine.actions import Severity
+from coordinator.engine.deployment import Deployment
+from coordinator.engine.errors import EngineError
 from shared.kinds import EventKind
 from shared.phases import TERMINAL, Phase
 
@@ -45,9 +53,12 @@ __all__ = [
     "RECORDED_AS",
     "TERMINAL",
     "TRANSITIONS",
+    "Fire",
+    "IllegalTransition",
     "Phase",
     "Trigger",
     "allowed",
+    "fire",
     "transition",
 ]
 
@@ -72,6 +83,18 @@ class Trigger(enum.Enum):
     ROLLBACK = "rollback"
     ROLLBACK_DONE = "rollback_done"
     ROLLBACK_FAILED = "rollback_failed"
+
+
+class IllegalTransition(EngineError):
+    """A deployment in ``phase`` cannot take ``trigger``; nothing was changed."""
+
+    def __init__(self, deployment: str, phase: Phase, trigger: Trigger) -> None:
+        self.deployment = deployment
+        self.phase = phase
+        self.trigger = trigger
+        super().__init__(
+            f"deployment {deployment}: no transition from {phase.value} on {trigger.value}"
+        )
 
 
 # The target of (PAUSED, RESUME): the phase the deployment was paused from.
@@ -174,3 +197,105 @@ def transition(deployment: str, phase: Phase, trigger: Trigger, paused_from: Pha
         return paused_from
     assert isinstance(target, Phase)
     return target
+
+
+class Log(Protocol):
+    """Where ``fire`` writes: the outbox of the event being handled (state.Outbox)."""
+
+    def touch(self, deployment: Deployment) -> None: ...
+
+    def record(
+        self,
+        now: float,
+        kind: EventKind,
+        message: str,
+        *,
+        deployment: str | None = None,
+        actor: str | None = None,
+        evidence: Mapping[str, Any] | None = None,
+    ) -> None: ...
+
+    def notify(
+        self,
+        now: float,
+        kind: EventKind,
+        severity: Severity,
+        message: str,
+        *,
+        environment: str | None = None,
+        deployment: str | None = None,
+        evidence: Mapping[str, Any] | None = None,
+    ) -> None: ...
+
+
+def fire(
+    dep: Deployment,
+    trigger: Trigger,
+    now: float,
+    out: Log,
+    message: str,
+    *,
+    evidence: Mapping[str, Any] | None = None,
+    actor: str | None = None,
+    notify: tuple[EventKind, Severity] | None = None,
+) -> Phase:
+    """Take one transition of the table (raising, with nothing changed, if illegal),
+    keep the bake clock, record it with its evidence and notify if asked; return the
+    new phase.
+
+    The record's evidence is the transition (trigger, from, to, step, bake clock)
+    followed by ``evidence``: together, shared.evidence's type of its kind.
+    """
+    before = dep.phase
+    after = transition(dep.id, before, trigger, dep.paused_from)
+    if before is Phase.BAKING and after is not Phase.BAKING:
+        dep.stop_bake(now)
+    dep.paused_from = before if after is Phase.PAUSED else None
+    dep.phase = after
+    if after is Phase.BAKING and before is not Phase.BAKING:
+        dep.bake_since = now
+    if after not in (Phase.HELD, Phase.PAUSED):
+        # A pause from a hold keeps its reason: resuming returns to that hold.
+        dep.hold_reason = None
+    dep.updated = now
+    dep.summary = message
+    out.touch(dep)
+    full = {
+        "trigger": trigger.value,
+        "from": before.value,
+        "to": after.value,
+        "step": dep.step,
+        "bake_elapsed": dep.bake_at(now),
+        "bake_length": dep.bake_length,
+        **(evidence or {}),
+    }
+    out.record(now, RECORDED_AS[trigger], message, deployment=dep.id, actor=actor, evidence=full)
+    if notify is not None:
+        kind, severity = notify
+        out.notify(
+            now,
+            kind,
+            severity,
+            f"{dep.id} ({dep.environment}, {dep.version}): {message}",
+            environment=dep.environment,
+            deployment=dep.id,
+            evidence=full,
+        )
+    return after
+
+
+class Fire(Protocol):
+    """``fire`` and what follows a change, as the driver gives it to the rollback."""
+
+    def __call__(
+        self,
+        dep: Deployment,
+        trigger: Trigger,
+        now: float,
+        out: Log,
+        message: str,
+        *,
+        evidence: Mapping[str, Any] | None = None,
+        actor: str | None = None,
+        notify: tuple[EventKind, Severity] | None = None,
+    ) -> None: ...

@@ -11,24 +11,21 @@ stays unanswered ends in FAILED, for a person, who can retry.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from coordinator.engine import bluegreen, canary
 from coordinator.engine.commands import FAILED_STATES, Commands
 from coordinator.engine.deployment import Deployment
-from coordinator.engine.phases import Phase, Trigger
+from coordinator.engine.phases import Fire, Phase, Trigger
 from coordinator.engine.state import EngineState, Outbox
 from shared.kinds import EventKind
 
-if TYPE_CHECKING:
-    from coordinator.engine.driver import Driver
-
 
 class Rollback:
-    def __init__(self, state: EngineState, commands: Commands, driver: Driver) -> None:
+    def __init__(self, state: EngineState, commands: Commands, fire: Fire) -> None:
         self.state = state
         self.commands = commands
-        self.driver = driver
+        self.fire = fire
 
     def stable_version(self, dep: Deployment) -> str | None:
         """The last stable version. For a completed deployment: the newest deployment
@@ -74,7 +71,7 @@ class Rollback:
                 hosts = {c.host for c in dep.rollout_commands() if c.action == "switch"}
             else:
                 hosts = dep.ordered_hosts()
-        self.driver.fire(
+        self.fire(
             dep,
             trigger,
             now,
@@ -163,7 +160,7 @@ class Rollback:
             "unhealthy": unhealthy,
         }
         if failed or off:
-            self.driver.fire(
+            self.fire(
                 dep,
                 Trigger.ROLLBACK_FAILED,
                 now,
@@ -176,7 +173,7 @@ class Rollback:
             )
             return True
         health = f"; still unhealthy: {', '.join(unhealthy)}" if unhealthy else "; healthy"
-        self.driver.fire(
+        self.fire(
             dep,
             Trigger.ROLLBACK_DONE,
             now,
