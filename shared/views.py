@@ -19,11 +19,11 @@ from typing import Any, Literal
 import msgspec
 
 from shared.config.coordinator import Strategy
+from shared.evidence import Evidence, HoldReason, decode_evidence
+from shared.kinds import EventKind
 from shared.messages import Action, Environment, Slot
 from shared.phases import Phase
 
-# Why a deployment holds for an operator (the engine's reasons, named here for the API).
-HoldReason = Literal["fleet_incident", "missing_data", "inconclusive"]
 # Why a command was sent: to roll the new version out, or to take it back.
 Purpose = Literal["rollout", "rollback"]
 CommandState = Literal[
@@ -215,12 +215,18 @@ class EventView(View, kw_only=True, frozen=True):
 
     seq: int
     time: float
-    kind: str
+    kind: EventKind
     message: str
     deployment: str | None = None
     host: str | None = None
     actor: str | None = None
+    # As stored: a JSON object whose type follows from ``kind`` (see facts()).
     evidence: dict[str, Any] = {}
+
+    def facts(self) -> Evidence:
+        """The evidence as its kind's type (shared.evidence.EVIDENCE_TYPES);
+        msgspec.ValidationError if it is not of that type."""
+        return decode_evidence(self.kind, self.evidence)
 
 
 class EventList(View, kw_only=True, frozen=True):

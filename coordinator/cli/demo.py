@@ -16,9 +16,10 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Final, TextIO
+
+import msgspec
 
 from coordinator.cli.client import (
     EXIT_FAILURE,
@@ -29,11 +30,12 @@ from coordinator.cli.client import (
     get_deployment,
     get_events,
 )
-from coordinator.cli.follow import WINDOW, Update, follow
+from coordinator.cli.follow import Update, follow
 from coordinator.devfleet.broker import BrokerError, mosquitto_binary
 from coordinator.devfleet.fleet import PROFILES, STABLE, Fleet
 from coordinator.report import build_report, render
-from coordinator.report.words import as_map, rate, rule_lines, window_words
+from coordinator.report.words import baseline_of, rate, rule_lines, window_words
+from shared.evidence import AnalysisWindow, Evidence, NoEvidence
 from shared.phases import Phase
 from shared.views import DeploymentView, HostList, OperatorReplyView
 
@@ -159,9 +161,13 @@ class DemoRun:
 
     def _narrate(self, update: Update) -> None:
         for event in update.events:
-            kind, evidence = event.kind, event.evidence
-            if kind == WINDOW:
-                self._numbers(evidence)
+            kind = event.kind
+            try:
+                facts = event.facts()
+            except msgspec.ValidationError:
+                facts = NoEvidence()  # told without its evidence
+            if isinstance(facts, AnalysisWindow):
+                self._numbers(facts)
                 continue
             if kind in ("operator.start", "deployment.created"):
                 continue
@@ -169,37 +175,36 @@ class DemoRun:
                 self.say(event.message, indent=2)
                 continue
             self.say(event.message)
-            self._evidence(kind, evidence)
+            self._evidence(kind, facts)
 
-    def _numbers(self, evidence: Mapping[str, Any]) -> None:
-        canary = (evidence.get("cohorts") or {}).get("canary") or {}
+    def _numbers(self, window: AnalysisWindow) -> None:
+        canary = window.cohorts.get("canary")
         now = time.monotonic()
-        if not canary.get("requests") or now - self.last_numbers < NUMBERS_EVERY:
+        if canary is None or not canary.requests or now - self.last_numbers < NUMBERS_EVERY:
             return
         self.last_numbers = now
-        self.say(f"numbers: {window_words(evidence)}", indent=2)
+        self.say(f"numbers: {window_words(window)}", indent=2)
 
-    def _evidence(self, kind: str, evidence: Mapping[str, Any]) -> None:
+    def _evidence(self, kind: str, facts: Evidence) -> None:
         """Why the engine decided, in the words of the rules that mattered."""
-        lines = rule_lines(evidence)
+        lines = rule_lines(facts)
         if kind in ("deployment.bake_passed", "deployment.verified"):
-            shown = [line for line in lines if line["rule"] in ("error_rate", "latency")]
-            for line in shown:
-                self.say(f"evidence: {line['message']}", indent=2)
+            for line in lines:
+                if line.rule in ("error_rate", "latency"):
+                    self.say(f"evidence: {line.message}", indent=2)
         elif kind in ("deployment.fail", "deployment.hold", "deployment.extend"):
             shown_verdicts = ("fail",) if kind == "deployment.fail" else ("fail", "inconclusive")
             for line in lines:
-                if line["verdict"] in shown_verdicts and line["enforced"]:
-                    self.say(f"evidence ({line['verdict']}): {line['message']}", indent=2)
-            for rule, shown in as_map(evidence.get("baseline")).items():
-                inner = as_map(as_map(shown).get("rule"))
-                if inner:
+                if line.verdict in shown_verdicts and line.enforced:
+                    self.say(f"evidence ({line.verdict}): {line.message}", indent=2)
+            for rule, shown in baseline_of(facts).items():
+                if not isinstance(shown.rule, str):
                     verdict = (
                         "the same breach: fleet-wide, not the release"
-                        if as_map(shown).get("same_breach")
+                        if shown.same_breach
                         else "not the same breach, so the release is blamed"
                     )
-                    self.say(f"baseline ({rule}): {inner.get('message')}: {verdict}", indent=2)
+                    self.say(f"baseline ({rule}): {shown.rule.message}: {verdict}", indent=2)
         if kind == "deployment.hold":
             ident = self.deployment_id
             self.say(

@@ -13,7 +13,7 @@ import queue
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TextIO
 from urllib.parse import urlencode
@@ -24,15 +24,15 @@ from coordinator.cli.client import EXIT_USAGE, Client, CliError, get_deployment
 from coordinator.report.words import (
     HOLD_WORDS,
     STATE_WORDS,
-    as_map,
     clock,
     duration,
     millis,
     offset,
     rate,
-    transition_to,
+    transition_of,
     window_words,
 )
+from shared.evidence import AnalysisWindow, Evidence, NoEvidence
 from shared.phases import TERMINAL, Phase
 from shared.views import DeploymentView, EventView, StreamError
 
@@ -172,9 +172,27 @@ def follow(
 
 
 def _has_final(events: Sequence[EventView], phase: Phase) -> bool:
-    return any(transition_to(e) == phase.value for e in events) or any(
-        e.kind == "deployment.refused" for e in events
-    )
+    for event in events:
+        if event.kind == "deployment.refused":
+            return True
+        moved = transition_of(_facts(event)) if event.kind.startswith("deployment.") else None
+        if moved is not None and moved[0] is phase:
+            return True
+    return False
+
+
+def _facts(event: EventView) -> Evidence:
+    """The event's typed evidence; none if it is not of its kind's type (a coordinator
+    of another version): following never stops on a detail."""
+    try:
+        return event.facts()
+    except msgspec.ValidationError:
+        return NoEvidence()
+
+
+def _window(event: EventView) -> AnalysisWindow | None:
+    facts = _facts(event)
+    return facts if isinstance(facts, AnalysisWindow) else None
 
 
 # -- words ------------------------------------------------------------------------------
@@ -213,23 +231,22 @@ def step_words(deployment: DeploymentView) -> str:
     )
 
 
-def numbers_words(window: Mapping[str, Any]) -> str:
+def numbers_words(window: AnalysisWindow) -> str:
     """``canary 0.48% errors, p95 70 ms · baseline 0.24%, p95 70 ms``: short enough for
     the progress line; empty before the canary has any requests."""
-    cohorts = as_map(window.get("cohorts"))
     parts: list[str] = []
     for name, label in (("canary", "canary {rate} errors"), ("baseline", "baseline {rate}")):
-        cohort = as_map(cohorts.get(name))
-        if not cohort.get("requests"):
+        cohort = window.cohorts.get(name)
+        if cohort is None or not cohort.requests:
             continue
-        text = label.format(rate=rate(cohort.get("error_rate")))
-        if cohort.get("p95_ms") is not None:
-            text += f", p95 {millis(cohort.get('p95_ms'))}"
+        text = label.format(rate=rate(cohort.error_rate))
+        if cohort.p95_ms is not None:
+            text += f", p95 {millis(cohort.p95_ms)}"
         parts.append(text)
     return " · ".join(parts)
 
 
-def progress_line(deployment: DeploymentView, window: Mapping[str, Any] | None) -> str:
+def progress_line(deployment: DeploymentView, window: AnalysisWindow | None) -> str:
     """One line: state, step, bake time left, canary vs baseline."""
     parts = [state_words(deployment)]
     if deployment.phase not in TERMINAL:
@@ -273,7 +290,7 @@ class Progress:
         self.out = out
         self.tty = tty
         self.start = start
-        self.window: Mapping[str, Any] | None = None
+        self.window: AnalysisWindow | None = None
         self.drawn = False
         self.last_key: tuple[Any, ...] | None = None
         self.last_hint: str | None = None
@@ -282,7 +299,7 @@ class Progress:
     def update(self, update: Update) -> None:
         for event in update.events:
             if event.kind == WINDOW:
-                self.window = event.evidence or None
+                self.window = _window(event)
             elif event.kind not in QUIET_KINDS:
                 self._line(event_line(event, self.start))
         if update.error != self.error:
@@ -345,9 +362,9 @@ def status_text(deployment: DeploymentView, events: Sequence[EventView], *, now:
         lines.append(f"decision    {d.summary}")
     if d.rollback_reason:
         lines.append(f"rollback    {d.rollback_reason}")
-    windows = [e for e in events if e.kind == WINDOW]
+    windows = [w for e in events if e.kind == WINDOW and (w := _window(e)) is not None]
     if windows and d.phase not in TERMINAL:
-        lines.append(f"numbers     {window_words(windows[-1].evidence)}")
+        lines.append(f"numbers     {window_words(windows[-1])}")
     advice = hint(d)
     if advice:
         lines.append(advice)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from coordinator.daemon.hosts import HostEntry
 from coordinator.engine import Deployment
 from coordinator.engine.deployment import CommandRecord, PreflightState, Step, TargetHost
+from shared.kinds import EventKind
 from shared.messages import Event
 from shared.views import (
     CheckView,
@@ -106,7 +107,7 @@ def event_view(event: Event) -> EventView:
     return EventView(
         seq=event.seq,
         time=event.time,
-        kind=event.kind,
+        kind=EventKind(event.kind),
         message=event.message,
         deployment=event.deployment,
         host=event.host,

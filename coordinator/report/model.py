@@ -8,23 +8,32 @@ carry the same content.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from collections.abc import Callable, Sequence
+from typing import Any, Final, NamedTuple
 
 import msgspec
 
 from coordinator.report.words import (
     STATE_WORDS,
-    as_list,
-    as_map,
+    RuleLine,
+    baseline_of,
     category_of,
     clock,
     details,
     duration,
     marker_label,
     rule_lines,
+    rules_of,
     stamp,
-    transition_to,
+    transition_of,
+)
+from shared.evidence import (
+    AnalysisWindow,
+    CohortNumbers,
+    ErrorRateResult,
+    Evidence,
+    LatencyResult,
+    NoEvidence,
 )
 from shared.phases import TERMINAL, Phase
 from shared.views import CommandView, DeploymentView, EventView, HostView
@@ -49,15 +58,6 @@ class Window(msgspec.Struct, frozen=True, kw_only=True):
     end: float
     canary: Cohort
     baseline: Cohort
-
-
-class RuleLine(msgspec.Struct, frozen=True, kw_only=True):
-    rule: str
-    verdict: str
-    cohort: str
-    enforced: bool
-    message: str
-    numbers: dict[str, Any] = {}
 
 
 class Entry(msgspec.Struct, frozen=True, kw_only=True):
@@ -213,46 +213,52 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
 REPORT_FORMAT: Final = 1
 
 
-def _float(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+class Logged(NamedTuple):
+    """A stored event and its evidence, decoded once by the event's kind."""
+
+    event: EventView
+    facts: Evidence
 
 
-def _int(value: Any) -> int:
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+def logged(events: Sequence[EventView]) -> list[Logged]:
+    """Each event with its typed evidence. Evidence that is not of its kind's type (a
+    coordinator of another version) is shown as none: the event still has its row."""
+    out: list[Logged] = []
+    for event in events:
+        try:
+            facts = event.facts()
+        except msgspec.ValidationError:
+            facts = NoEvidence()
+        out.append(Logged(event, facts))
+    return out
 
 
-def _cohort(data: Any) -> Cohort:
-    if not isinstance(data, Mapping):
+def _cohort(numbers: CohortNumbers | None) -> Cohort:
+    if numbers is None:
         return Cohort()
     return Cohort(
-        hosts=_int(data.get("hosts")),
-        requests=_int(data.get("requests")),
-        errors=_int(data.get("errors")),
-        error_rate=_float(data.get("error_rate")),
-        p50_ms=_float(data.get("p50_ms")),
-        p95_ms=_float(data.get("p95_ms")),
-        p99_ms=_float(data.get("p99_ms")),
+        hosts=numbers.hosts,
+        requests=numbers.requests,
+        errors=numbers.errors,
+        error_rate=numbers.error_rate,
+        p50_ms=numbers.p50_ms,
+        p95_ms=numbers.p95_ms,
+        p99_ms=numbers.p99_ms,
     )
 
 
-def windows_of(events: Sequence[EventView]) -> list[Window]:
+def windows_of(events: Sequence[Logged]) -> list[Window]:
     """The ``analysis.window`` events as windows, in time order."""
-    out: list[Window] = []
-    for event in events:
-        if event.kind != WINDOW_KIND:
-            continue
-        evidence = event.evidence
-        cohorts = as_map(evidence.get("cohorts"))
-        end = _float(evidence.get("end")) or event.time
-        start = _float(evidence.get("start")) or end
-        out.append(
-            Window(
-                start=start,
-                end=end,
-                canary=_cohort(cohorts.get("canary")),
-                baseline=_cohort(cohorts.get("baseline")),
-            )
+    out = [
+        Window(
+            start=facts.start,
+            end=facts.end,
+            canary=_cohort(facts.cohorts.get("canary")),
+            baseline=_cohort(facts.cohorts.get("baseline")),
         )
+        for _, facts in events
+        if isinstance(facts, AnalysisWindow)
+    ]
     out.sort(key=lambda w: w.end)
     return out
 
@@ -261,22 +267,24 @@ def step_names(deployment: DeploymentView) -> list[str]:
     return [s.name for s in deployment.steps]
 
 
-def timeline_of(deployment: DeploymentView, events: Sequence[EventView]) -> list[Entry]:
+def timeline_of(deployment: DeploymentView, events: Sequence[Logged]) -> list[Entry]:
     """Every stored event but the analysis windows, numbered in order."""
     names = step_names(deployment)
     rows: list[Entry] = []
-    ordered = sorted((e for e in events if e.kind != WINDOW_KIND), key=lambda e: (e.time, e.seq))
-    for number, event in enumerate(ordered, start=1):
+    ordered = sorted(
+        (e for e in events if e.event.kind != WINDOW_KIND),
+        key=lambda e: (e.event.time, e.event.seq),
+    )
+    for number, (event, facts) in enumerate(ordered, start=1):
         kind = event.kind
-        evidence = event.evidence
-        label = marker_label(kind, evidence, event.actor, names)
+        label = marker_label(kind, facts, event.actor, names)
         rows.append(
             Entry(
                 number=number,
                 seq=event.seq,
                 time=event.time,
                 kind=kind,
-                category=category_of(kind, evidence),
+                category=category_of(kind, facts),
                 message=event.message,
                 actor=event.actor,
                 host=event.host,
@@ -284,92 +292,77 @@ def timeline_of(deployment: DeploymentView, events: Sequence[EventView]) -> list
                 label=label or "",
                 details=[
                     d
-                    for d in details(kind, evidence, names)
+                    for d in details(kind, facts, names)
                     if not (d.startswith("reason: ") and d[8:] in event.message)
                 ],
-                rules=[RuleLine(**line) for line in rule_lines(evidence)],
+                rules=rule_lines(facts),
             )
         )
     return rows
 
 
 def _judged(
-    number: int, time: float, cohort: str, rates: Mapping[str, Any], latency: Any
+    number: int, time: float, cohort: str, rates: ErrorRateResult, latency: LatencyResult | None
 ) -> Judged:
-    numbers = as_map(rates.get("numbers"))
-    lat_numbers = as_map(as_map(latency).get("numbers"))
-    start = _float(rates.get("window_start")) or time
+    numbers = rates.numbers
+    counted = numbers.trials > 0
     return Judged(
         number=number,
         time=time,
         cohort=cohort,
-        window_start=start,
-        window_end=_float(rates.get("window_end")) or time,
-        verdict=str(rates.get("verdict", "")),
-        errors=_int(numbers.get("events")),
-        requests=_int(numbers.get("trials")),
-        error_rate=_float(numbers.get("estimate")) if _int(numbers.get("trials")) else None,
-        lower=_float(numbers.get("lower")) if _int(numbers.get("trials")) else None,
-        upper=_float(numbers.get("upper")) if _int(numbers.get("trials")) else None,
-        latency_ms=_float(lat_numbers.get("quantile_ms")),
-        latency_verdict=str(latency.get("verdict")) if isinstance(latency, Mapping) else None,
+        window_start=rates.window_start or time,
+        window_end=rates.window_end or time,
+        verdict=rates.verdict.value,
+        errors=numbers.events,
+        requests=numbers.trials,
+        error_rate=numbers.estimate if counted else None,
+        lower=numbers.lower if counted else None,
+        upper=numbers.upper if counted else None,
+        latency_ms=latency.numbers.quantile_ms if latency is not None else None,
+        latency_verdict=latency.verdict.value if latency is not None else None,
     )
 
 
-def judged_of(events: Sequence[EventView], timeline: Sequence[Entry]) -> list[Judged]:
+def judged_of(events: Sequence[Logged], timeline: Sequence[Entry]) -> list[Judged]:
     """The rate rules every decision judged, per cohort (the baseline's only where the
     engine consulted it), once per window."""
     numbers = {entry.seq: entry.number for entry in timeline}
     out: list[Judged] = []
-    seen: set[tuple[str, float | None, float | None]] = set()
-    for event in events:
-        evidence = event.evidence
+    seen: set[tuple[str, float, float]] = set()
+    for event, facts in events:
         number = numbers.get(event.seq)
-        when = event.time
         if number is None or not event.kind.startswith("deployment."):
             continue
-        by_rule = {
-            (r.get("cohort"), r.get("rule")): r
-            for r in as_list(evidence.get("rules"))
-            if isinstance(r, Mapping)
-        }
-        for (cohort, rule), result in by_rule.items():
-            if rule != "error_rate":
-                continue
-            key = (
-                str(cohort),
-                _float(result.get("window_start")),
-                _float(result.get("window_end")),
-            )
+        rates = {r.cohort: r for r in rules_of(facts) if isinstance(r, ErrorRateResult)}
+        latencies = {r.cohort: r for r in rules_of(facts) if isinstance(r, LatencyResult)}
+        for cohort, result in rates.items():
+            key = (cohort, result.window_start, result.window_end)
             if key in seen:
                 continue
             seen.add(key)
-            out.append(_judged(number, when, str(cohort), result, by_rule.get((cohort, "latency"))))
-        shown = as_map(evidence.get("baseline")).get("error_rate")
-        if isinstance(shown, Mapping) and isinstance(shown.get("rule"), Mapping):
-            out.append(_judged(number, when, "baseline", shown["rule"], None))
+            out.append(_judged(number, event.time, cohort, result, latencies.get(cohort)))
+        shown = baseline_of(facts).get("error_rate")
+        if shown is not None and isinstance(shown.rule, ErrorRateResult):
+            out.append(_judged(number, event.time, "baseline", shown.rule, None))
     return out
 
 
-def thresholds_of(events: Sequence[EventView]) -> Thresholds:
+def thresholds_of(events: Sequence[Logged]) -> Thresholds:
     """The limits from the latest decision that judged the rates."""
     error_rate: float | None = None
     enforced = True
     latency_ms: float | None = None
     quantile: float | None = None
     confidence: float | None = None
-    for event in events:
-        for rule in as_list(event.evidence.get("rules")):
-            if not isinstance(rule, Mapping):
-                continue
-            numbers = as_map(rule.get("numbers"))
-            if rule.get("rule") == "error_rate" and _float(numbers.get("threshold")) is not None:
-                error_rate = _float(numbers.get("threshold"))
-                enforced = bool(rule.get("enforced", True))
-                confidence = _float(numbers.get("confidence")) or confidence
-            elif rule.get("rule") == "latency" and _float(numbers.get("latency_ms")) is not None:
-                latency_ms = _float(numbers.get("latency_ms"))
-                quantile = _float(numbers.get("quantile"))
+    for _, facts in events:
+        for rule in rules_of(facts):
+            if isinstance(rule, ErrorRateResult):
+                error_rate = rule.numbers.threshold
+                enforced = rule.enforced
+                confidence = rule.numbers.confidence or confidence
+            elif isinstance(rule, LatencyResult):
+                latency_ms = rule.numbers.latency_ms
+                quantile = rule.numbers.quantile
     return Thresholds(
         error_rate=error_rate,
         error_rate_enforced=enforced,
@@ -410,27 +403,24 @@ def steps_of(deployment: DeploymentView) -> list[StepRow]:
     return rows
 
 
-_TERMINAL_NAMES: Final = frozenset(p.value for p in TERMINAL)
-
-
-def spans_of(deployment: DeploymentView, events: Sequence[EventView], end: float) -> list[Span]:
+def spans_of(deployment: DeploymentView, events: Sequence[Logged], end: float) -> list[Span]:
     """The phases the deployment went through, from its recorded transitions."""
     names = step_names(deployment)
-    marks: list[tuple[float, str, str | None]] = []
-    for event in events:
-        phase = transition_to(event)
-        if phase is None:
+    marks: list[tuple[float, Phase, str | None]] = []
+    for event, facts in events:
+        moved = transition_of(facts)
+        if moved is None or not event.kind.startswith("deployment."):
             continue
-        step = event.evidence.get("step")
-        name = names[step] if isinstance(step, int) and 0 <= step < len(names) else None
-        marks.append((event.time, phase, None if phase in _TERMINAL_NAMES else name))
+        phase, step = moved
+        name = names[step] if step is not None and 0 <= step < len(names) else None
+        marks.append((event.time, phase, None if phase in TERMINAL else name))
     marks.sort(key=lambda m: m[0])
     spans: list[Span] = []
-    for index, (when, phase, step) in enumerate(marks):
-        if phase in _TERMINAL_NAMES:
+    for index, (when, phase, step_name) in enumerate(marks):
+        if phase in TERMINAL:
             continue
         until = marks[index + 1][0] if index + 1 < len(marks) else end
-        spans.append(Span(start=when, end=max(when, until), phase=phase, step=step))
+        spans.append(Span(start=when, end=max(when, until), phase=phase.value, step=step_name))
     return spans
 
 
@@ -520,7 +510,8 @@ def build_report(
     and the hosts list; ``generated`` is the time to print as the report's date."""
     d = deployment
     names = step_names(d)
-    windows = windows_of(events)
+    stored = logged(events)
+    windows = windows_of(stored)
     # A finished deployment's axis ends when it finished; a running one's now.
     end = d.finished if d.finished is not None else generated
     end = max([end, d.created, *(w.end for w in windows[-1:])])
@@ -545,18 +536,18 @@ def build_report(
         outcome=_outcome(d, events),
         last_decision=d.summary,
     )
-    timeline = timeline_of(d, events)
+    timeline = timeline_of(d, stored)
     return Report(
         format=REPORT_FORMAT,
         generated=generated,
         summary=summary,
-        thresholds=thresholds_of(events),
+        thresholds=thresholds_of(stored),
         steps=steps_of(d),
         start=d.created,
         end=end,
-        spans=spans_of(d, events, end),
+        spans=spans_of(d, stored, end),
         windows=windows,
-        judged=judged_of(events, timeline),
+        judged=judged_of(stored, timeline),
         timeline=timeline,
         hosts=hosts_of(d, hosts),
     )

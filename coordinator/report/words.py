@@ -1,8 +1,8 @@
 """Events and evidence in words: shared by the report, ``rollguard deploy --wait``,
 ``rollguard status`` and the demo's narration, so a decision reads the same everywhere.
 
-Pure functions of the API's JSON (plain dicts); unknown shapes degrade to less detail,
-never to an exception.
+Pure functions of the API's views and the typed evidence of :mod:`shared.evidence`
+(``EventView.facts()``): each kind of evidence says what it has, nothing is guessed.
 """
 
 from __future__ import annotations
@@ -11,8 +11,37 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+import msgspec
+
+from shared.evidence import (
+    AnalysisWindow,
+    BaselineShown,
+    CohortNumbers,
+    CommandState,
+    Created,
+    Evidence,
+    Extended,
+    GateRefusal,
+    Held,
+    HoldReason,
+    Judged,
+    Judgement,
+    OperatorAnswer,
+    Paused,
+    PlannedStep,
+    PreflightFailed,
+    PreflightPassed,
+    PreflightReport,
+    Promoted,
+    Resumed,
+    RollbackEnded,
+    RollbackStarted,
+    RuleResult,
+    StepAdvanced,
+    StepConfirmed,
+    Transition,
+)
 from shared.phases import Phase
-from shared.views import EventView, HoldReason
 
 STATE_WORDS: Final[Mapping[Phase, str]] = {
     Phase.PREFLIGHT: "running preflight checks",
@@ -73,21 +102,58 @@ def phase_words(phase: Phase | str) -> str:
         return str(phase)
 
 
-def transition_to(event: EventView) -> str | None:
-    """The phase a transition event moved the deployment to; None for other events."""
-    if not event.kind.startswith("deployment."):
-        return None
-    to = event.evidence.get("to")
-    return str(to) if to else None
+# -- what kinds of evidence carry --------------------------------------------------------
 
 
-def as_map(value: Any) -> Mapping[str, Any]:
-    """A JSON object, or an empty one for anything else: evidence is free-form."""
-    return value if isinstance(value, Mapping) else {}
+class RuleLine(msgspec.Struct, frozen=True, kw_only=True):
+    """One rule a decision judged, in the report's words and numbers."""
+
+    rule: str
+    verdict: str
+    cohort: str
+    enforced: bool
+    message: str
+    numbers: dict[str, Any] = {}
 
 
-def as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
+def transition_of(facts: Evidence) -> tuple[Phase, int | None] | None:
+    """The phase a transition moved the deployment to, and the step it was at; None for
+    evidence of anything else."""
+    if isinstance(facts, Transition):
+        return facts.to, facts.step
+    if isinstance(facts, Held) and facts.to is not None:
+        return facts.to, facts.step
+    return None
+
+
+def rules_of(facts: Evidence) -> list[RuleResult]:
+    """The rules a decision judged, in the engine's order; none for other evidence."""
+    return facts.rules if isinstance(facts, Judged | Judgement) else []
+
+
+def baseline_of(facts: Evidence) -> dict[str, BaselineShown]:
+    """What the baseline showed of each failed rule, where the engine consulted it."""
+    return facts.baseline if isinstance(facts, Judged | Judgement) else {}
+
+
+def _reason_of(facts: Evidence) -> str | None:
+    if isinstance(
+        facts, Created | Promoted | Paused | Resumed | RollbackStarted | RollbackEnded | Held
+    ):
+        return facts.reason
+    return None
+
+
+def _hosts_of(facts: Evidence) -> list[str]:
+    if isinstance(facts, StepConfirmed | StepAdvanced | RollbackStarted):
+        return facts.hosts
+    return []
+
+
+def _commands_of(facts: Evidence) -> list[CommandState]:
+    if isinstance(facts, RollbackStarted | RollbackEnded):
+        return facts.commands or []
+    return []
 
 
 # -- numbers ------------------------------------------------------------------------
@@ -144,74 +210,69 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
-def cohort_words(name: str, cohort: Mapping[str, Any] | None) -> str:
+def cohort_words(name: str, cohort: CohortNumbers | None) -> str:
     """``canary (1 host): 0.05% errors of 4,210 requests, p95 38 ms``."""
-    if not cohort or not cohort.get("hosts"):
+    if cohort is None or not cohort.hosts:
         return f"{name}: no hosts"
-    hosts = _plural(int(cohort.get("hosts") or 0), "host")
-    requests = int(cohort.get("requests") or 0)
-    if requests == 0:
+    hosts = _plural(cohort.hosts, "host")
+    if cohort.requests == 0:
         return f"{name} ({hosts}): no requests yet"
-    text = f"{name} ({hosts}): {rate(cohort.get('error_rate'))} errors of {requests:,} requests"
-    if cohort.get("p95_ms") is not None:
-        text += f", p95 {millis(cohort.get('p95_ms'))}"
+    text = f"{name} ({hosts}): {rate(cohort.error_rate)} errors of {cohort.requests:,} requests"
+    if cohort.p95_ms is not None:
+        text += f", p95 {millis(cohort.p95_ms)}"
     return text
 
 
-def window_words(evidence: Mapping[str, Any]) -> str:
-    cohorts = as_map(evidence.get("cohorts"))
-    parts = [cohort_words("canary", as_map(cohorts.get("canary")))]
-    if as_map(cohorts.get("baseline")).get("hosts"):
-        parts.append(cohort_words("baseline", cohorts.get("baseline")))
+def window_words(window: AnalysisWindow) -> str:
+    canary, baseline = window.cohorts.get("canary"), window.cohorts.get("baseline")
+    parts = [cohort_words("canary", canary)]
+    if baseline is not None and baseline.hosts:
+        parts.append(cohort_words("baseline", baseline))
     return " · ".join(parts)
 
 
 # -- events -------------------------------------------------------------------------
 
 
-def category_of(kind: str, evidence: Mapping[str, Any]) -> str:
+def category_of(kind: str, facts: Evidence) -> str:
     if kind.startswith("command."):
         return "command"
     if kind.startswith("operator."):
-        return "operator" if evidence.get("accepted", True) else "failed"
+        accepted = facts.accepted if isinstance(facts, OperatorAnswer) else True
+        return "operator" if accepted else "failed"
     if kind.startswith("alert."):
         return "hold"
     return _CATEGORIES.get(kind, "info")
 
 
-def _step_name(evidence: Mapping[str, Any], names: Sequence[str]) -> str:
-    step = evidence.get("step")
-    if isinstance(step, int) and 0 <= step < len(names):
+def _step_name(facts: Evidence, names: Sequence[str]) -> str:
+    moved = transition_of(facts)
+    step = moved[1] if moved is not None else None
+    if step is not None and 0 <= step < len(names):
         return names[step]
     return "the step"
 
 
-def marker_label(
-    kind: str, evidence: Mapping[str, Any], actor: str | None, names: Sequence[str]
-) -> str | None:
+def marker_label(kind: str, facts: Evidence, actor: str | None, names: Sequence[str]) -> str | None:
     """A short label for a decision drawn on the chart; None for what is not drawn."""
-    step = _step_name(evidence, names)
+    step = _step_name(facts, names)
     who = actor or "an operator"
     trigger = kind.removeprefix("deployment.")
     if not kind.startswith("deployment."):
         return None
+    hold = facts.reason if isinstance(facts, Held) else None
     labels: dict[str, str] = {
         "bake_passed": f"{step} passed",
         "promote": f"{step} promoted by {who}",
         "approve": f"approved by {who}",
         "verified": "completed",
         "extend": f"{step} extended",
-        "hold": "held"
-        + (
-            f": {HOLD_WORDS.get(str(evidence.get('reason')), evidence.get('reason'))}"
-            if evidence.get("reason") in HOLD_WORDS
-            else ""
-        ),
+        "hold": "held" + (f": {HOLD_WORDS[hold]}" if hold is not None else ""),
         "cleared": "hold cleared",
         "pause": f"paused by {who}",
         "resume": f"resumed by {who}",
         "approval_required": "awaits approval",
-        "fail": "rollback: " + ", ".join(_failed_rules(evidence)),
+        "fail": "rollback: " + ", ".join(_failed_rules(facts)),
         "rollback": f"rollback by {who}",
         "rollback_done": "rolled back",
         "rollback_failed": "rollback failed",
@@ -224,155 +285,147 @@ def marker_label(
     return labels.get(trigger)
 
 
-def _failed_rules(evidence: Mapping[str, Any]) -> list[str]:
-    failed = evidence.get("failed")
-    if isinstance(failed, list) and failed:
-        return [str(rule) for rule in failed]
-    rule = evidence.get("rule")
-    return [str(rule)] if rule else ["a rule failed"]
+def _failed_rules(facts: Evidence) -> list[str]:
+    if isinstance(facts, Judged | Judgement) and facts.failed:
+        return list(facts.failed)
+    if isinstance(facts, RollbackStarted) and facts.rule:
+        return [facts.rule]
+    return ["a rule failed"]
 
 
-def rule_lines(evidence: Mapping[str, Any]) -> list[dict[str, Any]]:
+def rule_lines(facts: Evidence) -> list[RuleLine]:
     """The rules a decision judged, failures first."""
-    lines: list[dict[str, Any]] = []
-    for rule in as_list(evidence.get("rules")):
-        if not isinstance(rule, Mapping):
-            continue
-        lines.append(
-            {
-                "rule": str(rule.get("rule", "?")),
-                "verdict": str(rule.get("verdict", "?")),
-                "cohort": str(rule.get("cohort", "")),
-                "enforced": bool(rule.get("enforced", True)),
-                "message": str(rule.get("message", "")),
-                "numbers": dict(as_map(rule.get("numbers"))),
-            }
+    lines = [
+        RuleLine(
+            rule=result.rule,
+            verdict=result.verdict.value,
+            cohort=result.cohort,
+            enforced=result.enforced,
+            message=result.message,
+            numbers=msgspec.to_builtins(result.numbers),
         )
-    lines.sort(key=lambda line: VERDICT_ORDER.get(line["verdict"], 9))
+        for result in rules_of(facts)
+    ]
+    lines.sort(key=lambda line: VERDICT_ORDER.get(line.verdict, 9))
     return lines
 
 
-def _judged_window(evidence: Mapping[str, Any]) -> str | None:
-    for rule in as_list(evidence.get("rules")):
-        if isinstance(rule, Mapping):
-            start, end = rule.get("window_start"), rule.get("window_end")
-            if isinstance(start, int | float) and isinstance(end, int | float):
-                return f"judged window {clock(start)} to {clock(end)} ({duration(end - start)})"
+def _judged_window(facts: Evidence) -> str | None:
+    for result in rules_of(facts):
+        start, end = result.window_start, result.window_end
+        return f"judged window {clock(start)} to {clock(end)} ({duration(end - start)})"
     return None
 
 
-def _baseline_words(rule: str, shown: Mapping[str, Any]) -> str:
-    same = bool(shown.get("same_breach"))
+def _baseline_words(rule: str, shown: BaselineShown) -> str:
     verdict = (
         "the same breach: fleet-wide, not this version"
-        if same
+        if shown.same_breach
         else "not the same breach, so the new version is blamed"
     )
-    inner = shown.get("rule")
-    if isinstance(inner, Mapping):
-        return f"baseline for {rule}: {inner.get('message', '')} — {verdict}"
-    showing = shown.get("showing") or []
-    reporting = shown.get("reporting", 0)
+    if not isinstance(shown.rule, str):
+        return f"baseline for {rule}: {shown.rule.message} — {verdict}"
+    showing = shown.showing or []
     return (
-        f"baseline for {rule}: {len(showing)} of {reporting} reporting baseline hosts show it"
-        + (f" ({', '.join(map(str, showing))})" if showing else "")
-        + f" — {verdict}"
+        f"baseline for {rule}: {len(showing)} of {shown.reporting or 0} reporting baseline "
+        "hosts show it" + (f" ({', '.join(showing)})" if showing else "") + f" — {verdict}"
     )
 
 
-def _command_line(command: Mapping[str, Any]) -> str:
-    text = f"{command.get('host', '?')}: {command.get('action', 'command')} {command.get('state')}"
-    reported = command.get("reported_version")
+def _command_line(command: CommandState) -> str:
+    text = f"{command.host}: {command.action} {command.state}"
+    reported, expected = command.reported_version, command.expected_version
     if reported:
         text += f", reports {reported}"
-    expected = command.get("expected_version")
     if expected and reported and expected != reported:
         text += f" (expected {expected})"
     return text
 
 
-def details(kind: str, evidence: Mapping[str, Any], names: Sequence[str]) -> list[str]:
+_BAKE_TRIGGERS: Final = frozenset(
+    {"fail", "bake_passed", "extend", "hold", "promote", "pause", "rollback"}
+)
+
+
+def _operator_details(facts: Evidence) -> list[str]:
+    if not isinstance(facts, OperatorAnswer):
+        return []
+    out = [
+        "refused"
+        if not facts.accepted
+        else "accepted; nothing to change"
+        if not facts.changed
+        else "accepted"
+    ]
+    if facts.reason:
+        out.append(f"reason: {facts.reason}")
+    out.extend(f"reason refused: {r}" for r in facts.reasons)
+    return out
+
+
+def details(kind: str, facts: Evidence, names: Sequence[str]) -> list[str]:
     """The evidence of one event in words and numbers, rule lines aside."""
-    out: list[str] = []
     if kind.startswith("operator."):
-        if evidence.get("accepted") is False:
-            out.append("refused")
-        elif evidence.get("changed") is False:
-            out.append("accepted; nothing to change")
-        else:
-            out.append("accepted")
-        if evidence.get("reason"):
-            out.append(f"reason: {evidence['reason']}")
-        out.extend(f"reason refused: {r}" for r in as_list(evidence.get("reasons")))
-        return out
-    before, after = evidence.get("from"), evidence.get("to")
-    if before and after:
-        out.append(
-            f"step {_step_name(evidence, names)}: "
-            f"{phase_words(str(before))} → {phase_words(str(after))}"
-        )
-    elapsed, length = evidence.get("bake_elapsed"), evidence.get("bake_length")
+        return _operator_details(facts)
+    out: list[str] = []
     trigger = kind.removeprefix("deployment.")
-    if (
-        trigger in ("fail", "bake_passed", "extend", "hold", "promote", "pause", "rollback")
-        and isinstance(elapsed, int | float)
-        and isinstance(length, int | float)
-        and length > 0
-    ):
-        out.append(f"after {duration(elapsed)} of a {duration(length)} bake")
-    window = _judged_window(evidence)
+    before = facts.from_ if isinstance(facts, Transition | Held) else None
+    moved = transition_of(facts)
+    if before is not None and moved is not None:
+        out.append(
+            f"step {_step_name(facts, names)}: {STATE_WORDS[before]} → {STATE_WORDS[moved[0]]}"
+        )
+    if isinstance(facts, Transition | Held) and trigger in _BAKE_TRIGGERS:
+        elapsed, length = facts.bake_elapsed, facts.bake_length
+        if elapsed is not None and length is not None and length > 0:
+            out.append(f"after {duration(elapsed)} of a {duration(length)} bake")
+    window = _judged_window(facts)
     if window:
         out.append(window)
-    reason = evidence.get("reason")
-    if trigger == "hold" and reason in HOLD_WORDS:
-        out.append(f"hold reason: {HOLD_WORDS[str(reason)]}")
-    elif isinstance(reason, str) and reason:
+    reason = _reason_of(facts)
+    if trigger == "hold" and reason is not None and reason in HOLD_WORDS:
+        out.append(f"hold reason: {HOLD_WORDS[reason]}")
+    elif reason:
         out.append(f"reason: {reason}")
-    if isinstance(evidence.get("extension"), int | float):
-        out.append(f"bake extended by {duration(float(evidence['extension']))}")
-    hosts = evidence.get("hosts")
-    if isinstance(hosts, list) and hosts:
-        out.append("hosts: " + ", ".join(map(str, hosts)))
-    for rule, shown in as_map(evidence.get("baseline")).items():
-        if isinstance(shown, Mapping):
-            out.append(_baseline_words(str(rule), shown))
-    for host, missing in as_map(evidence.get("missing")).items():
-        why = missing.get("why") if isinstance(missing, Mapping) else missing
-        out.append(f"no data from {host}: {why}")
-    for command in as_list(evidence.get("commands")):
-        if isinstance(command, Mapping):
-            out.append(_command_line(command))
-    not_on_stable = evidence.get("not_on_stable")
-    if isinstance(not_on_stable, Mapping) and not_on_stable:
-        out.append(
-            "not on the stable version: "
-            + ", ".join(f"{h} ({v})" for h, v in sorted(not_on_stable.items()))
-        )
-    unhealthy = evidence.get("unhealthy")
-    if isinstance(unhealthy, list) and unhealthy:
-        out.append("unhealthy: " + ", ".join(map(str, unhealthy)))
-    out.extend(f"reason: {r}" for r in as_list(evidence.get("reasons")))
-    steps = evidence.get("steps")
-    if kind == "deployment.created" and isinstance(steps, list) and steps:
-        out.append("plan: " + " → ".join(_plan_step(s) for s in steps if isinstance(s, Mapping)))
-    for check in as_list(evidence.get("preflight")):
-        if isinstance(check, Mapping):
-            out.append(f"preflight {check.get('name')}: {'ok' if check.get('ok') else 'failed'}")
-    pending = evidence.get("pending")
-    if isinstance(pending, list) and pending:
-        out.append("preflight not reported: " + ", ".join(map(str, pending)))
-    tail = evidence.get("output_tail")
-    if isinstance(tail, str) and tail.strip():
+    if isinstance(facts, Extended):
+        out.append(f"bake extended by {duration(facts.extension)}")
+    hosts = _hosts_of(facts)
+    if hosts:
+        out.append("hosts: " + ", ".join(hosts))
+    for rule, shown in baseline_of(facts).items():
+        out.append(_baseline_words(rule, shown))
+    if isinstance(facts, Judged | Judgement):
+        out.extend(f"no data from {host}: {absent.why}" for host, absent in facts.missing.items())
+    out.extend(_command_line(command) for command in _commands_of(facts))
+    if isinstance(facts, RollbackEnded):
+        if facts.not_on_stable:
+            out.append(
+                "not on the stable version: "
+                + ", ".join(
+                    f"{h} ({r.version or 'no version'})"
+                    for h, r in sorted(facts.not_on_stable.items())
+                )
+            )
+        if facts.unhealthy:
+            out.append("unhealthy: " + ", ".join(facts.unhealthy))
+    if isinstance(facts, PreflightFailed | GateRefusal):
+        out.extend(f"reason: {r}" for r in facts.reasons or [])
+    if kind == "deployment.created" and isinstance(facts, Created) and facts.steps:
+        out.append("plan: " + " → ".join(_plan_step(s) for s in facts.steps))
+    if isinstance(facts, PreflightPassed):
+        out.extend(f"preflight {c.name}: {'ok' if c.ok else 'failed'}" for c in facts.preflight)
+    if isinstance(facts, PreflightFailed) and facts.pending:
+        out.append("preflight not reported: " + ", ".join(facts.pending))
+    tail = facts.output_tail if isinstance(facts, PreflightFailed | PreflightReport) else None
+    if tail and tail.strip():
         out.append("output: " + tail.strip()[-300:])
     return out
 
 
-def _plan_step(step: Mapping[str, Any]) -> str:
-    hosts = step.get("hosts") or []
-    bake = step.get("bake")
-    text = f"{step.get('name')} ({_plural(len(hosts), 'host')}"
-    if isinstance(bake, int | float) and bake > 0:
-        text += f", bake {duration(bake)}"
-    if step.get("approval"):
+def _plan_step(step: PlannedStep) -> str:
+    text = f"{step.name} ({_plural(len(step.hosts), 'host')}"
+    if step.bake > 0:
+        text += f", bake {duration(step.bake)}"
+    if step.approval:
         text += ", needs approval"
     return text + ")"

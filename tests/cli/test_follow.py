@@ -27,6 +27,8 @@ from coordinator.cli.follow import (
     progress_line,
     status_text,
 )
+from shared.evidence import AnalysisWindow
+from shared.kinds import EventKind
 from shared.phases import Phase
 from shared.views import DeploymentView, EventView
 from tests.cli.samples import START, bad_canary
@@ -48,30 +50,41 @@ def baking(step: int = 0, remaining: float = 4.0, **extra: Any) -> DeploymentVie
     return msgspec.structs.replace(bad_canary().deployment, **fields)
 
 
+def _cohort(hosts: int, requests: int, errors: int, p95: float) -> dict[str, Any]:
+    return {
+        "hosts": hosts,
+        "requests": requests,
+        "errors": errors,
+        "error_rate": errors / requests,
+        "p50_ms": p95 / 2,
+        "p95_ms": p95,
+        "p99_ms": p95 * 1.2,
+    }
+
+
 WINDOW = EventView(
     seq=1,
-    kind="analysis.window",
+    kind=EventKind.ANALYSIS_WINDOW,
     time=T0 + 2,
     message="numbers",
     evidence={
-        "cohorts": {
-            "canary": {"hosts": 1, "requests": 210, "errors": 0, "error_rate": 0.0, "p95_ms": 38.0},
-            "baseline": {
-                "hosts": 3,
-                "requests": 630,
-                "errors": 1,
-                "error_rate": 1 / 630,
-                "p95_ms": 41.0,
-            },
-        }
+        "start": T0,
+        "end": T0 + 2,
+        "cohorts": {"canary": _cohort(1, 210, 0, 38.0), "baseline": _cohort(3, 630, 1, 41.0)},
     },
 )
-DECISION = EventView(seq=2, kind="deployment.bake_passed", time=T0 + 10, message="step 10% passed")
-COMMAND = EventView(seq=3, kind="command.succeeded", time=T0 + 10.1, message="web-2: deploy ok")
+NUMBERS = WINDOW.facts()
+DECISION = EventView(
+    seq=2, kind=EventKind.DEPLOYMENT_BAKE_PASSED, time=T0 + 10, message="step 10% passed"
+)
+COMMAND = EventView(
+    seq=3, kind=EventKind.COMMAND_SUCCEEDED, time=T0 + 10.1, message="web-2: deploy ok"
+)
 
 
 def test_progress_line_has_step_bake_and_both_cohorts() -> None:
-    line = progress_line(baking(), WINDOW.evidence)
+    assert isinstance(NUMBERS, AnalysisWindow)
+    line = progress_line(baking(), NUMBERS)
     assert line == (
         "baking · step 1/4 (10%, 1 host) · 4.0 s of 10 s bake left · "
         "canary 0% errors, p95 38 ms · baseline 0.16%, p95 41 ms"
@@ -165,7 +178,7 @@ class _Sse(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
         for sent, seq in enumerate(range(after + 1, 6), start=1):
-            event = {"seq": seq, "time": T0 + seq, "kind": "deployment.x", "message": f"m{seq}"}
+            event = {"seq": seq, "time": T0 + seq, "kind": "command.late", "message": f"m{seq}"}
             data = json.dumps(event)
             self.wfile.write(f"id: {seq}\nevent: deployment.x\ndata: {data}\n\n".encode())
             self.wfile.flush()

@@ -12,7 +12,7 @@ import pytest
 
 from coordinator.report import build_report, render
 from coordinator.report.markdown import md, thin
-from coordinator.report.model import Cohort, Report, Window, windows_of
+from coordinator.report.model import Cohort, Report, Window, logged, windows_of
 from coordinator.report.svg import nice_ceiling, time_step, value_ticks
 from tests.cli.samples import (
     BAD,
@@ -204,16 +204,29 @@ def test_a_good_rollout_renders_every_step() -> None:
     assert render(r, "html").count("<polyline") == 4
 
 
+def test_evidence_not_of_its_kind_degrades_instead_of_failing() -> None:
+    run = bad_canary()
+    replace = msgspec.structs.replace
+    odd = [
+        replace(e, evidence={"cohorts": "nonsense"})
+        if e.kind == "analysis.window"
+        else replace(e, evidence={"rules": [1, None]})
+        if e.kind == "deployment.fail"
+        else e
+        for e in run.events
+    ]
+    r = build_report(run.deployment, odd, run.hosts, generated=run.now)
+    assert r.windows == [] and r.judged == []
+    fail = next(e for e in r.timeline if e.kind == "deployment.fail")
+    assert fail.message.startswith("rolling back to 1.0.0") and fail.details == []
+    assert render(r, "html") and render(r, "md") and render(r, "json")
+
+
 def test_windows_of_orders_by_end() -> None:
     recorded = [e for e in bad_canary().events if e.kind == "analysis.window"]
     assert len(recorded) > 2
-    shuffled = list(reversed(recorded))
+    shuffled = logged(list(reversed(recorded)))
     assert [w.end for w in windows_of(shuffled)] == [e.time for e in recorded]
-    events = [
-        msgspec.structs.replace(recorded[0], seq=1, time=5.0, evidence={"start": 3.0, "end": 5.0}),
-        msgspec.structs.replace(recorded[1], seq=2, time=3.0, evidence={"start": 1.0, "end": 3.0}),
-    ]
-    assert [w.end for w in windows_of(events)] == [3.0, 5.0]
 
 
 def test_thin_keeps_the_first_and_last_window() -> None:
