@@ -12,11 +12,13 @@ import pytest
 
 from coordinator.devfleet.broker import mosquitto_binary
 from coordinator.devfleet.fleet import Fleet
+from shared import phases
 from tests.cli.run import rollguard
 from tests.conftest import service_missing
 
 HOSTS = ["web-1", "web-2", "web-3", "web-4"]
-TERMINAL = {"completed", "rolled_back", "failed", "refused"}
+# The phases a deployment ends in, as the API names them.
+TERMINAL = {phase.value for phase in phases.TERMINAL}
 
 # A canary waits ten minutes per step (the operator promotes it) and asks for an
 # approve before 100 %; a direct deployment verifies for 4 s and completes.
