@@ -26,7 +26,8 @@ from shared.phases import Phase
 
 # Why a command was sent: to roll the new version out, or to take it back.
 Purpose = Literal["rollout", "rollback"]
-CommandState = Literal[
+# Where a command stands (shared.evidence.CommandState is a decision's record of one).
+CommandStatus = Literal[
     "pending", "accepted", "succeeded", "failed", "rejected", "timed_out", "cancelled"
 ]
 
@@ -118,7 +119,7 @@ class CommandView(View, kw_only=True, frozen=True):
     version: str | None = None
     slot: Slot | None = None
     issued: float
-    state: CommandState = "pending"
+    state: CommandStatus = "pending"
     detail: str = ""
     answered: float | None = None
 
