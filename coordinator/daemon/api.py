@@ -25,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from coordinator.daemon.eventhub import ListenerLagged
 from coordinator.daemon.views import deployment_view, event_view, host_view
 from coordinator.engine import Deployment, OperatorRequest
+from coordinator.engine.state import decode_deployment
 from coordinator.store import StoreError
 from shared.config.coordinator import Strategy
 from shared.errors import RollguardError
@@ -135,13 +136,10 @@ async def hosts(request: web.Request) -> web.Response:
 
 
 async def _load(coordinator: Coordinator, deployment_id: str) -> Deployment | None:
-    engine = coordinator.engine
-    if engine is not None and (dep := engine.deployment(deployment_id)) is not None:
-        return dep
+    # The stored row is the one source: what the API shows is what has been committed,
+    # in step with the event log (the engine may be a step ahead, not yet stored).
     record = await coordinator.store.get_deployment(deployment_id)
-    if record is None:
-        return None
-    return msgspec.msgpack.decode(record.snapshot, type=Deployment)
+    return None if record is None else decode_deployment(record.body)
 
 
 async def list_deployments(request: web.Request) -> web.Response:
@@ -153,11 +151,7 @@ async def list_deployments(request: web.Request) -> web.Response:
     environment = request.query.get("environment")
     records = await coordinator.store.list_deployments(limit, environment)
     now = coordinator.clock()
-    out = []
-    for record in records:
-        dep = await _load(coordinator, record.id)
-        if dep is not None:
-            out.append(deployment_view(dep, now))
+    out = [deployment_view(decode_deployment(record.body), now) for record in records]
     return json_response(DeploymentList(deployments=out))
 
 

@@ -19,7 +19,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 
@@ -29,6 +29,7 @@ from coordinator.daemon.outbox import Outbox
 from coordinator.daemon.telemetry import Telemetry
 from coordinator.engine import (
     CancelCommand,
+    Deployment,
     DeploymentChanged,
     EngineAction,
     Notify,
@@ -37,8 +38,17 @@ from coordinator.engine import (
     RunPreflight,
     SendCommand,
 )
-from coordinator.store import Store, StoreError
-from shared.kinds import notify_kind
+from coordinator.engine.state import encode_deployment
+from coordinator.store import (
+    AlertRecord,
+    CommandRecord,
+    DeploymentRecord,
+    EngineStateRecord,
+    Store,
+    StoreError,
+    Transaction,
+)
+from shared.kinds import EventKind, notify_kind
 from shared.messages import Command, Event
 
 log = logging.getLogger("rollguard.pipeline")
@@ -161,47 +171,31 @@ class Pipeline:
 
     async def _persist(self, step: Step) -> list[Event]:
         events: list[Event] = []
+        fencing = step.fencing
         async with self._store.transaction() as tx:
-            await tx.fence(step.fencing)
+            await tx.fence(fencing)
             if step.snapshot is not None:
-                await tx.save_engine_state(step.snapshot, step.time, fencing=step.fencing)
+                await tx.save_engine_state(
+                    EngineStateRecord(snapshot=step.snapshot, time=step.time, fencing=fencing)
+                )
             for action in step.actions:
                 match action:
                     case DeploymentChanged(deployment=dep):
-                        await tx.save_deployment(
-                            dep.id,
-                            dep.environment,
-                            dep.version,
-                            dep.strategy,
-                            dep.phase.value,
-                            msgspec.msgpack.encode(dep),
-                            fencing=step.fencing,
-                            updated=dep.updated,
-                        )
+                        await tx.save_deployment(_deployment_record(dep, fencing))
                     case Record():
-                        evidence: dict[str, Any] = dict(action.evidence)
-                        seq = await tx.append_event(
-                            action.time,
-                            action.kind,
-                            action.message,
-                            action.deployment,
-                            action.host,
-                            action.actor,
-                            evidence,
-                            fencing=step.fencing,
+                        event = Event(
+                            seq=0,
+                            time=action.time,
+                            kind=action.kind,
+                            message=action.message,
+                            deployment=action.deployment,
+                            host=action.host,
+                            actor=action.actor,
+                            evidence=dict(action.evidence),
                         )
-                        events.append(
-                            Event(
-                                seq=seq,
-                                time=action.time,
-                                kind=action.kind,
-                                message=action.message,
-                                deployment=action.deployment,
-                                host=action.host,
-                                actor=action.actor,
-                                evidence=evidence,
-                            )
-                        )
+                        seq = await tx.append_event(event, fencing=fencing)
+                        events.append(msgspec.structs.replace(event, seq=seq))
+                        await _store_alert(tx, action)
                     case _:
                         pass
             # Queued together: the store runs them in order on its connection, without a
@@ -210,18 +204,57 @@ class Pipeline:
             await asyncio.gather(
                 *(
                     tx.save_command(
-                        command.id,
-                        command.deployment,
-                        command.host,
-                        command.action,
-                        msgspec.json.encode(command),
-                        command.issued,
-                        fencing=step.fencing,
+                        CommandRecord(
+                            id=command.id,
+                            deployment_id=command.deployment,
+                            host=command.host,
+                            action=command.action,
+                            payload=msgspec.json.encode(command),
+                            created=command.issued,
+                            fencing=fencing,
+                        )
                     )
                     for command in step.commands
                 )
             )
         return events
+
+
+def _deployment_record(dep: Deployment, fencing: int) -> DeploymentRecord:
+    """The deployment's row: the engine's Deployment whole, and the columns filtered on."""
+    return DeploymentRecord(
+        id=dep.id,
+        environment=dep.environment,
+        version=dep.version,
+        strategy=dep.strategy,
+        state=dep.phase.value,
+        body=encode_deployment(dep),
+        fencing=fencing,
+        created=dep.created,
+        updated=dep.updated,
+    )
+
+
+async def _store_alert(tx: Transaction, record: Record) -> None:
+    """An alert the engine fired is opened, one it resolved is closed, keyed by host
+    and rule (at most one active per key, so a replayed step changes nothing)."""
+    if record.kind not in (EventKind.ALERT_FIRED, EventKind.ALERT_RESOLVED):
+        return
+    rule = str(record.evidence.get("rule", ""))
+    key = f"{rule}:{record.host or ''}"
+    if record.kind is EventKind.ALERT_FIRED:
+        await tx.open_alert(
+            AlertRecord(
+                key=key,
+                host=record.host,
+                rule=rule,
+                message=record.message,
+                started=record.time,
+                evidence=dict(record.evidence),
+            )
+        )
+    else:
+        await tx.resolve_alert(key, record.time)
 
 
 async def _together(publishes: list[Awaitable[None]]) -> None:

@@ -42,7 +42,6 @@ from coordinator.engine import (
     Engine,
     EngineAction,
     EngineEvent,
-    EngineSnapshot,
     HostStatusReceived,
     MetricsReceived,
     OperatorReply,
@@ -53,7 +52,8 @@ from coordinator.engine import (
     Tick,
 )
 from coordinator.engine.fleet import StatusChange
-from coordinator.store import Store, StoreError, open_store
+from coordinator.engine.state import decode_deployment, decode_saved, encode_saved, joined
+from coordinator.store import CommandResultRecord, Store, StoreError, open_store
 from shared import topics
 from shared.config import CoordinatorConfig
 from shared.errors import ConfigError, MessageError, RollguardError
@@ -210,7 +210,7 @@ class Coordinator:
                     )
                 )
             elif snapshot is None and type(action).__name__ == "DeploymentChanged":
-                snapshot = _encode_snapshot(engine.snapshot())
+                snapshot = encode_saved(engine.snapshot())
         step = Step(
             actions=actions,
             snapshot=snapshot,
@@ -255,8 +255,11 @@ class Coordinator:
         if saved is None:
             engine = Engine(self.config)
         else:
-            snapshot = msgspec.msgpack.decode(saved[0], type=EngineSnapshot)
-            engine = Engine.restore(self.config, snapshot)
+            # The snapshot names its deployments; each lives in its own row.
+            state = decode_saved(saved.snapshot)
+            rows = [await self.store.get_deployment(d) for d in state.deployments]
+            deployments = {r.id: decode_deployment(r.body) for r in rows if r is not None}
+            engine = Engine.restore(self.config, joined(state, deployments))
         self.engine = engine
         now = self.clock()
         # The fleet comes from the broker's retained statuses, kept in the registry as
@@ -357,7 +360,13 @@ class Coordinator:
                 async with self.store.transaction() as tx:
                     await tx.fence(self.fencing)
                     await asyncio.gather(
-                        *(tx.record_command_result(r.id, r.state, r.detail, r.time) for r in batch)
+                        *(
+                            tx.record_command_result(
+                                r.id,
+                                CommandResultRecord(state=r.state, detail=r.detail, time=r.time),
+                            )
+                            for r in batch
+                        )
                     )
             except StoreError as exc:
                 log.warning("could not store %d command result(s): %s", len(batch), exc)
@@ -666,9 +675,3 @@ def wire_event(event: Event) -> bytes:
             },
         )
     )
-
-
-def _encode_snapshot(snapshot: EngineSnapshot) -> bytes:
-    # Hosts are left out: the broker's retained statuses are their source of truth and
-    # are fed to a restored engine first, and 10,000 of them would bloat every save.
-    return msgspec.msgpack.encode(msgspec.structs.replace(snapshot, hosts=[]))

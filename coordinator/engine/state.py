@@ -253,13 +253,34 @@ class EngineState:
         )
 
 
-_snapshot_encoder = msgspec.json.Encoder()
+class SavedState(Struct, kw_only=True):
+    """The snapshot as the store keeps it. Each deployment lives once, in its own row
+    written in the same transaction, and is named here by id; hosts are left out, since
+    the broker's retained statuses are their source of truth and are fed to a restored
+    engine first (10,000 of them would bloat every save)."""
+
+    format: int = SNAPSHOT_FORMAT
+    time: float
+    deployments: list[str] = []
+    history: list[HistoryEntry] = []
+    alerts: list[FiringAlert] = []
+
+
+# The one codec: JSON, for the snapshot whole, the saved state and each deployment.
+# Rows written before the store's schema version 3 hold msgpack, still read here.
+_encoder = msgspec.json.Encoder()
 _snapshot_decoder = msgspec.json.Decoder(EngineSnapshot)
+_saved_decoder = msgspec.json.Decoder(SavedState)
+_deployment_decoder = msgspec.json.Decoder(Deployment)
+
+
+def _legacy(data: bytes) -> bool:
+    return not data.lstrip().startswith(b"{")
 
 
 def encode_snapshot(snapshot: EngineSnapshot) -> bytes:
-    """JSON bytes for the store."""
-    return _snapshot_encoder.encode(snapshot)
+    """JSON bytes of the whole snapshot."""
+    return _encoder.encode(snapshot)
 
 
 def decode_snapshot(data: bytes) -> EngineSnapshot:
@@ -268,3 +289,62 @@ def decode_snapshot(data: bytes) -> EngineSnapshot:
         return _snapshot_decoder.decode(data)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise SnapshotError(f"not an engine snapshot: {exc}") from exc
+
+
+def encode_saved(snapshot: EngineSnapshot) -> bytes:
+    """The snapshot without its deployments (stored as rows) and hosts, as JSON."""
+    return _encoder.encode(
+        SavedState(
+            format=snapshot.format,
+            time=snapshot.time,
+            deployments=[d.id for d in snapshot.deployments],
+            history=snapshot.history,
+            alerts=snapshot.alerts,
+        )
+    )
+
+
+def decode_saved(data: bytes) -> SavedState:
+    """The saved state in ``data``; SnapshotError if it is not one."""
+    try:
+        if not _legacy(data):
+            return _saved_decoder.decode(data)
+        whole = msgspec.msgpack.decode(data, type=EngineSnapshot)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise SnapshotError(f"not a saved engine state: {exc}") from exc
+    return SavedState(
+        format=whole.format,
+        time=whole.time,
+        deployments=[d.id for d in whole.deployments],
+        history=whole.history,
+        alerts=whole.alerts,
+    )
+
+
+def joined(saved: SavedState, deployments: Mapping[str, Deployment]) -> EngineSnapshot:
+    """The snapshot again, from the saved state and its deployments' rows by id."""
+    missing = [d for d in saved.deployments if d not in deployments]
+    if missing:
+        raise SnapshotError(f"the saved engine state names deployments not stored: {missing}")
+    return EngineSnapshot(
+        format=saved.format,
+        time=saved.time,
+        deployments=[deployments[d] for d in saved.deployments],
+        history=saved.history,
+        alerts=saved.alerts,
+    )
+
+
+def encode_deployment(deployment: Deployment) -> bytes:
+    """A deployment's row body: JSON."""
+    return _encoder.encode(deployment)
+
+
+def decode_deployment(data: bytes) -> Deployment:
+    """A deployment from its row body; SnapshotError if it is not one."""
+    try:
+        if _legacy(data):
+            return msgspec.msgpack.decode(data, type=Deployment)
+        return _deployment_decoder.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise SnapshotError(f"not a stored deployment: {exc}") from exc

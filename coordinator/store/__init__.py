@@ -1,5 +1,5 @@
 """The coordinator's durable store: SQLite in the state directory by default, or
-PostgreSQL when the config names a ``postgresql://`` URL, behind one async interface.
+PostgreSQL when the config names a ``postgresql://`` URL, one implementation over both.
 
 Typical use by the daemon::
 
@@ -7,9 +7,9 @@ Typical use by the daemon::
     await store.open()
     await store.migrate()
     async with store.transaction() as tx:       # one engine step, atomically
-        await tx.save_deployment(..., fencing=token)
-        await tx.save_command(..., fencing=token)
-        await tx.append_event(...)
+        await tx.save_deployment(DeploymentRecord(..., fencing=token))
+        await tx.save_command(CommandRecord(..., fencing=token))
+        await tx.append_event(event, fencing=token)
     # only now publish the commands
 """
 
@@ -17,9 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from coordinator.store.base import DEFAULT_TIMEOUT, Store, Transaction
 from coordinator.store.errors import StaleLeaderError, StoreError
-from coordinator.store.migrations import LATEST_VERSION, MIGRATIONS
 from coordinator.store.postgres import PostgresStore
 from coordinator.store.records import (
     FINAL_RESULTS,
@@ -28,11 +26,12 @@ from coordinator.store.records import (
     CommandRecord,
     CommandResultRecord,
     DeploymentRecord,
-    HostRecord,
+    EngineStateRecord,
     ResultState,
-    StepRecord,
 )
+from coordinator.store.schema import LATEST_VERSION, MIGRATIONS, Migration
 from coordinator.store.sqlite import SqliteStore
+from coordinator.store.store import DEFAULT_TIMEOUT, Store, Transaction
 from shared.config.coordinator import StoreConfig
 
 DEFAULT_FILE = "rollguard.db"
@@ -68,12 +67,12 @@ __all__ = [
     "CommandRecord",
     "CommandResultRecord",
     "DeploymentRecord",
-    "HostRecord",
+    "EngineStateRecord",
+    "Migration",
     "PostgresStore",
     "ResultState",
     "SqliteStore",
     "StaleLeaderError",
-    "StepRecord",
     "Store",
     "StoreError",
     "Transaction",

@@ -16,7 +16,16 @@ from typing import Any
 
 import pytest
 
-from coordinator.store import PostgresStore, SqliteStore, Store
+from coordinator.store import (
+    CommandRecord,
+    CommandResultRecord,
+    DeploymentRecord,
+    PostgresStore,
+    ResultState,
+    SqliteStore,
+    Store,
+)
+from shared.messages import Event
 
 
 @dataclass
@@ -83,3 +92,55 @@ async def store(backend: Backend) -> AsyncIterator[Store]:
         yield opened
     finally:
         await opened.close()
+
+
+def deployment(
+    deployment_id: str = "d-1",
+    state: str = "baking",
+    body: bytes = b"",
+    *,
+    environment: str = "production",
+    fencing: int = 0,
+    at: float = 1.0,
+) -> DeploymentRecord:
+    """A deployment row as the daemon writes one (``body`` is opaque to the store)."""
+    return DeploymentRecord(
+        id=deployment_id,
+        environment=environment,
+        version="2.0",
+        strategy="canary",
+        state=state,
+        body=body,
+        fencing=fencing,
+        created=at,
+        updated=at,
+    )
+
+
+def command(
+    command_id: str,
+    deployment_id: str = "d-1",
+    host: str = "web-1",
+    *,
+    payload: bytes = b"p",
+    created: float = 1.0,
+    fencing: int = 0,
+) -> CommandRecord:
+    return CommandRecord(
+        id=command_id,
+        deployment_id=deployment_id,
+        host=host,
+        action="deploy",
+        payload=payload,
+        created=created,
+        fencing=fencing,
+    )
+
+
+def event(time: float, kind: str, message: str, **fields: Any) -> Event:
+    """An event to append (the store gives it its seq)."""
+    return Event(seq=0, time=time, kind=kind, message=message, **fields)
+
+
+def result(state: ResultState, detail: str = "", time: float = 1.0) -> CommandResultRecord:
+    return CommandResultRecord(state=state, detail=detail, time=time)

@@ -10,6 +10,7 @@ import asyncio
 import sys
 
 from coordinator.store import PostgresStore, SqliteStore, Store
+from tests.store.conftest import command, deployment, event
 
 HOSTS = ("web-1", "web-2", "web-3")
 
@@ -18,20 +19,22 @@ async def main(kind: str, target: str) -> None:
     store: Store = SqliteStore(target) if kind == "sqlite" else PostgresStore(target)
     async with store:
         current = await store.get_deployment("d-1")
-        step = int(current.snapshot) if current is not None else 0
+        step = int(current.body) if current is not None else 0
         while True:
             step += 1
             async with store.transaction() as tx:
                 for host in HOSTS:
-                    await tx.save_command(
-                        f"cmd-{step}-{host}", "d-1", host, "deploy", b"x", float(step), fencing=0
-                    )
+                    await tx.save_command(command(f"cmd-{step}-{host}", host=host))
                 await tx.append_event(
-                    float(step), "step", f"step {step}", deployment="d-1", evidence={"step": step}
+                    event(
+                        float(step),
+                        "step",
+                        f"step {step}",
+                        deployment="d-1",
+                        evidence={"step": step},
+                    )
                 )
-                await tx.save_deployment(
-                    "d-1", "production", "2.0", "canary", "baking", str(step).encode(), fencing=0
-                )
+                await tx.save_deployment(deployment("d-1", body=str(step).encode()))
             print(step, flush=True)
 
 

@@ -54,9 +54,9 @@ async def test_sigkill_mid_write_keeps_exactly_the_committed_steps(
         assert confirmed > printed  # each round resumed after the last one's steps
         printed = confirmed
 
-        deployment = await store.get_deployment("d-1")
-        assert deployment is not None
-        stored = int(deployment.snapshot)
+        saved = await store.get_deployment("d-1")
+        assert saved is not None
+        stored = int(saved.body)
         # Everything it confirmed is there; at most one more step committed unconfirmed.
         assert stored in {printed, printed + 1}
 

@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from coordinator.store import PostgresStore, SqliteStore, Store, StoreError
-from tests.store.conftest import Backend
+from coordinator.store import AlertRecord, PostgresStore, SqliteStore, Store, StoreError
+from tests.store.conftest import Backend, command, deployment, event, result
 from tests.store.proxy import StallingProxy
 
 # A generous guard against hanging, not a timing assertion: these calls must fail on
@@ -24,20 +24,20 @@ HANG_GUARD = 30.0
 async def _engine_step(store: Store, *, fail: bool = False) -> None:
     """What the daemon persists for one engine step, commands saved before the snapshot."""
     async with store.transaction() as tx:
-        assert await tx.save_command("cmd-1", "d-1", "web-1", "deploy", b"one", 5.0, fencing=0)
-        assert await tx.save_command("cmd-2", "d-1", "web-2", "deploy", b"two", 5.0, fencing=0)
-        await tx.append_event(5.0, "step", "deploying to 2 canaries", deployment="d-1")
-        await tx.save_deployment("d-1", "production", "2.0", "canary", "deploying", b"s", fencing=0)
+        assert await tx.save_command(command("cmd-1", payload=b"one", created=5.0))
+        assert await tx.save_command(command("cmd-2", host="web-2", payload=b"two", created=5.0))
+        await tx.append_event(event(5.0, "step", "deploying to 2 canaries", deployment="d-1"))
+        await tx.save_deployment(deployment("d-1", "deploying", b"s"))
         if fail:
             raise ValueError("publish preparation failed")
 
 
 async def test_a_transaction_commits_snapshot_commands_and_events_together(store: Store) -> None:
     await _engine_step(store)
-    deployment = await store.get_deployment("d-1")
-    assert deployment is not None
-    assert deployment.state == "deploying"
-    assert [c.id for c in await store.pending_commands()] == ["cmd-1", "cmd-2"]
+    saved = await store.get_deployment("d-1")
+    assert saved is not None
+    assert saved.state == "deploying"
+    assert [c.id for c in await store.commands("d-1")] == ["cmd-1", "cmd-2"]
     assert [e.message for e in await store.events()] == ["deploying to 2 canaries"]
 
 
@@ -45,16 +45,16 @@ async def test_a_failed_transaction_applies_nothing(store: Store) -> None:
     with pytest.raises(ValueError, match="publish preparation failed"):
         await _engine_step(store, fail=True)
     assert await store.get_deployment("d-1") is None
-    assert await store.pending_commands() == []
+    assert await store.commands("d-1") == []
     assert await store.events() == []
     # And the store carries on normally.
     await _engine_step(store)
-    assert [c.id for c in await store.pending_commands()] == ["cmd-1", "cmd-2"]
+    assert [c.id for c in await store.commands("d-1")] == ["cmd-1", "cmd-2"]
 
 
 async def test_reads_inside_a_transaction_see_its_writes(store: Store) -> None:
     async with store.transaction() as tx:
-        await tx.save_deployment("d-1", "staging", "1", "direct", "verifying", b"", fencing=0)
+        await tx.save_deployment(deployment("d-1", "verifying"))
         found = await tx.get_deployment("d-1")
         assert found is not None
         assert found.state == "verifying"
@@ -63,17 +63,19 @@ async def test_reads_inside_a_transaction_see_its_writes(store: Store) -> None:
 async def test_calling_the_store_inside_its_own_transaction_is_refused(store: Store) -> None:
     with pytest.raises(StoreError, match="open transaction"):
         async with store.transaction() as tx:
-            await tx.save_deployment("d-1", "staging", "1", "direct", "x", b"", fencing=0)
-            await store.append_event(1.0, "note", "outside the transaction")
+            await tx.save_deployment(deployment("d-1", "x"))
+            await store.events()
     assert await store.get_deployment("d-1") is None
 
 
 async def test_other_tasks_wait_for_an_open_transaction(store: Store) -> None:
     async with store.transaction() as tx:
-        await tx.save_deployment("d-1", "staging", "1", "direct", "x", b"", fencing=0)
-        other = asyncio.create_task(store.append_event(1.0, "note", "from another task"))
+        await tx.save_deployment(deployment("d-1", "x"))
+        other = asyncio.create_task(
+            store.write(lambda tx: tx.append_event(event(1.0, "note", "from another task")))
+        )
         await asyncio.sleep(0)
-        await tx.append_event(0.5, "note", "from the transaction")
+        await tx.append_event(event(0.5, "note", "from the transaction"))
     await other
     assert sorted(e.message for e in await store.events()) == [
         "from another task",
@@ -86,20 +88,18 @@ async def test_data_survives_close_and_reopen(backend: Backend) -> None:
     async with store:
         await store.migrate()
         await _engine_step(store)
-        await store.record_step("d-1", 0, 10.0, 5.0)
-        await store.record_command_result("cmd-1", "succeeded", "ok", 6.0)
-        await store.upsert_host("web-1", True, 3, "production", "2.0", None, {"zone": "a"}, 6.0)
-        await store.open_alert("cpu:web-2", "web-2", "cpu", 6.0, {"values": [95.0]})
-        await store.save_deployment(
-            "d-1", "production", "2.0", "canary", "baking", b"s2", fencing=4
+        await store.write(
+            lambda tx: tx.record_command_result("cmd-1", result("succeeded", "ok", 6.0))
         )
+        alert = AlertRecord(
+            key="cpu:web-2", host="web-2", rule="cpu", started=6.0, evidence={"values": [95.0]}
+        )
+        await store.write(lambda tx: tx.open_alert(alert))
+        await store.write(lambda tx: tx.save_deployment(deployment("d-1", "baking", fencing=4)))
         before = (
             await store.get_deployment("d-1"),
-            await store.steps("d-1"),
             await store.commands("d-1"),
-            await store.pending_commands(),
-            await store.list_hosts(),
-            await store.active_alerts(),
+            await store.alerts(),
             await store.events(),
         )
     await store.close()  # closing twice is harmless
@@ -112,18 +112,16 @@ async def test_data_survives_close_and_reopen(backend: Backend) -> None:
         assert await reopened.migrate() == []
         after = (
             await reopened.get_deployment("d-1"),
-            await reopened.steps("d-1"),
             await reopened.commands("d-1"),
-            await reopened.pending_commands(),
-            await reopened.list_hosts(),
-            await reopened.active_alerts(),
+            await reopened.alerts(),
             await reopened.events(),
         )
         assert after == before
-        assert [c.id for c in after[3]] == ["cmd-2"]
+        assert [c.id for c in after[1] if not c.final] == ["cmd-2"]
         assert await reopened.current_fence() == 4
         # The sequence of events carries on where it stopped.
-        assert await reopened.append_event(7.0, "note", "after restart") == after[6][-1].seq + 1
+        note = event(7.0, "note", "after restart")
+        assert await reopened.write(lambda tx: tx.append_event(note)) == after[3][-1].seq + 1
 
 
 async def test_a_closed_store_raises_store_error(backend: Backend) -> None:
@@ -146,15 +144,15 @@ async def test_a_locked_database_times_out_with_store_error(backend: Backend) ->
         with backend.write_lock_held():
             with pytest.raises(StoreError) as failed:
                 await asyncio.wait_for(
-                    store.save_deployment("d-1", "staging", "1", "direct", "x", b"", fencing=0),
+                    store.write(lambda tx: tx.save_deployment(deployment("d-1", "x"))),
                     HANG_GUARD,
                 )
             assert isinstance(failed.value.__cause__, sqlite3.Error | psycopg.Error | TimeoutError)
         # Once the lock is gone the same store works again and nothing half-done remains.
-        await store.save_deployment("d-1", "staging", "1", "direct", "after", b"", fencing=0)
-        deployment = await store.get_deployment("d-1")
-        assert deployment is not None
-        assert deployment.state == "after"
+        await store.write(lambda tx: tx.save_deployment(deployment("d-1", "after")))
+        saved = await store.get_deployment("d-1")
+        assert saved is not None
+        assert saved.state == "after"
 
 
 def _private(path: str) -> bool:
@@ -210,11 +208,11 @@ async def test_a_silent_network_raises_store_error_and_the_store_recovers(
     proxy, url = stalling_pg
     async with PostgresStore(url, 1.0) as store:
         await store.migrate()
-        await store.save_deployment("d-1", "staging", "1", "direct", "a", b"", fencing=0)
+        await store.write(lambda tx: tx.save_deployment(deployment("d-1", "a")))
         proxy.stall()
         with pytest.raises(StoreError, match="no answer"):
             await asyncio.wait_for(
-                store.save_deployment("d-1", "staging", "1", "direct", "b", b"", fencing=0),
+                store.write(lambda tx: tx.save_deployment(deployment("d-1", "b"))),
                 HANG_GUARD,
             )
         with pytest.raises(StoreError):
@@ -222,9 +220,9 @@ async def test_a_silent_network_raises_store_error_and_the_store_recovers(
         proxy.resume()
         # Back to normal without a restart; the write that timed out never committed.
         await asyncio.wait_for(store.ping(), HANG_GUARD)
-        deployment = await store.get_deployment("d-1")
-        assert deployment is not None
-        assert deployment.state == "a"
+        saved = await store.get_deployment("d-1")
+        assert saved is not None
+        assert saved.state == "a"
 
 
 @pytest.mark.integration
@@ -237,7 +235,9 @@ async def test_a_cancelled_caller_leaks_no_connection(
         await store.migrate()
         proxy.stall()
         for _ in range(2):
-            call = asyncio.create_task(store.append_event(1.0, "note", "never stored"))
+            call = asyncio.create_task(
+                store.write(lambda tx: tx.append_event(event(1.0, "note", "never stored")))
+            )
             await asyncio.sleep(0.2)
             call.cancel()
             with pytest.raises(asyncio.CancelledError):
@@ -252,4 +252,4 @@ async def test_a_cancelled_caller_leaks_no_connection(
                 if attempt == 19:
                     raise
         assert await store.events() == []
-        assert await store.append_event(2.0, "note", "stored") == 1
+        assert await store.write(lambda tx: tx.append_event(event(2.0, "note", "stored"))) == 1

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator.store import StaleLeaderError, Store
+from coordinator.store import EngineStateRecord, StaleLeaderError, Store
+from tests.store.conftest import deployment
+
+
+def state(snapshot: bytes, time: float, fencing: int) -> EngineStateRecord:
+    return EngineStateRecord(snapshot=snapshot, time=time, fencing=fencing)
 
 
 async def test_a_fresh_store_has_no_engine_state(store: Store) -> None:
@@ -13,30 +18,29 @@ async def test_a_fresh_store_has_no_engine_state(store: Store) -> None:
 
 
 async def test_engine_state_is_replaced_whole(store: Store) -> None:
-    await store.save_engine_state(b"\x00first", 10.0, fencing=1)
-    await store.save_engine_state(b"\x01second" * 1000, 20.5, fencing=1)
-    assert await store.load_engine_state() == (b"\x01second" * 1000, 20.5)
+    await store.write(lambda tx: tx.save_engine_state(state(b"\x00first", 10.0, 1)))
+    second = state(b"\x01second" * 1000, 20.5, 1)
+    await store.write(lambda tx: tx.save_engine_state(second))
+    assert await store.load_engine_state() == second
 
 
 async def test_a_stale_leader_cannot_overwrite_the_engine_state(store: Store) -> None:
-    await store.save_engine_state(b"new leader", 5.0, fencing=7)
+    await store.write(lambda tx: tx.save_engine_state(state(b"new leader", 5.0, 7)))
     with pytest.raises(StaleLeaderError):
-        await store.save_engine_state(b"old leader", 6.0, fencing=6)
-    assert await store.load_engine_state() == (b"new leader", 5.0)
+        await store.write(lambda tx: tx.save_engine_state(state(b"old leader", 6.0, 6)))
+    assert await store.load_engine_state() == state(b"new leader", 5.0, 7)
 
 
 async def test_engine_state_commits_with_its_step_or_not_at_all(store: Store) -> None:
-    await store.save_engine_state(b"before", 1.0, fencing=1)
+    await store.write(lambda tx: tx.save_engine_state(state(b"before", 1.0, 1)))
 
     class Boom(Exception):
         pass
 
     with pytest.raises(Boom):
         async with store.transaction() as tx:
-            await tx.save_engine_state(b"during", 2.0, fencing=1)
-            await tx.save_deployment(
-                "d1", "production", "2.0.0", "canary", "baking", b"x", fencing=1
-            )
+            await tx.save_engine_state(state(b"during", 2.0, 1))
+            await tx.save_deployment(deployment("d1", fencing=1))
             raise Boom
-    assert await store.load_engine_state() == (b"before", 1.0)
+    assert await store.load_engine_state() == state(b"before", 1.0, 1)
     assert await store.get_deployment("d1") is None

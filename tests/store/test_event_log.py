@@ -9,14 +9,21 @@ import psycopg
 import pytest
 
 from coordinator.store import Store
-from tests.store.conftest import Backend
+from tests.store.conftest import Backend, event
 
 REFUSED = (sqlite3.DatabaseError, psycopg.Error)
 
 
 async def test_seq_strictly_increases_under_concurrent_appends(store: Store) -> None:
     seqs = await asyncio.gather(
-        *(store.append_event(float(i), "tick", f"event {i}", evidence={"i": i}) for i in range(40))
+        *(
+            store.write(
+                lambda tx, i=i: tx.append_event(  # type: ignore[misc]
+                    event(float(i), "tick", f"event {i}", evidence={"i": i})
+                )
+            )
+            for i in range(40)
+        )
     )
     assert len(set(seqs)) == 40
     events = await store.events()
@@ -28,19 +35,20 @@ async def test_seq_strictly_increases_under_concurrent_appends(store: Store) -> 
 
 
 async def test_a_rolled_back_append_leaves_no_hole(store: Store) -> None:
-    first = await store.append_event(1.0, "note", "kept")
+    first = await store.write(lambda tx: tx.append_event(event(1.0, "note", "kept")))
     with pytest.raises(RuntimeError):
         async with store.transaction() as tx:
-            await tx.append_event(2.0, "note", "rolled back")
+            await tx.append_event(event(2.0, "note", "rolled back"))
             raise RuntimeError("engine step failed")
-    second = await store.append_event(3.0, "note", "kept too")
+    second = await store.write(lambda tx: tx.append_event(event(3.0, "note", "kept too")))
     # A reader that has seen `first` asks for after_seq=first and gets the next one.
     assert second == first + 1
     assert [e.message for e in await store.events()] == ["kept", "kept too"]
 
 
 async def test_events_refuse_update_and_delete(store: Store, backend: Backend) -> None:
-    await store.append_event(1.0, "decision", "promoted", evidence={"rule": "canary"})
+    promoted = event(1.0, "decision", "promoted", evidence={"rule": "canary"})
+    await store.write(lambda tx: tx.append_event(promoted))
     with backend.raw() as conn:
         with pytest.raises(REFUSED, match="append-only"):
             conn.execute("UPDATE events SET message = 'rewritten'")

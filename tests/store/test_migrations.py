@@ -6,9 +6,8 @@ import asyncio
 
 import pytest
 
-from coordinator.store import LATEST_VERSION, MIGRATIONS, StoreError
-from coordinator.store import migrations as migrations_module
-from coordinator.store.migrations import Migration
+from coordinator.store import LATEST_VERSION, MIGRATIONS, StoreError, schema
+from coordinator.store.schema import Migration, Only
 from tests.store.conftest import Backend
 
 
@@ -66,11 +65,13 @@ async def test_a_failing_migration_applies_nothing(
         broken = Migration(
             version=LATEST_VERSION + 1,
             name="half good",
-            sqlite=("CREATE TABLE half (x INTEGER)", "THIS IS NOT SQL"),
-            postgres=("CREATE TABLE half (x integer)", "THIS IS NOT SQL"),
+            statements=(
+                "CREATE TABLE half (x integer)",
+                Only("postgres", "THIS IS NOT SQL"),
+                Only("sqlite", "NOR IS THIS"),
+            ),
         )
-        monkeypatch.setattr(migrations_module, "MIGRATIONS", (*MIGRATIONS, broken))
-        monkeypatch.setattr(migrations_module, "LATEST_VERSION", broken.version)
+        monkeypatch.setattr(schema, "MIGRATIONS", (*MIGRATIONS, broken))
         with pytest.raises(StoreError):
             await store.migrate()
         assert await store.schema_version() == LATEST_VERSION

@@ -4,36 +4,26 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator.store import TERMINAL_STATES, Store, StoreError
+from coordinator.store import TERMINAL_STATES, AlertRecord, Store, StoreError
 from shared.messages import Event
+from tests.store.conftest import command, deployment, event, result
 
 
 async def test_deployment_round_trip_and_upsert(store: Store) -> None:
     assert await store.get_deployment("d-1") is None
-    await store.save_deployment(
-        "d-1", "production", "1.2.3", "canary", "baking", b"\x00snap\xff", fencing=0, updated=10.0
-    )
-    saved = await store.get_deployment("d-1")
-    assert saved is not None
-    assert (saved.id, saved.environment, saved.version, saved.strategy, saved.state) == (
-        "d-1",
-        "production",
-        "1.2.3",
-        "canary",
-        "baking",
-    )
-    assert saved.snapshot == b"\x00snap\xff"
-    assert (saved.created, saved.updated, saved.fencing) == (10.0, 10.0, 0)
-    assert not saved.terminal
+    first = deployment("d-1", "baking", b'{"snap":1}', at=10.0)
+    await store.write(lambda tx: tx.save_deployment(first))
+    assert await store.get_deployment("d-1") == first
+    assert not first.terminal
 
-    await store.save_deployment(
-        "d-1", "production", "1.2.3", "canary", "completed", b"done", fencing=0, updated=20.0
-    )
+    done = deployment("d-1", "completed", b'{"done":1}', at=20.0)
+    await store.write(lambda tx: tx.save_deployment(done))
     again = await store.get_deployment("d-1")
     assert again is not None
-    assert (again.state, again.snapshot, again.created, again.updated) == (
+    # Created keeps the first save's time; everything else is replaced.
+    assert (again.state, again.body, again.created, again.updated) == (
         "completed",
-        b"done",
+        b'{"done":1}',
         10.0,
         20.0,
     )
@@ -48,13 +38,11 @@ async def test_list_deployments_newest_first_with_filters(store: Store) -> None:
         ("d-4", "staging", "paused"),
     ]
     for deployment_id, environment, state in rows:
-        await store.save_deployment(
-            deployment_id, environment, "1.0", "canary", state, b"", fencing=0, updated=1.0
-        )
+        record = deployment(deployment_id, state, environment=environment)
+        await store.write(lambda tx, r=record: tx.save_deployment(r))  # type: ignore[misc]
     # Updating an old deployment does not make it newer: order is by creation.
-    await store.save_deployment(
-        "d-1", "staging", "1.0", "canary", "completed", b"x", fencing=0, updated=99.0
-    )
+    updated = deployment("d-1", "completed", b"x", environment="staging", at=99.0)
+    await store.write(lambda tx: tx.save_deployment(updated))
 
     assert [d.id for d in await store.list_deployments()] == ["d-4", "d-3", "d-2", "d-1"]
     assert [d.id for d in await store.list_deployments(limit=2)] == ["d-4", "d-3"]
@@ -70,152 +58,105 @@ async def test_list_deployments_newest_first_with_filters(store: Store) -> None:
         d.id for d in await store.list_deployments(environment="staging", states=["completed"])
     ] == ["d-1"]
     assert await store.list_deployments(states=[]) == []
-    # Active: everything not terminal, oldest first (the order to resume them in).
-    assert [d.id for d in await store.active_deployments()] == ["d-2", "d-4"]
 
 
-async def test_every_terminal_state_leaves_active_deployments(store: Store) -> None:
-    for index, state in enumerate(sorted(TERMINAL_STATES)):
-        await store.save_deployment(f"t-{index}", "staging", "1", "direct", state, b"", fencing=0)
-    await store.save_deployment("live", "staging", "1", "direct", "some-new-state", b"", fencing=0)
-    assert [d.id for d in await store.active_deployments()] == ["live"]
-
-
-async def test_steps_keep_their_start_and_end(store: Store) -> None:
-    await store.save_deployment("d-1", "production", "2.0", "canary", "baking", b"", fencing=0)
-    await store.record_step("d-1", 0, 10.0, started=100.0)
-    await store.record_step("d-1", 1, 25.0, started=200.0)
-    await store.record_step("d-1", 0, 10.0, started=100.0, ended=150.0, outcome="promoted")
-    # A replay of step 0's start (say after a restart) neither moves nor erases anything.
-    await store.record_step("d-1", 0, 10.0, started=170.0)
-
-    steps = await store.steps("d-1")
-    assert [(s.step_index, s.percent, s.started, s.ended, s.outcome) for s in steps] == [
-        (0, 10.0, 100.0, 150.0, "promoted"),
-        (1, 25.0, 200.0, None, None),
-    ]
-    assert await store.steps("nope") == []
+def test_terminal_states_are_the_terminal_phases() -> None:
+    assert sorted(TERMINAL_STATES) == ["completed", "failed", "refused", "rolled_back"]
 
 
 async def test_command_insert_if_absent(store: Store) -> None:
-    await store.save_deployment("d-1", "production", "2.0", "canary", "deploying", b"", fencing=3)
-    assert await store.save_command(
-        "cmd-00000001", "d-1", "web-1", "deploy", b'{"signed":1}', 50.0, fencing=3
-    )
+    await store.write(lambda tx: tx.save_deployment(deployment("d-1", "deploying", fencing=3)))
+    saved = command("cmd-00000001", payload=b'{"signed":1}', created=50.0, fencing=3)
+    assert await store.write(lambda tx: tx.save_command(saved))
     # The same id again (a crash between store and publish, then a replay) is a no-op.
-    assert not await store.save_command(
-        "cmd-00000001", "d-1", "web-2", "rollback", b"other", 60.0, fencing=3
-    )
-    command = await store.get_command("cmd-00000001")
-    assert command is not None
-    assert (command.deployment_id, command.host, command.action) == ("d-1", "web-1", "deploy")
-    assert (command.payload, command.created, command.fencing) == (b'{"signed":1}', 50.0, 3)
-    assert command.results == ()
-    assert command.state is None
+    other = command("cmd-00000001", host="web-2", payload=b"other", created=60.0, fencing=3)
+    assert not await store.write(lambda tx: tx.save_command(other))
+    assert await store.get_command("cmd-00000001") == saved
+    assert saved.results == ()
+    assert saved.state is None
     assert await store.get_command("missing") is None
 
 
-async def test_pending_commands_follow_results(store: Store) -> None:
-    await store.save_deployment("d-1", "production", "2.0", "canary", "deploying", b"", fencing=0)
+async def test_command_results_are_a_history(store: Store) -> None:
+    await store.write(lambda tx: tx.save_deployment(deployment("d-1", "deploying")))
     for index, host in enumerate(["web-1", "web-2", "web-3"]):
-        await store.save_command(
-            f"cmd-{index}", "d-1", host, "deploy", b"p", 10.0 + index, fencing=0
+        record = command(f"cmd-{index}", host=host, created=10.0 + index)
+        await store.write(lambda tx, r=record: tx.save_command(r))  # type: ignore[misc]
+
+    async def answer(command_id: str, state: str, detail: str, time: float) -> bool:
+        return await store.write(
+            lambda tx: tx.record_command_result(command_id, result(state, detail, time))  # type: ignore[arg-type]
         )
 
-    assert [c.id for c in await store.pending_commands()] == ["cmd-0", "cmd-1", "cmd-2"]
+    assert await answer("cmd-0", "accepted", "", 11.0)
+    assert await answer("cmd-1", "failed", "disk full", 12.0)
+    assert await answer("cmd-2", "rejected", "expired", 13.0)
+    assert await answer("cmd-0", "succeeded", "now 2.0", 14.0)
 
-    # Accepted is not final: the command stays pending until it succeeds or fails.
-    assert await store.record_command_result("cmd-0", "accepted", "", 11.0)
-    assert await store.record_command_result("cmd-1", "failed", "disk full", 12.0)
-    assert await store.record_command_result("cmd-2", "rejected", "expired", 13.0)
-    pending = await store.pending_commands()
-    assert [(c.id, c.state) for c in pending] == [("cmd-0", "accepted")]
-
-    assert await store.record_command_result("cmd-0", "succeeded", "now 2.0", 14.0)
-    assert await store.pending_commands() == []
-
-    command = await store.get_command("cmd-0")
-    assert command is not None
-    assert [(r.state, r.detail, r.time) for r in command.results] == [
+    commands = await store.commands("d-1")
+    assert [(c.id, c.state, c.final) for c in commands] == [
+        ("cmd-0", "succeeded", True),
+        ("cmd-1", "failed", True),
+        ("cmd-2", "rejected", True),
+    ]
+    assert [(r.state, r.detail, r.time) for r in commands[0].results] == [
         ("accepted", "", 11.0),
         ("succeeded", "now 2.0", 14.0),
     ]
-    assert command.state == "succeeded"
-    assert command.final
-
     # A duplicate answer (MQTT delivers at least once) keeps the first one.
-    assert not await store.record_command_result("cmd-0", "succeeded", "again", 15.0)
-    command = await store.get_command("cmd-0")
-    assert command is not None
-    assert [r.detail for r in command.results] == ["", "now 2.0"]
+    assert not await answer("cmd-0", "succeeded", "again", 15.0)
+    again = await store.get_command("cmd-0")
+    assert again is not None
+    assert [r.detail for r in again.results] == ["", "now 2.0"]
     # A result for a command this store never sent is ignored, not an error.
-    assert not await store.record_command_result("cmd-unknown", "succeeded", "", 16.0)
-
-    assert [c.id for c in await store.commands("d-1")] == ["cmd-0", "cmd-1", "cmd-2"]
+    assert not await answer("cmd-unknown", "succeeded", "", 16.0)
+    assert await store.commands("nope") == []
 
 
 async def test_unknown_result_state_is_refused(store: Store) -> None:
-    await store.save_deployment("d-1", "production", "2.0", "canary", "deploying", b"", fencing=0)
-    await store.save_command("cmd-0", "d-1", "web-1", "deploy", b"p", 1.0, fencing=0)
+    await store.write(lambda tx: tx.save_deployment(deployment("d-1", "deploying")))
+    await store.write(lambda tx: tx.save_command(command("cmd-0")))
     with pytest.raises(StoreError, match="not one of"):
-        await store.record_command_result("cmd-0", "done", "", 2.0)  # type: ignore[arg-type]
+        await store.write(lambda tx: tx.record_command_result("cmd-0", result("done")))  # type: ignore[arg-type]
 
 
 async def test_command_for_unknown_deployment_is_refused(store: Store) -> None:
     with pytest.raises(StoreError):
-        await store.save_command("cmd-0", "no-such", "web-1", "deploy", b"p", 1.0, fencing=0)
+        await store.write(lambda tx: tx.save_command(command("cmd-0", "no-such")))
     assert await store.get_command("cmd-0") is None
 
 
-async def test_hosts_upsert(store: Store) -> None:
-    await store.upsert_host(
-        "web-2", True, 1, "production", "1.0", "blue", {"zone": "a", "rack": "r1"}, 10.0
-    )
-    await store.upsert_host("web-1", True, 4, "staging", None, None, {}, 11.0)
-    await store.upsert_host("web-2", False, 2, "production", "1.1", "green", {"zone": "b"}, 12.0)
-
-    hosts = await store.list_hosts()
-    assert [h.host for h in hosts] == ["web-1", "web-2"]
-    web1, web2 = hosts
-    assert (web1.online, web1.session, web1.environment, web1.version, web1.slot) == (
-        True,
-        4,
-        "staging",
-        None,
-        None,
-    )
-    assert web1.labels == {}
-    assert (web2.online, web2.session, web2.version, web2.slot, web2.last_seen) == (
-        False,
-        2,
-        "1.1",
-        "green",
-        12.0,
-    )
-    assert web2.labels == {"zone": "b"}
-
-
-async def test_alerts_deduplicate_and_resolve(store: Store) -> None:
+async def test_alerts_deduplicate_resolve_and_list(store: Store) -> None:
     evidence = {"rule": "cpu", "window": [100.0, 130.0], "values": [91.0, 93.5, 97.0]}
-    assert await store.open_alert("cpu:web-1", "web-1", "cpu", 130.0, evidence)
+    cpu = AlertRecord(
+        key="cpu:web-1", host="web-1", rule="cpu", message="cpu 97 %", started=130.0,
+        evidence=evidence,
+    )  # fmt: skip
+    assert await store.write(lambda tx: tx.open_alert(cpu))
     # Firing again while active is the same alert.
-    assert not await store.open_alert("cpu:web-1", "web-1", "cpu", 140.0, {"other": 1})
-    assert await store.open_alert("fleet:errors", None, "error_rate", 135.0, {})
+    repeat = AlertRecord(key="cpu:web-1", host="web-1", rule="cpu", started=140.0)
+    assert not await store.write(lambda tx: tx.open_alert(repeat))
+    fleet = AlertRecord(key="fleet:errors", host=None, rule="error_rate", started=135.0)
+    assert await store.write(lambda tx: tx.open_alert(fleet))
 
-    active = await store.active_alerts()
-    assert [(a.key, a.host, a.rule, a.started, a.resolved) for a in active] == [
-        ("cpu:web-1", "web-1", "cpu", 130.0, None),
-        ("fleet:errors", None, "error_rate", 135.0, None),
-    ]
-    assert active[0].evidence == evidence
+    assert await store.alerts(active_only=True) == [fleet, cpu]
 
-    assert await store.resolve_alert("cpu:web-1", 200.0)
-    assert not await store.resolve_alert("cpu:web-1", 201.0)
-    assert not await store.resolve_alert("never-fired", 201.0)
-    assert [a.key for a in await store.active_alerts()] == ["fleet:errors"]
+    assert await store.write(lambda tx: tx.resolve_alert("cpu:web-1", 200.0))
+    assert not await store.write(lambda tx: tx.resolve_alert("cpu:web-1", 201.0))
+    assert not await store.write(lambda tx: tx.resolve_alert("never-fired", 201.0))
+    assert [a.key for a in await store.alerts(active_only=True)] == ["fleet:errors"]
     # Once resolved, the same key can fire again as a new alert.
-    assert await store.open_alert("cpu:web-1", "web-1", "cpu", 300.0, {})
-    assert [a.key for a in await store.active_alerts()] == ["fleet:errors", "cpu:web-1"]
+    again = AlertRecord(key="cpu:web-1", host="web-1", rule="cpu", started=300.0)
+    assert await store.write(lambda tx: tx.open_alert(again))
+    listed = await store.alerts()
+    assert [(a.key, a.started, a.resolved) for a in listed] == [
+        ("cpu:web-1", 300.0, None),
+        ("fleet:errors", 135.0, None),
+        ("cpu:web-1", 130.0, 200.0),
+    ]
+    assert listed[2].evidence == evidence
+    assert listed[2].message == "cpu 97 %"
+    assert [a.started for a in await store.alerts(limit=1)] == [300.0]
 
 
 async def test_events_round_trip_with_evidence(store: Store) -> None:
@@ -226,7 +167,7 @@ async def test_events_round_trip_with_evidence(store: Store) -> None:
         "hosts": ["web-1", "web-2"],
         "threshold": None,
     }
-    seq = await store.append_event(
+    decision = event(
         160.0,
         "rollback",
         "error rate over threshold",
@@ -235,11 +176,11 @@ async def test_events_round_trip_with_evidence(store: Store) -> None:
         actor="engine",
         evidence=evidence,
     )
-    bare = await store.append_event(161.0, "note", "no evidence")
+    seq = await store.write(lambda tx: tx.append_event(decision))
+    bare = await store.write(lambda tx: tx.append_event(event(161.0, "note", "no evidence")))
     assert bare > seq >= 1
 
-    events = await store.events()
-    assert events == [
+    assert await store.events() == [
         Event(
             seq=seq,
             time=160.0,
@@ -257,11 +198,11 @@ async def test_events_round_trip_with_evidence(store: Store) -> None:
 async def test_events_filters(store: Store) -> None:
     seqs = []
     for index in range(6):
-        deployment = "d-even" if index % 2 == 0 else "d-odd"
-        seqs.append(await store.append_event(float(index), "step", f"e{index}", deployment))
+        appended = event(float(index), "step", f"e{index}", deployment=f"d-{index % 2}")
+        seqs.append(await store.write(lambda tx, e=appended: tx.append_event(e)))  # type: ignore[misc]
     assert [e.message for e in await store.events(after_seq=seqs[3])] == ["e4", "e5"]
-    assert [e.message for e in await store.events(deployment="d-odd")] == ["e1", "e3", "e5"]
-    assert [e.message for e in await store.events(after_seq=seqs[1], deployment="d-even")] == [
+    assert [e.message for e in await store.events(deployment="d-1")] == ["e1", "e3", "e5"]
+    assert [e.message for e in await store.events(after_seq=seqs[1], deployment="d-0")] == [
         "e2",
         "e4",
     ]
@@ -270,6 +211,7 @@ async def test_events_filters(store: Store) -> None:
 
 
 async def test_evidence_that_is_not_json_is_refused(store: Store) -> None:
+    bad = event(1.0, "note", "bad", evidence={"x": object()})
     with pytest.raises(StoreError, match="not JSON-encodable"):
-        await store.append_event(1.0, "note", "bad", evidence={"x": object()})
+        await store.write(lambda tx: tx.append_event(bad))
     assert await store.events() == []
