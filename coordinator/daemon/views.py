@@ -70,7 +70,8 @@ def deployment_view(dep: Deployment, now: float) -> DeploymentView:
     """A deployment as the API shows it at ``now``: the engine's record plus the
     current step and the bake clock read at ``now``."""
     step = dep.current_step()
-    elapsed = dep.bake_at(now)
+    elapsed = dep.bake.at(now)
+    rollback = dep.rollback
     return DeploymentView(
         id=dep.id,
         environment=dep.environment,
@@ -94,11 +95,11 @@ def deployment_view(dep: Deployment, now: float) -> DeploymentView:
         commands={ident: _command(c) for ident, c in dep.commands.items()},
         preflight=[_preflight(p) for p in dep.preflight],
         bake_elapsed=round(elapsed, 3),
-        bake_length=dep.bake_length,
-        bake_remaining=round(max(0.0, dep.bake_length - elapsed), 3),
-        rollback_version=dep.rollback_version,
-        rollback_reason=dep.rollback_reason,
-        rollback_started=dep.rollback_started,
+        bake_length=dep.bake.length,
+        bake_remaining=round(max(0.0, dep.bake.length - elapsed), 3),
+        rollback_version=rollback.version if rollback else None,
+        rollback_reason=rollback.reason if rollback else None,
+        rollback_started=rollback.started if rollback else None,
         summary=dep.summary,
     )
 

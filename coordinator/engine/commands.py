@@ -33,7 +33,7 @@ class Commands:
                 c for c in dep.rollout_commands() if c.step == dep.step and c.state != "cancelled"
             ]
         if dep.phase is Phase.ROLLING_BACK:
-            started = dep.rollback_started if dep.rollback_started is not None else 0.0
+            started = dep.rollback.started if dep.rollback is not None else 0.0
             return [
                 c
                 for c in dep.commands.values()

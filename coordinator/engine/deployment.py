@@ -90,7 +90,55 @@ class PreflightState(Struct, kw_only=True):
     output_tail: str = ""
 
 
-class Deployment(Struct, kw_only=True):
+class BakeClock(Struct, kw_only=True):
+    """A step's bake: seconds accumulated, the engine time the running stretch began
+    (None while stopped: the clock runs only in BAKING), and the length to reach
+    (grows with the one extension)."""
+
+    elapsed: float = 0.0
+    since: float | None = None
+    length: float = 0.0
+    extended: bool = False
+
+    def at(self, now: float) -> float:
+        """Bake seconds elapsed at ``now``."""
+        if self.since is None:
+            return self.elapsed
+        return self.elapsed + max(0.0, now - self.since)
+
+    def stop(self, now: float) -> None:
+        self.elapsed = self.at(now)
+        self.since = None
+
+    def restart(self, length: float) -> None:
+        """A new step's bake, not running until the deployment enters BAKING."""
+        self.elapsed, self.since, self.length, self.extended = 0.0, None, length, False
+
+
+class Hold(Struct, kw_only=True):
+    """An automatic hold (HELD, and PAUSED from HELD): why it waits for a person."""
+
+    reason: HoldReason
+
+
+class Pause(Struct, kw_only=True):
+    """An operator's pause (PAUSED): the phase a resume returns to."""
+
+    resume_to: Phase
+
+
+class RollbackState(Struct, kw_only=True):
+    """A rollback, from ROLLING_BACK on (kept in ROLLED_BACK and FAILED for a retry)."""
+
+    # The last stable version the hosts return to.
+    version: str | None
+    reason: str
+    started: float
+    # The hosts it returns to the stable version.
+    hosts: list[str] = []
+
+
+class Deployment(Struct, kw_only=True, omit_defaults=True):
     id: str
     environment: Environment
     strategy: Strategy
@@ -102,46 +150,79 @@ class Deployment(Struct, kw_only=True):
     created: float
     updated: float
     phase: Phase = Phase.PREFLIGHT
-    paused_from: Phase | None = None
-    hold_reason: HoldReason | None = None
     steps: list[Step] = []
     step: int = 0
     targets: dict[str, TargetHost] = {}
     commands: dict[str, CommandRecord] = {}
     counter: int = 0
-    # The bake clock: seconds accumulated, the engine time the running stretch began
-    # (None while stopped), and the length to reach (grows with the extension).
-    bake_elapsed: float = 0.0
-    bake_since: float | None = None
-    bake_length: float = 0.0
-    extended: bool = False
+    # Data of one phase (or a few), None outside it.
+    bake: BakeClock = msgspec.field(default_factory=BakeClock)
+    hold: Hold | None = None
+    pause: Pause | None = None
+    rollback: RollbackState | None = None
+    # Where the current analysis window began (judged phases).
     window_start: float | None = None
     approved: list[int] = []
     preflight: list[PreflightState] = []
-    # The shell must have reported every preflight command by then.
+    # The shell must have reported every preflight command by then (PREFLIGHT).
     preflight_deadline: float | None = None
-    rollback_version: str | None = None
-    rollback_reason: str | None = None
-    rollback_started: float | None = None
-    # The hosts the rollback returns to the stable version (kept for a retry).
-    rollback_hosts: list[str] = []
     finished: float | None = None
     # The last decision in words, for `rollguard status`.
     summary: str = ""
+    # Layout 1 (up to snapshot format 1 and the deployment rows written with it) kept
+    # these loose; a stored deployment in that layout is read into the groups above by
+    # __post_init__, and they are never written again.
+    v1_bake_elapsed: float | None = msgspec.field(default=None, name="bake_elapsed")
+    v1_bake_since: float | None = msgspec.field(default=None, name="bake_since")
+    v1_bake_length: float | None = msgspec.field(default=None, name="bake_length")
+    v1_extended: bool | None = msgspec.field(default=None, name="extended")
+    v1_paused_from: Phase | None = msgspec.field(default=None, name="paused_from")
+    v1_hold_reason: HoldReason | None = msgspec.field(default=None, name="hold_reason")
+    v1_rollback_version: str | None = msgspec.field(default=None, name="rollback_version")
+    v1_rollback_reason: str | None = msgspec.field(default=None, name="rollback_reason")
+    v1_rollback_started: float | None = msgspec.field(default=None, name="rollback_started")
+    v1_rollback_hosts: list[str] | None = msgspec.field(default=None, name="rollback_hosts")
+
+    def __post_init__(self) -> None:
+        if self.v1_bake_elapsed is not None:
+            self._from_layout_1()
+
+    def _from_layout_1(self) -> None:
+        self.bake = BakeClock(
+            elapsed=self.v1_bake_elapsed or 0.0,
+            since=self.v1_bake_since,
+            length=self.v1_bake_length or 0.0,
+            extended=bool(self.v1_extended),
+        )
+        self.hold = None if self.v1_hold_reason is None else Hold(reason=self.v1_hold_reason)
+        self.pause = None if self.v1_paused_from is None else Pause(resume_to=self.v1_paused_from)
+        if self.v1_rollback_started is not None:
+            self.rollback = RollbackState(
+                version=self.v1_rollback_version,
+                reason=self.v1_rollback_reason or "",
+                started=self.v1_rollback_started,
+                hosts=list(self.v1_rollback_hosts or []),
+            )
+        self.v1_bake_elapsed = self.v1_bake_since = self.v1_bake_length = None
+        self.v1_extended = None
+        self.v1_paused_from = None
+        self.v1_hold_reason = None
+        self.v1_rollback_version = self.v1_rollback_reason = None
+        self.v1_rollback_started = None
+        self.v1_rollback_hosts = None
+
+    @property
+    def paused_from(self) -> Phase | None:
+        """The phase a resume returns to (None unless paused)."""
+        return None if self.pause is None else self.pause.resume_to
+
+    @property
+    def hold_reason(self) -> HoldReason | None:
+        return None if self.hold is None else self.hold.reason
 
     def next_command_id(self) -> str:
         self.counter += 1
         return f"{self.id}-c{self.counter:04d}"
-
-    def bake_at(self, now: float) -> float:
-        """Bake seconds elapsed at ``now``."""
-        if self.bake_since is None:
-            return self.bake_elapsed
-        return self.bake_elapsed + max(0.0, now - self.bake_since)
-
-    def stop_bake(self, now: float) -> None:
-        self.bake_elapsed = self.bake_at(now)
-        self.bake_since = None
 
     def rollout_commands(self) -> list[CommandRecord]:
         return [c for c in self.commands.values() if c.purpose == "rollout"]
@@ -157,14 +238,14 @@ class Deployment(Struct, kw_only=True):
         return _decoder.decode(_encoder.encode(self))
 
     def checkpoint(self, now: float) -> Deployment:
-        """A copy to persist, its bake clock folded to ``now``: ``bake_elapsed`` is the
-        bake time at ``now`` and ``bake_since`` only says whether the clock runs. A
+        """A copy to persist, its bake clock folded to ``now``: ``bake.elapsed`` is the
+        bake time at ``now`` and ``bake.since`` only says whether the clock runs. A
         restore restarts a running clock at the moment it resumes, so the engine's own
         downtime never counts as bake time."""
         copy = self.copy()
-        if copy.bake_since is not None:
-            copy.bake_elapsed = self.bake_at(now)
-            copy.bake_since = now
+        if copy.bake.since is not None:
+            copy.bake.elapsed = self.bake.at(now)
+            copy.bake.since = now
         return copy
 
 

@@ -17,7 +17,14 @@ from coordinator.engine import bluegreen, canary, direct
 from coordinator.engine.actions import Severity
 from coordinator.engine.cohorts import Cohorts
 from coordinator.engine.commands import FAILED_STATES, Commands
-from coordinator.engine.deployment import Deployment, HistoryEntry, HoldReason, Step, TargetHost
+from coordinator.engine.deployment import (
+    Deployment,
+    HistoryEntry,
+    Hold,
+    HoldReason,
+    Step,
+    TargetHost,
+)
 from coordinator.engine.errors import EngineError
 from coordinator.engine.judge import Judgement, Outcome
 from coordinator.engine.phases import TERMINAL, Log, Phase, Trigger, fire
@@ -186,9 +193,7 @@ class Driver:
         mine = self.commands.attempt(dep)
         if len(mine) < len(step.orders) or not all(self.commands.confirmed(c) for c in mine):
             return False
-        dep.bake_elapsed = 0.0
-        dep.bake_length = step.bake
-        dep.extended = False
+        dep.bake.restart(step.bake)
         self.fire(
             dep,
             Trigger.ACKED,
@@ -207,7 +212,7 @@ class Driver:
             return self._hold(dep, "fleet_incident", result, now, out)
         if result.outcome is Outcome.MISSING:
             return self._hold(dep, "missing_data", result, now, out)
-        if dep.bake_at(now) + EPSILON < dep.bake_length:
+        if dep.bake.at(now) + EPSILON < dep.bake.length:
             return False
         step = dep.steps[dep.step]
         if result.outcome is Outcome.PASS:
@@ -216,14 +221,14 @@ class Driver:
                 Trigger.BAKE_PASSED,
                 now,
                 out,
-                f"step {step.name} passed its {dep.bake_length:g} s bake",
+                f"step {step.name} passed its {dep.bake.length:g} s bake",
                 evidence=result.fields(),
             )
             return True
         extension = step.bake * self.state.policy(dep.environment).inconclusive_extension
-        if not dep.extended and extension > 0:
-            dep.extended = True
-            dep.bake_length += extension
+        if not dep.bake.extended and extension > 0:
+            dep.bake.extended = True
+            dep.bake.length += extension
             self.fire(
                 dep,
                 Trigger.EXTEND,
@@ -257,7 +262,7 @@ class Driver:
             )
         if dep.phase is Phase.HELD:
             # A hold changing its reason (missing data turning out to be fleet-wide).
-            dep.hold_reason = reason
+            dep.hold = Hold(reason=reason)
             dep.summary = message
             out.touch(dep)
             out.record(
@@ -278,7 +283,7 @@ class Driver:
                 evidence={"reason": reason, **result.fields()},
                 notify=(EventKind.DEPLOYMENT_HELD, "warning"),
             )
-            dep.hold_reason = reason
+            dep.hold = Hold(reason=reason)
             changed = True
         if reason == "fleet_incident":
             # The window holds the incident's data for canary and baseline alike; a

@@ -51,6 +51,7 @@ from coordinator.engine.operator import Operator
 from coordinator.engine.phases import ACTIVE, Phase
 from coordinator.engine.state import SNAPSHOT_FORMAT, EngineSnapshot, EngineState, Outbox
 from shared.config.coordinator import CoordinatorConfig
+from shared.evidence import Restarted
 from shared.kinds import EventKind
 from shared.messages import CommandResult, HostStatus, MetricBatch
 
@@ -116,7 +117,7 @@ class Engine:
             times.append(state.now + state.config.engine.housekeeping)
         for dep in active:
             if dep.phase is Phase.BAKING:
-                times.append(state.now + max(0.0, dep.bake_length - dep.bake_at(state.now)))
+                times.append(state.now + max(0.0, dep.bake.length - dep.bake.at(state.now)))
             if dep.phase is Phase.PREFLIGHT and dep.preflight_deadline is not None:
                 times.append(dep.preflight_deadline)
             times.extend(c.deadline for c in dep.commands.values() if not c.final)
@@ -223,8 +224,8 @@ class Engine:
             if dep.phase not in ACTIVE:
                 continue
             policy = state.policy(dep.environment)
-            if dep.bake_since is not None:
-                dep.bake_since = now
+            if dep.bake.since is not None:
+                dep.bake.since = now
             for command in dep.commands.values():
                 if not command.final:
                     command.deadline = max(command.deadline, now + policy.ack_timeout)
@@ -236,10 +237,10 @@ class Engine:
             out.record(
                 now,
                 EventKind.DEPLOYMENT_RESUMED_AFTER_RESTART,
-                f"{dep.id}: resumed in {dep.phase.value} with {dep.bake_at(now):.0f} of "
-                f"{dep.bake_length:.0f} s baked; judging restarts on fresh data",
+                f"{dep.id}: resumed in {dep.phase.value} with {dep.bake.at(now):.0f} of "
+                f"{dep.bake.length:.0f} s baked; judging restarts on fresh data",
                 deployment=dep.id,
-                evidence={"bake_elapsed": dep.bake_at(now), "bake_length": dep.bake_length},
+                evidence=Restarted(bake_elapsed=dep.bake.at(now), bake_length=dep.bake.length),
             )
 
     # Events ----------------------------------------------------------------------------

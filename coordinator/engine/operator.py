@@ -359,8 +359,8 @@ class Operator:
             Trigger.PROMOTE,
             now,
             out,
-            f"{request.actor} promoted step {step.name} after {dep.bake_at(now):.0f} of "
-            f"{dep.bake_length:.0f} s: {request.reason or 'no reason given'}",
+            f"{request.actor} promoted step {step.name} after {dep.bake.at(now):.0f} of "
+            f"{dep.bake.length:.0f} s: {request.reason or 'no reason given'}",
             actor=request.actor,
             evidence={"reason": request.reason, **evidence},
         )
@@ -437,7 +437,7 @@ class Operator:
             extension = step.bake * (
                 self.state.policy(dep.environment).inconclusive_extension or 1.0
             )
-            dep.bake_length = dep.bake_at(now) + extension
+            dep.bake.length = dep.bake.at(now) + extension
         self.driver.drive(dep, now, out)
         return True, f"resumed; now {dep.phase.value}"
 
@@ -472,4 +472,4 @@ class Operator:
             actor=request.actor,
         )
         self.driver.drive(dep, now, out)
-        return True, f"rolling back to {dep.rollback_version}"
+        return True, f"rolling back to {dep.rollback.version if dep.rollback else None}"

@@ -42,7 +42,7 @@ from collections.abc import Mapping
 from typing import Any, Final, Literal, Protocol
 
 from coordinator.engine.actions import Severity
-from coordinator.engine.deployment import Deployment
+from coordinator.engine.deployment import Deployment, Pause
 from coordinator.engine.errors import EngineError
 from shared.kinds import EventKind
 from shared.phases import TERMINAL, Phase
@@ -249,14 +249,14 @@ def fire(
     before = dep.phase
     after = transition(dep.id, before, trigger, dep.paused_from)
     if before is Phase.BAKING and after is not Phase.BAKING:
-        dep.stop_bake(now)
-    dep.paused_from = before if after is Phase.PAUSED else None
+        dep.bake.stop(now)
+    dep.pause = Pause(resume_to=before) if after is Phase.PAUSED else None
     dep.phase = after
     if after is Phase.BAKING and before is not Phase.BAKING:
-        dep.bake_since = now
+        dep.bake.since = now
     if after not in (Phase.HELD, Phase.PAUSED):
         # A pause from a hold keeps its reason: resuming returns to that hold.
-        dep.hold_reason = None
+        dep.hold = None
     dep.updated = now
     dep.summary = message
     out.touch(dep)
@@ -265,8 +265,8 @@ def fire(
         "from": before.value,
         "to": after.value,
         "step": dep.step,
-        "bake_elapsed": dep.bake_at(now),
-        "bake_length": dep.bake_length,
+        "bake_elapsed": dep.bake.at(now),
+        "bake_length": dep.bake.length,
         **(evidence or {}),
     }
     out.record(now, RECORDED_AS[trigger], message, deployment=dep.id, actor=actor, evidence=full)

@@ -15,7 +15,7 @@ from typing import Any
 
 from coordinator.engine import bluegreen, canary
 from coordinator.engine.commands import FAILED_STATES, Commands
-from coordinator.engine.deployment import Deployment
+from coordinator.engine.deployment import Deployment, RollbackState
 from coordinator.engine.phases import Fire, Phase, Trigger
 from coordinator.engine.state import EngineState, Outbox
 from shared.kinds import EventKind
@@ -58,9 +58,11 @@ class Rollback:
         stable version: the canary's and direct's hosts by a rollback command, blue-green's
         switched hosts by switching back. After completion that is every target host; a
         retry after a failed rollback repeats it where it was not confirmed."""
-        retry = dep.phase is Phase.FAILED and dep.rollback_version is not None
+        previous = dep.rollback
+        retry = dep.phase is Phase.FAILED and previous is not None and previous.version is not None
         if retry:
-            stable, hosts = dep.rollback_version, set(dep.rollback_hosts)
+            assert previous is not None
+            stable, hosts = previous.version, set(previous.hosts)
         else:
             stable = self.stable_version(dep)
             whole_fleet = dep.phase is Phase.COMPLETED
@@ -90,10 +92,9 @@ class Rollback:
                 "critical" if trigger is Trigger.FAIL else "warning",
             ),
         )
-        dep.rollback_version = stable
-        dep.rollback_reason = reason
-        dep.rollback_started = now
-        dep.rollback_hosts = sorted(hosts)
+        dep.rollback = RollbackState(
+            version=stable, reason=reason, started=now, hosts=sorted(hosts)
+        )
         for command in dep.commands.values():
             if not command.final:
                 self.commands.cancel(dep, command, out, "superseded by rollback")
@@ -112,7 +113,9 @@ class Rollback:
 
     def progress(self, dep: Deployment, now: float, out: Outbox) -> bool:
         timeout = self.state.policy(dep.environment).ack_timeout
-        started = dep.rollback_started if dep.rollback_started is not None else now
+        rollback = dep.rollback
+        started = rollback.started if rollback is not None else now
+        reason = rollback.reason if rollback is not None else None
         attempt = self.commands.attempt(dep)
         for command in attempt:
             record = self.state.fleet.get(command.host)
@@ -127,7 +130,7 @@ class Rollback:
         if waiting and len(late) < len(waiting):
             return False
         failed += late
-        stable = dep.rollback_version
+        stable = rollback.version if rollback is not None else None
         expected_slot = (
             {t.host: t.from_slot for t in dep.targets.values()}
             if dep.strategy == "blue-green"
@@ -154,7 +157,7 @@ class Rollback:
         )
         evidence = {
             "stable_version": stable,
-            "reason": dep.rollback_reason,
+            "reason": reason,
             "commands": [self.commands.evidence(c) for c in attempt],
             "not_on_stable": off,
             "unhealthy": unhealthy,
@@ -178,7 +181,7 @@ class Rollback:
             Trigger.ROLLBACK_DONE,
             now,
             out,
-            f"rolled back: every host reports {stable}{health} (reason: {dep.rollback_reason})",
+            f"rolled back: every host reports {stable}{health} (reason: {reason})",
             evidence=evidence,
             notify=(EventKind.DEPLOYMENT_ROLLED_BACK, "warning" if unhealthy else "info"),
         )

@@ -116,7 +116,7 @@ def test_snapshot_round_trips_through_json_exactly() -> None:
     assert msgspec.json.decode(data)["format"] == 1
     dep = decoded.deployments[0]
     assert dep.phase.value == "baking"
-    assert dep.bake_elapsed == pytest.approx(900.0 - (T0 + DELAY))
+    assert dep.bake.elapsed == pytest.approx(900.0 - (T0 + DELAY))
     assert {c.state for c in dep.commands.values()} == {"succeeded"}
 
 
@@ -128,11 +128,11 @@ def test_downtime_is_not_bake_time() -> None:
     restored.handle(Tick(), 5000.0)  # down for over an hour
     dep = restored.deployment("d1")
     assert dep is not None
-    assert dep.bake_elapsed == pytest.approx(1000.0 - (T0 + DELAY))
+    assert dep.bake.elapsed == pytest.approx(1000.0 - (T0 + DELAY))
     restored.handle(Tick(), 5100.0)
     dep = restored.deployment("d1")
     assert dep is not None
-    assert dep.bake_elapsed == pytest.approx(1100.0 - (T0 + DELAY))
+    assert dep.bake.elapsed == pytest.approx(1100.0 - (T0 + DELAY))
 
 
 def test_deployment_changed_is_emitted_before_the_commands_it_records() -> None:

@@ -457,8 +457,8 @@ def test_a_refused_request_answers_why_and_changes_nothing() -> None:
     assert len(replies) == 1 and not replies[0].accepted
     after = engine.deployment("d1")
     assert before is not None and after is not None
-    assert (after.phase, after.step, after.bake_elapsed) == (
+    assert (after.phase, after.step, after.bake.elapsed) == (
         before.phase,
         before.step,
-        before.bake_elapsed,
+        before.bake.elapsed,
     )
