@@ -170,54 +170,62 @@ class Pipeline:
         await _together([self._publish_event(event) for event in events])
 
     async def _persist(self, step: Step) -> list[Event]:
-        events: list[Event] = []
-        fencing = step.fencing
-        async with self._store.transaction() as tx:
-            await tx.fence(fencing)
-            if step.snapshot is not None:
-                await tx.save_engine_state(
-                    EngineStateRecord(snapshot=step.snapshot, time=step.time, fencing=fencing)
-                )
-            for action in step.actions:
-                match action:
-                    case DeploymentChanged(deployment=dep):
-                        await tx.save_deployment(_deployment_record(dep, fencing))
-                    case Record():
-                        event = Event(
-                            seq=0,
-                            time=action.time,
-                            kind=action.kind,
-                            message=action.message,
-                            deployment=action.deployment,
-                            host=action.host,
-                            actor=action.actor,
-                            evidence=dict(action.evidence),
-                        )
-                        seq = await tx.append_event(event, fencing=fencing)
-                        events.append(msgspec.structs.replace(event, seq=seq))
-                        await _store_alert(tx, action)
-                    case _:
-                        pass
-            # Queued together: the store runs them in order on its connection, without a
-            # trip through the event loop between one command and the next (a rollback's
-            # thousand commands took that many round trips before any went out).
-            await asyncio.gather(
-                *(
-                    tx.save_command(
-                        CommandRecord(
-                            id=command.id,
-                            deployment_id=command.deployment,
-                            host=command.host,
-                            action=command.action,
-                            payload=msgspec.json.encode(command),
-                            created=command.issued,
-                            fencing=fencing,
-                        )
-                    )
-                    for command in step.commands
-                )
+        return await persist(self._store, step)
+
+
+async def persist(store: Store, step: Step) -> list[Event]:
+    """Store one engine step in one transaction; the events as stored, with their seqs.
+
+    The deployments it changed (their rows), the engine's saved state, its events, the
+    alerts it fired or resolved and its signed commands: all or nothing."""
+    events: list[Event] = []
+    fencing = step.fencing
+    async with store.transaction() as tx:
+        await tx.fence(fencing)
+        if step.snapshot is not None:
+            await tx.save_engine_state(
+                EngineStateRecord(snapshot=step.snapshot, time=step.time, fencing=fencing)
             )
-        return events
+        for action in step.actions:
+            match action:
+                case DeploymentChanged(deployment=dep):
+                    await tx.save_deployment(_deployment_record(dep, fencing))
+                case Record():
+                    event = Event(
+                        seq=0,
+                        time=action.time,
+                        kind=action.kind,
+                        message=action.message,
+                        deployment=action.deployment,
+                        host=action.host,
+                        actor=action.actor,
+                        evidence=dict(action.evidence),
+                    )
+                    seq = await tx.append_event(event, fencing=fencing)
+                    events.append(msgspec.structs.replace(event, seq=seq))
+                    await _store_alert(tx, action)
+                case _:
+                    pass
+        # Queued together: the store runs them in order on its connection, without a
+        # trip through the event loop between one command and the next (a rollback's
+        # thousand commands took that many round trips before any went out).
+        await asyncio.gather(
+            *(
+                tx.save_command(
+                    CommandRecord(
+                        id=command.id,
+                        deployment_id=command.deployment,
+                        host=command.host,
+                        action=command.action,
+                        payload=msgspec.json.encode(command),
+                        created=command.issued,
+                        fencing=fencing,
+                    )
+                )
+                for command in step.commands
+            )
+        )
+    return events
 
 
 def _deployment_record(dep: Deployment, fencing: int) -> DeploymentRecord:

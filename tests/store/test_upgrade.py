@@ -121,7 +121,7 @@ async def test_a_version_2_database_migrates_and_its_deployment_resumes(
         dep = engine.deployment("d1")
         assert dep is not None
         assert dep.phase is Phase.BAKING
-        assert dep.bake_elapsed > 0
+        assert dep.bake.elapsed > 0
         assert not engine.outstanding()
 
         # Its next step is stored in today's form, from which it resumes again.
