@@ -220,9 +220,7 @@ class Sim:
             match action:
                 case Record() | Notify():
                     # Every evidence the engine writes is of its kind's type.
-                    decode_evidence(
-                        action.kind, action.evidence, notice=isinstance(action, Notify)
-                    )
+                    decode_evidence(action.kind, action.evidence, notice=isinstance(action, Notify))
                 case SendCommand():
                     self.sent.append(action)
                     self._push(self.now + self.command_delay, "deliver", action)
@@ -252,7 +250,7 @@ class Sim:
         self._counter += 1
         heapq.heappush(self._queue, (when, self._counter, kind, payload))
 
-    def at(self, when: float, action: Callable[[], None]) -> None:
+    def at(self, when: float, action: Callable[[], object]) -> None:
         """Run ``action`` (a fault, an operator request) at virtual time ``when``."""
         self._push(when, "call", action)
 

@@ -292,8 +292,7 @@ def test_the_oracle_catches_an_engine_that_promotes_regardless(monkeypatch: Any)
     promotion over a failed rule and over a dead host."""
     import coordinator.engine.cohorts as cohorts
     from coordinator.engine.judge import Outcome
-
-    real = cohorts.judge
+    from coordinator.engine.judge import judge as real
 
     def blind(*args: Any, **kwargs: Any) -> Any:
         result = real(*args, **kwargs)

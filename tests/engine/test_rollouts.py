@@ -8,17 +8,31 @@ agents answer commands after DELAY=2 s, so the first bake starts at T0 + DELAY.
 from __future__ import annotations
 
 import re
+from typing import TypeVar
 
+import msgspec
 import pytest
 
 from coordinator.engine import Record
 from shared.config import CoordinatorConfig
+from shared.evidence import (
+    CpuResult,
+    ErrorRateResult,
+    Judged,
+    Judgement,
+    LatencyResult,
+    MissingDataResult,
+    RuleResult,
+    Verdict,
+    decode_evidence,
+)
 
 from .sim import Profile, Sim, make_config
 
 T0 = 120.0
 DELAY = 2.0
 GOOD = Profile(error_rate=0.002)
+R = TypeVar("R", bound=RuleResult)
 
 
 def started(sim: Sim, version: str = "2.0.0", **fields: object) -> None:
@@ -27,12 +41,23 @@ def started(sim: Sim, version: str = "2.0.0", **fields: object) -> None:
     assert reply.accepted, reply.reasons
 
 
-def rule(record: Record, name: str) -> dict[str, object]:
-    rules = record.evidence.get("rules", [])
-    found = [r for r in rules if r["rule"] == name]
+def rules(record: Record) -> list[RuleResult]:
+    """The rule results of a record's evidence, decoded into their types by its kind."""
+    evidence = decode_evidence(record.kind, record.evidence)
+    assert isinstance(evidence, Judged | Judgement), f"no judgement in {record.kind}"
+    return evidence.rules
+
+
+def rule(record: Record, kind: type[R]) -> R:
+    found = [r for r in rules(record) if isinstance(r, kind)]
+    assert found, f"no {kind.__name__} in evidence of {record.kind}"
+    return found[0]
+
+
+def rule_named(record: Record, name: str) -> RuleResult:
+    found = [r for r in rules(record) if r.rule == name]
     assert found, f"no {name} in evidence of {record.kind}"
-    result: dict[str, object] = found[0]
-    return result
+    return found[0]
 
 
 def test_good_canary_is_promoted_to_100_percent_after_exactly_the_configured_bakes() -> None:
@@ -58,16 +83,16 @@ def test_good_canary_is_promoted_to_100_percent_after_exactly_the_configured_bak
     assert [r.time for r in passed] == [*expected_promotions, completed_at]
     for record in passed:
         assert record.evidence["outcome"] == "pass"
-        error_rate = rule(record, "error_rate")
-        assert error_rate["verdict"] == "pass"
-        assert error_rate["numbers"]["upper"] < 0.01  # type: ignore[index]
-        assert error_rate["window_end"] == record.time
-        assert rule(record, "latency")["verdict"] == "pass"
-        assert rule(record, "missing_data")["verdict"] == "pass"
+        error_rate = rule(record, ErrorRateResult)
+        assert error_rate.verdict is Verdict.PASS
+        assert error_rate.numbers.upper < 0.01
+        assert error_rate.window_end == record.time
+        assert rule(record, LatencyResult).verdict is Verdict.PASS
+        assert rule(record, MissingDataResult).verdict is Verdict.PASS
     # The first bake judged the 2 canary hosts against the 18 others, from its start.
-    first = rule(passed[0], "error_rate")
-    assert first["window_start"] == T0 + DELAY
-    assert len(first["hosts"]) == 2  # type: ignore[arg-type]
+    first = rule(passed[0], ErrorRateResult)
+    assert first.window_start == T0 + DELAY
+    assert len(first.hosts) == 2
 
     verified = sim.first("deployment.verified")
     assert verified.time == completed_at
@@ -113,17 +138,16 @@ def test_bad_canary_with_3_percent_errors_is_rolled_back_on_the_breaching_sample
     evidence = fail.evidence
     assert evidence["outcome"] == "fail"
     assert evidence["failed"] == ["error_rate"]
-    error_rate = rule(fail, "error_rate")
-    numbers = error_rate["numbers"]
-    assert numbers["lower"] > 0.01  # type: ignore[index,operator]
-    assert numbers["threshold"] == 0.01  # type: ignore[index]
-    assert error_rate["window_start"] == bake_start
-    assert error_rate["window_end"] == fail.time
-    assert error_rate["cohort"] == "canary"
+    error_rate = rule(fail, ErrorRateResult)
+    assert error_rate.numbers.lower > 0.01
+    assert error_rate.numbers.threshold == 0.01
+    assert error_rate.window_start == bake_start
+    assert error_rate.window_end == fail.time
+    assert error_rate.cohort == "canary"
     # The baseline was asked and did not show the breach: the canary is blamed.
     assert evidence["baseline"]["error_rate"]["same_breach"] is False
     # The rollback commands left at the moment of the decision, to the canary hosts only.
-    canaries = sorted(error_rate["hosts"])  # type: ignore[arg-type]
+    canaries = sorted(error_rate.hosts)
     rollbacks = [c for c in sim.sent if c.action == "rollback"]
     assert sorted(c.host for c in rollbacks) == canaries
     assert {c.issued for c in rollbacks} == {fail.time}
@@ -144,11 +168,10 @@ def test_latency_regression_is_rolled_back_on_the_pooled_quantile() -> None:
     assert sim.finish("d1", 3600) == "rolled_back"
     fail = sim.first("deployment.fail")
     assert fail.evidence["failed"] == ["latency"]
-    latency = rule(fail, "latency")
-    numbers = latency["numbers"]
-    assert numbers["quantile"] == 0.95  # type: ignore[index]
-    assert numbers["quantile_ms"] > 1000  # type: ignore[index,operator]
-    assert numbers["lower"] > 0.05  # type: ignore[index,operator]
+    numbers = rule(fail, LatencyResult).numbers
+    assert numbers.quantile == 0.95
+    assert numbers.quantile_ms is not None and numbers.quantile_ms > 1000
+    assert numbers.lower > 0.05
     assert fail.time < T0 + DELAY + 300
     assert set(sim.versions().values()) == {"1.0.0"}
 
@@ -158,10 +181,10 @@ def test_cpu_breach_rolls_back_after_three_consecutive_samples() -> None:
     started(sim)
     assert sim.finish("d1", 3600) == "rolled_back"
     fail = sim.first("deployment.fail")
-    cpu = rule(fail, "cpu")
-    assert cpu["verdict"] == "fail"
-    host = cpu["hosts"][0]  # type: ignore[index]
-    assert cpu["numbers"]["consecutive"] == 3  # type: ignore[index]
+    cpu = rule(fail, CpuResult)
+    assert cpu.verdict is Verdict.FAIL
+    host = cpu.hosts[0]
+    assert cpu.numbers.consecutive == 3
     # The third gauge sample of that host after the bake started (one a minute).
     offset = sim.hosts[str(host)].offset + 0.5
     bake_start = T0 + DELAY
@@ -190,7 +213,7 @@ def test_canary_host_dying_mid_bake_holds_then_rolls_back_after_the_grace() -> N
     fail = sim.first("deployment.fail")
     assert fail.time == 1800.0 + grace
     assert fail.evidence["failed"] == ["missing_data"]
-    assert rule(fail, "missing_data")["hosts"] == [dying]
+    assert rule(fail, MissingDataResult).hosts == [dying]
     # Nothing was promoted meanwhile, and the bake clock stopped at the hold.
     assert not sim.records("deployment.next_step")
     assert fail.evidence["bake_elapsed"] == pytest.approx(1800.0 - (T0 + DELAY))
@@ -278,8 +301,7 @@ def test_blue_green_switches_after_the_inactive_slot_passes_its_health_window() 
     assert {(c.slot, c.version) for c in deploys} == {("green", "2.0.0")}
     passed = sim.records("deployment.bake_passed")
     assert passed[0].time == T0 + DELAY + policy.health_window
-    error_rate = rule(passed[0], "error_rate")
-    assert error_rate["numbers"]["threshold"] == 0.05  # type: ignore[index]
+    assert rule(passed[0], ErrorRateResult).numbers.threshold == 0.05
     switches = [c for c in sim.sent if c.action == "switch"]
     assert {c.issued for c in switches} == {passed[0].time}
     assert {c.slot for c in switches} == {"green"}
@@ -297,8 +319,8 @@ def test_blue_green_health_failure_before_the_switch_never_switches() -> None:
     assert set(fail.evidence["failed"]) <= {"error_rate", "health"}
     assert fail.evidence["failed"]
     # Judged on the inactive slot's checks, never the live ones.
-    failing = rule(fail, fail.evidence["failed"][0])
-    assert failing["cohort"] == "canary"
+    failing = rule_named(fail, fail.evidence["failed"][0])
+    assert failing.cohort == "canary"
     assert not [c for c in sim.sent if c.action == "switch"]
     # Nothing served the new version: no command was needed to roll back.
     assert not [c for c in sim.sent if c.action == "rollback"]
@@ -331,14 +353,14 @@ def test_staging_tolerates_3_percent_errors_that_production_rolls_back() -> None
     staging.finish("d1", 3 * 3600)
 
     fail = production.first("deployment.fail")
-    assert rule(fail, "error_rate")["numbers"]["threshold"] == 0.01  # type: ignore[index]
+    assert rule(fail, ErrorRateResult).numbers.threshold == 0.01
     assert production.phase("d1") == "rolled_back"
     assert staging.phase("d1") == "completed"
     passed = staging.records("deployment.bake_passed")[0]
-    staged = rule(passed, "error_rate")["numbers"]
-    assert staged["threshold"] == 0.05  # type: ignore[index]
-    assert 0.01 < staged["estimate"] < 0.05  # type: ignore[index,operator]
-    assert staged["upper"] < 0.05  # type: ignore[index,operator]
+    staged = rule(passed, ErrorRateResult).numbers
+    assert staged.threshold == 0.05
+    assert 0.01 < staged.estimate < 0.05
+    assert staged.upper < 0.05
 
 
 def test_direct_in_development_reports_the_error_rate_but_rolls_back_on_health() -> None:
@@ -347,9 +369,9 @@ def test_direct_in_development_reports_the_error_rate_but_rolls_back_on_health()
     sloppy.finish("d1", 3600)
     assert sloppy.phase("d1") == "completed"
     passed = sloppy.first("deployment.bake_passed")
-    reported = rule(passed, "error_rate")
-    assert reported["enforced"] is False
-    assert "reported only" in str(reported["message"])
+    reported = rule(passed, ErrorRateResult)
+    assert reported.enforced is False
+    assert "reported only" in reported.message
     assert {c.action for c in sloppy.sent} == {"deploy"}
     assert len(sloppy.sent) == 6  # every host at once
 
@@ -369,7 +391,7 @@ def test_a_failed_deploy_command_rolls_back_with_the_command_as_evidence() -> No
     def failing(host, command, state):  # type: ignore[no-untyped-def]
         result = original(host, command, state)
         if command.action == "deploy" and state == "succeeded":
-            return type(result)(**{**_fields(result), "state": "failed", "detail": "disk full"})
+            return msgspec.structs.replace(result, state="failed", detail="disk full")
         return result
 
     sim._result = failing  # type: ignore[method-assign]
@@ -393,10 +415,6 @@ def test_an_unanswered_command_rolls_back_after_the_ack_timeout() -> None:
     assert {c["state"] for c in fail.evidence["commands"]} == {"timed_out"}
     cancelled = {c for c in sim.cancelled}
     assert {c.command_id for c in sim.sent if c.action == "deploy"} <= cancelled
-
-
-def _fields(value: object) -> dict[str, object]:
-    return {f: getattr(value, f) for f in value.__struct_fields__}  # type: ignore[attr-defined]
 
 
 def test_a_silent_canary_host_holds_at_three_intervals_and_the_bake_resumes_when_it_reports() -> (
@@ -437,7 +455,7 @@ def test_an_inconclusive_bake_is_extended_once_then_held_for_an_operator() -> No
     assert (
         extended.evidence["extension"] == policy.canary.first_bake * policy.inconclusive_extension
     )
-    assert rule(extended, "error_rate")["verdict"] == "inconclusive"
+    assert rule(extended, ErrorRateResult).verdict is Verdict.INCONCLUSIVE
     hold = sim.first("deployment.hold")
     assert hold.time == T0 + DELAY + policy.canary.first_bake * 1.5
     assert hold.evidence["reason"] == "inconclusive"
