@@ -9,13 +9,14 @@ across a restart, so an agent that sees an id again answers from memory.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 from coordinator.engine.actions import CancelCommand, SendCommand
 from coordinator.engine.cohorts import Cohorts
 from coordinator.engine.deployment import CommandRecord, Deployment, Order, Purpose
 from coordinator.engine.phases import Phase
 from coordinator.engine.state import EngineState, Outbox
+from shared.evidence import CommandState
 
 FAILED_STATES: Final = frozenset({"failed", "rejected", "timed_out"})
 
@@ -173,18 +174,18 @@ class Commands:
         out.touch(dep)
         return True
 
-    def evidence(self, command: CommandRecord) -> dict[str, Any]:
+    def evidence(self, command: CommandRecord) -> CommandState:
         record = self.state.fleet.get(command.host)
-        return {
-            "command": command.id,
-            "host": command.host,
-            "action": command.action,
-            "state": command.state,
-            "detail": command.detail,
-            "issued": command.issued,
-            "deadline": command.deadline,
-            "reported_version": record.version if record else None,
-            "reported_slot": record.slot if record else None,
-            "expected_version": command.expect_version,
-            "expected_slot": command.expect_slot,
-        }
+        return CommandState(
+            command=command.id,
+            host=command.host,
+            action=command.action,
+            state=command.state,
+            detail=command.detail,
+            issued=command.issued,
+            deadline=command.deadline,
+            reported_version=record.version if record else None,
+            reported_slot=record.slot if record else None,
+            expected_version=command.expect_version,
+            expected_slot=command.expect_slot,
+        )

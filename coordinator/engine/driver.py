@@ -31,7 +31,7 @@ from coordinator.engine.phases import TERMINAL, Log, Phase, Trigger, fire
 from coordinator.engine.rollback import Rollback
 from coordinator.engine.state import EngineState, Outbox
 from shared.config.coordinator import EnvironmentPolicy
-from shared.evidence import HealthResult, Verdict
+from shared.evidence import CommandState, HealthResult, Verdict
 from shared.kinds import EventKind
 
 # A deployment settles within a handful of transitions per event; more is a bug.
@@ -137,12 +137,12 @@ class Driver:
             if phase is Phase.DEPLOYING and not self.commands.waiting(dep):
                 return self._confirm_step(dep, now, out)
             return False
-        failures = []
+        failures: list[CommandState] = []
         for command in dep.rollout_commands():
             if command.state in FAILED_STATES or self.commands.expire(dep, command, now, out):
                 failures.append(self.commands.evidence(command))
         if failures:
-            hosts = ", ".join(sorted({f["host"] for f in failures}))
+            hosts = ", ".join(sorted({f.host for f in failures}))
             self.rollback.start(
                 dep,
                 Trigger.FAIL,

@@ -51,7 +51,7 @@ from coordinator.engine.operator import Operator
 from coordinator.engine.phases import ACTIVE, Phase
 from coordinator.engine.state import SNAPSHOT_FORMAT, EngineSnapshot, EngineState, Outbox
 from shared.config.coordinator import CoordinatorConfig
-from shared.evidence import Restarted
+from shared.evidence import CommandAnswer, Restarted
 from shared.kinds import EventKind
 from shared.messages import CommandResult, HostStatus, MetricBatch
 
@@ -303,17 +303,17 @@ class Engine:
                 EventKind.COMMAND_UNKNOWN,
                 f"result {result.state} for unknown command {result.id} from {result.host}",
                 host=result.host,
-                evidence={"command": result.id, "state": result.state, "detail": result.detail},
+                evidence=CommandAnswer(command=result.id, state=result.state, detail=result.detail),
             )
             return
-        evidence = {
-            "command": command.id,
-            "state": result.state,
-            "detail": result.detail,
-            "version": result.version,
-            "slot": result.slot,
-            "agent_time": result.time,
-        }
+        evidence = CommandAnswer(
+            command=command.id,
+            state=result.state,
+            detail=result.detail,
+            version=result.version,
+            slot=result.slot,
+            agent_time=result.time,
+        )
         if result.host != command.host:
             out.record(
                 now,

@@ -27,7 +27,14 @@ from coordinator.engine.fleet import HostRecord
 from coordinator.engine.gate import host_gate
 from coordinator.engine.phases import ACTIVE, Phase, Trigger, allowed
 from coordinator.engine.state import EngineState, Outbox
-from shared.evidence import Verdict
+from shared.evidence import (
+    Created,
+    GateRefusal,
+    OperatorAnswer,
+    PlannedStep,
+    PreflightReport,
+    Verdict,
+)
 from shared.kinds import EventKind
 from shared.messages import VERSION_PATTERN
 
@@ -94,13 +101,13 @@ class Operator:
             f"{request.actor}: {request.action} {request.deployment_id}: {message}",
             deployment=request.deployment_id,
             actor=request.actor,
-            evidence={
-                "accepted": accepted,
-                "changed": changed,
-                "reason": request.reason,
-                "reasons": reasons or [],
-                "step": request.step,
-            },
+            evidence=OperatorAnswer(
+                accepted=accepted,
+                changed=changed,
+                reason=request.reason,
+                reasons=reasons or [],
+                step=request.step,
+            ),
         )
         out.add(
             OperatorReply(
@@ -155,11 +162,9 @@ class Operator:
                 f"{request.deployment_id} refused by the preflight gate",
                 deployment=request.deployment_id,
                 actor=request.actor,
-                evidence={
-                    "reasons": reasons,
-                    "version": request.version,
-                    "environment": environment,
-                },
+                evidence=GateRefusal(
+                    reasons=reasons, version=request.version, environment=environment
+                ),
             )
             raise _Refused(*reasons)
         dep = Deployment(
@@ -185,21 +190,21 @@ class Operator:
             f"from {dep.from_version}",
             deployment=dep.id,
             actor=request.actor,
-            evidence={
-                "version": dep.version,
-                "from_version": dep.from_version,
-                "strategy": strategy,
-                "steps": [
-                    {
-                        "name": s.name,
-                        "hosts": [o.host for o in s.orders],
-                        "bake": s.bake,
-                        "approval": s.approval,
-                    }
+            evidence=Created(
+                version=dep.version,
+                from_version=dep.from_version,
+                strategy=strategy,
+                steps=[
+                    PlannedStep(
+                        name=s.name,
+                        hosts=[o.host for o in s.orders],
+                        bake=s.bake,
+                        approval=s.approval,
+                    )
                     for s in dep.steps
                 ],
-                "reason": request.reason,
-            },
+                reason=request.reason,
+            ),
         )
         out.notify(
             now,
@@ -260,7 +265,7 @@ class Operator:
                 EventKind.PREFLIGHT_IGNORED,
                 f"preflight {event.name} of {event.deployment_id} reported outside its preflight",
                 deployment=event.deployment_id,
-                evidence={"name": event.name, "ok": event.ok},
+                evidence=PreflightReport(name=event.name, ok=event.ok),
             )
             return
         entry.ok = event.ok
@@ -271,7 +276,7 @@ class Operator:
             EventKind.PREFLIGHT_REPORTED,
             f"preflight {event.name}: {'ok' if event.ok else 'failed'}",
             deployment=dep.id,
-            evidence={"name": event.name, "ok": event.ok, "output_tail": entry.output_tail},
+            evidence=PreflightReport(name=event.name, ok=event.ok, output_tail=entry.output_tail),
         )
         if not event.ok:
             self.driver.fire(

@@ -154,12 +154,14 @@ class Outbox:
 
 
 def _fields(evidence: Evidence | Mapping[str, Any] | None) -> dict[str, Any]:
-    """Evidence as the event log stores it: a JSON object."""
+    """Evidence as the event log stores it: a JSON object (a transition's fields with
+    typed parts, such as a judgement or command states, converted)."""
     if evidence is None:
         return {}
     if isinstance(evidence, Struct):
         return encode_evidence(evidence)
-    return dict(evidence)
+    fields: dict[str, Any] = msgspec.to_builtins(evidence)
+    return fields
 
 
 class EngineState:
