@@ -20,13 +20,12 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Final
 
 import msgspec
 from msgspec import Struct
 
 from coordinator.engine.actions import EngineAction, Notify, Record
-from coordinator.engine.stats import Rate, rate_verdict
+from coordinator.engine.stats import rate_verdict, wilson
 from coordinator.engine.windows import (
     GAUGE_CHECKS,
     CheckWindow,
@@ -77,14 +76,14 @@ class _HostState:
 
 
 BREACH, CLEAR, NEUTRAL = "breach", "clear", "neutral"
-# A rate's verdict as an alert counts it: only a definite breach or a clear estimate
-# moves a streak.
-_STREAK: Final = {
-    Verdict.FAIL: BREACH,
-    Verdict.PASS: CLEAR,
-    Verdict.INCONCLUSIVE: NEUTRAL,
-    Verdict.NO_DATA: NEUTRAL,
-}
+
+
+def _streak(verdict: Verdict) -> str:
+    """A rate's verdict as an alert counts it: only a definite breach or a clear
+    estimate moves a streak."""
+    if verdict is Verdict.FAIL:
+        return BREACH
+    return CLEAR if verdict is Verdict.PASS else NEUTRAL
 
 
 class Alerts:
@@ -163,54 +162,68 @@ class Alerts:
         policy = self.policy
         tally = tally_sample(sample, policy.latency_ms, sketch=False)
         state.recent.append((sample.time, tally))
-        state.total.merge(tally)
+        state.total.add_counts(tally)
         state.newest = max(state.newest, sample.time)
         while state.recent and state.recent[0][0] < state.newest - policy.rate_window:
-            state.total.remove(state.recent.popleft()[1])
+            state.total.add_counts(state.recent.popleft()[1], -1)
         total = state.total
         out: list[EngineAction] = []
         if total.requests:
-            errors = Rate(total.errors, total.requests, policy.confidence)
-            verdict = rate_verdict(errors, policy.error_rate, pass_at_estimate=True)
-            # Most samples clear by their estimate, and then no bound was computed.
-            lower = None if verdict is Verdict.PASS else errors.lower
+            errors, requests = total.errors, total.requests
+            verdict = rate_verdict(
+                errors, requests, policy.error_rate, policy.confidence, pass_at_estimate=True
+            )
+            # Most samples clear by their estimate, and then no bound is computed.
+            lower = (
+                None
+                if verdict is Verdict.PASS
+                else wilson(errors, requests, policy.confidence).lower
+            )
 
             def describe_errors() -> tuple[str, AlertChange]:
                 return (
-                    f"error rate {errors.events}/{errors.trials} = {errors.estimate:.2%} over "
+                    f"error rate {errors}/{requests} = {errors / requests:.2%} over "
                     f"{policy.rate_window:g} s (threshold {policy.error_rate:.2%})",
                     AlertChange(
                         rule="error_rate",
-                        errors=errors.events,
-                        requests=errors.trials,
+                        errors=errors,
+                        requests=requests,
                         lower=lower,
                         threshold=policy.error_rate,
                     ),
                 )
 
-            out += self._judge(at, state, "error_rate", _STREAK[verdict], describe_errors)
+            out += self._judge(at, state, "error_rate", _streak(verdict), describe_errors)
         if total.latency_n:
             share = 1.0 - policy.latency_quantile
-            slow = Rate(total.slow_definite, total.latency_n, policy.confidence)
-            possible = Rate(total.slow_possible, total.latency_n, policy.confidence)
-            verdict = rate_verdict(slow, share, for_pass=possible, pass_at_estimate=True)
-            slow_lower = None if verdict is Verdict.PASS else slow.lower
+            slow, count = total.slow_definite, total.latency_n
+            verdict = rate_verdict(
+                slow,
+                count,
+                share,
+                policy.confidence,
+                pass_events=total.slow_possible,
+                pass_at_estimate=True,
+            )
+            slow_lower = (
+                None if verdict is Verdict.PASS else wilson(slow, count, policy.confidence).lower
+            )
 
             def describe_latency() -> tuple[str, AlertChange]:
                 return (
-                    f"{slow.events}/{slow.trials} requests over {policy.latency_ms:g} ms in "
+                    f"{slow}/{count} requests over {policy.latency_ms:g} ms in "
                     f"{policy.rate_window:g} s (p{policy.latency_quantile * 100:g} threshold)",
                     AlertChange(
                         rule="latency",
-                        slow=slow.events,
-                        requests=slow.trials,
+                        slow=slow,
+                        requests=count,
                         lower=slow_lower,
                         share=share,
                         latency_ms=policy.latency_ms,
                     ),
                 )
 
-            out += self._judge(at, state, "latency", _STREAK[verdict], describe_latency)
+            out += self._judge(at, state, "latency", _streak(verdict), describe_latency)
         return out
 
     def status(

@@ -13,15 +13,15 @@ import msgspec
 from msgspec import Struct
 
 from shared.config.coordinator import Strategy
+from shared.evidence import HoldReason
 from shared.messages import Action, Environment, Slot
 from shared.phases import Phase
 
-CommandState = Literal[
+CommandStatus = Literal[
     "pending", "accepted", "succeeded", "failed", "rejected", "timed_out", "cancelled"
 ]
 FINAL_STATES = frozenset({"succeeded", "failed", "rejected", "timed_out", "cancelled"})
 Purpose = Literal["rollout", "rollback"]
-HoldReason = Literal["fleet_incident", "missing_data", "inconclusive"]
 
 
 class Order(Struct, frozen=True, kw_only=True):
@@ -66,7 +66,7 @@ class CommandRecord(Struct, kw_only=True):
     issued: float
     # Final answer expected by then; pushed back while a rollback waits for an offline host.
     deadline: float
-    state: CommandState = "pending"
+    state: CommandStatus = "pending"
     detail: str = ""
     answered: float | None = None
 

@@ -21,7 +21,6 @@ from coordinator.engine.deployment import (
     Deployment,
     HistoryEntry,
     Hold,
-    HoldReason,
     Step,
     TargetHost,
 )
@@ -31,7 +30,7 @@ from coordinator.engine.phases import TERMINAL, Log, Phase, Trigger, fire
 from coordinator.engine.rollback import Rollback
 from coordinator.engine.state import EngineState, Outbox
 from shared.config.coordinator import EnvironmentPolicy
-from shared.evidence import CommandState, HealthResult, Verdict
+from shared.evidence import CommandState, HealthResult, HoldReason, Verdict
 from shared.kinds import EventKind
 
 # A deployment settles within a handful of transitions per event; more is a bug.

@@ -43,7 +43,7 @@ from coordinator.engine.rules import (
     latency,
     missing,
 )
-from coordinator.engine.stats import Rate, rate_verdict
+from coordinator.engine.stats import breaches
 from coordinator.engine.windows import GAUGE_CHECKS, Tally
 from shared.config.coordinator import EnvironmentPolicy
 from shared.evidence import (
@@ -133,11 +133,11 @@ def quick_failures(
     failed: list[RuleResult] = []
     app = cohort.pooled.get(APPLICATION) or Tally()
     threshold = policy.error_rate
-    errors = Rate(app.errors, app.requests, policy.confidence)
-    if threshold is not None and rate_verdict(errors, threshold) is Verdict.FAIL:
+    confidence = policy.confidence
+    if threshold is not None and breaches(app.errors, app.requests, threshold, confidence):
         failed.append(error_rate(policy, cohort, now))
-    slow = Rate(app.slow_definite, app.latency_n, policy.confidence)
-    if rate_verdict(slow, 1.0 - policy.latency_quantile) is Verdict.FAIL:
+    share = 1.0 - policy.latency_quantile
+    if breaches(app.slow_definite, app.latency_n, share, confidence):
         failed.append(latency(policy, cohort, now))
     checks = cohort.checks(host)
     single = CohortView(

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from coordinator.engine.fleet import HostRecord
-from coordinator.engine.stats import Rate, rate_verdict
+from coordinator.engine.stats import Bounds, rate_verdict, wilson
 from coordinator.engine.windows import CheckWindow, Tally
 from shared.config.coordinator import EnvironmentPolicy
 from shared.evidence import (
@@ -59,8 +59,9 @@ class Silence:
     since: float
 
 
-def _rate_message(rule: str, verdict: Verdict, bad: Rate, good: Rate, threshold: float) -> str:
-    confidence = bad.confidence
+def _rate_message(
+    rule: str, verdict: Verdict, bad: Bounds, good: Bounds, *, threshold: float, confidence: float
+) -> str:
     if verdict is Verdict.NO_DATA:
         return f"{rule}: no requests in the window"
     if verdict is Verdict.FAIL:
@@ -79,29 +80,32 @@ def _rate_message(rule: str, verdict: Verdict, bad: Rate, good: Rate, threshold:
     )
 
 
-def _rate_numbers(bad: Rate, good: Rate, threshold: float) -> RateNumbers:
+def _rate_numbers(bad: Bounds, good: Bounds, threshold: float, confidence: float) -> RateNumbers:
     return RateNumbers(
         events=bad.events,
         trials=bad.trials,
-        estimate=bad.bounds.estimate,
+        estimate=bad.estimate,
         lower=bad.lower,
         upper=good.upper,
         threshold=threshold,
-        confidence=bad.confidence,
+        confidence=confidence,
     )
 
 
 def error_rate(policy: EnvironmentPolicy, cohort: CohortView, now: float) -> ErrorRateResult:
     app = cohort.pooled.get(APPLICATION) or Tally()
-    bad = Rate(app.errors, app.requests, policy.confidence)
+    confidence = policy.confidence
+    bad = wilson(app.errors, app.requests, confidence)
     if policy.error_rate is None:
         # Development: "relaxed (report only)" in the guide. Judged against production's
         # 1 % for the record, never acted on.
         threshold, enforced = 0.01, False
     else:
         threshold, enforced = policy.error_rate, True
-    verdict = rate_verdict(bad, threshold)
-    message = _rate_message("error_rate", verdict, bad, bad, threshold)
+    verdict = rate_verdict(app.errors, app.requests, threshold, confidence)
+    message = _rate_message(
+        "error_rate", verdict, bad, bad, threshold=threshold, confidence=confidence
+    )
     return ErrorRateResult(
         verdict=verdict,
         cohort=cohort.name,
@@ -109,7 +113,7 @@ def error_rate(policy: EnvironmentPolicy, cohort: CohortView, now: float) -> Err
         window_end=now,
         enforced=enforced,
         hosts=list(cohort.hosts),
-        numbers=_rate_numbers(bad, bad, threshold),
+        numbers=_rate_numbers(bad, bad, threshold, confidence),
         message=message if enforced else f"{message} (reported only)",
     )
 
@@ -120,11 +124,14 @@ def latency(policy: EnvironmentPolicy, cohort: CohortView, now: float) -> Latenc
     requests, passed on the possibly slow ones."""
     app = cohort.pooled.get(APPLICATION) or Tally()
     share = 1.0 - policy.latency_quantile
-    definite = Rate(app.slow_definite, app.latency_n, policy.confidence)
-    possible = Rate(app.slow_possible, app.latency_n, policy.confidence)
-    verdict = rate_verdict(definite, share, for_pass=possible)
+    confidence = policy.confidence
+    definite = wilson(app.slow_definite, app.latency_n, confidence)
+    possible = wilson(app.slow_possible, app.latency_n, confidence)
+    verdict = rate_verdict(
+        app.slow_definite, app.latency_n, share, confidence, pass_events=app.slow_possible
+    )
     quantile = app.sketch.quantile(policy.latency_quantile)
-    rate = _rate_numbers(definite, possible, share)
+    rate = _rate_numbers(definite, possible, share, confidence)
     return LatencyResult(
         verdict=verdict,
         cohort=cohort.name,
@@ -145,7 +152,9 @@ def latency(policy: EnvironmentPolicy, cohort: CohortView, now: float) -> Latenc
             latency_ms=policy.latency_ms,
             slow_possible=app.slow_possible,
         ),
-        message=_rate_message("latency", verdict, definite, possible, share),
+        message=_rate_message(
+            "latency", verdict, definite, possible, threshold=share, confidence=confidence
+        ),
     )
 
 

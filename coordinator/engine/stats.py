@@ -100,58 +100,39 @@ def wilson(events: int, trials: int, confidence: float) -> Bounds:
     return Bounds(events, trials, p, lower, upper)
 
 
-class Rate:
-    """A proportion ``events / trials`` whose bounds at ``confidence`` are computed on
-    first use: most rates on the hot path are decided by their estimate or one bound."""
-
-    __slots__ = ("_bounds", "confidence", "events", "trials")
-
-    def __init__(self, events: int, trials: int, confidence: float) -> None:
-        self.events = events
-        self.trials = trials
-        self.confidence = confidence
-        self._bounds: Bounds | None = None
-
-    @property
-    def estimate(self) -> float:
-        return self.events / self.trials if self.trials > 0 else 0.0
-
-    @property
-    def bounds(self) -> Bounds:
-        if self._bounds is None:
-            self._bounds = wilson(self.events, self.trials, self.confidence)
-        return self._bounds
-
-    @property
-    def lower(self) -> float:
-        return self.bounds.lower
-
-    @property
-    def upper(self) -> float:
-        return self.bounds.upper
+def breaches(events: int, trials: int, threshold: float, confidence: float) -> bool:
+    """Whether the data says the true rate ``events / trials`` is over ``threshold``:
+    its lower bound at ``confidence`` is. Never without trials."""
+    return trials > 0 and wilson(events, trials, confidence).lower > threshold
 
 
 def rate_verdict(
-    bad: Rate, threshold: float, *, for_pass: Rate | None = None, pass_at_estimate: bool = False
+    events: int,
+    trials: int,
+    threshold: float,
+    confidence: float,
+    *,
+    pass_events: int | None = None,
+    pass_at_estimate: bool = False,
 ) -> Verdict:
     """The one verdict on a rate, for the deployment's rules, the quick path of every
-    metric batch, and the fleet alerts.
+    metric batch (``breaches``, its FAIL) and the fleet alerts.
 
-    FAIL when the data says the true rate of ``bad`` is over ``threshold`` (its lower
-    bound is); PASS when it says the rate of ``for_pass`` (default ``bad``; latency
-    passes on the possibly slow requests, fails on the surely slow ones) is under it
-    (its upper bound is), or with ``pass_at_estimate`` when its estimate is at or under
-    it (an alert clears as soon as the rate looks fine); INCONCLUSIVE between; NO_DATA
-    without trials. Bounds are computed only when the verdict needs them.
+    FAIL when the data says the true rate of ``events`` is over ``threshold``; PASS when
+    it says the rate of ``pass_events`` (default ``events``; latency fails on the surely
+    slow requests and passes on the possibly slow ones) is under it (its upper bound
+    is), or with ``pass_at_estimate`` when its estimate is at or under it (an alert
+    clears as soon as the rate looks fine); INCONCLUSIVE between; NO_DATA without
+    trials. A bound is computed only when the verdict needs it.
     """
-    good = bad if for_pass is None else for_pass
-    if bad.trials <= 0:
+    if trials <= 0:
         return Verdict.NO_DATA
-    if pass_at_estimate and good.estimate <= threshold:
+    good = events if pass_events is None else pass_events
+    if pass_at_estimate and good / trials <= threshold:
         return Verdict.PASS
-    if bad.lower > threshold:
+    if breaches(events, trials, threshold, confidence):
         return Verdict.FAIL
-    if not pass_at_estimate and good.upper < threshold:
+    if not pass_at_estimate and wilson(good, trials, confidence).upper < threshold:
         return Verdict.PASS
     return Verdict.INCONCLUSIVE
 

@@ -91,19 +91,15 @@ class Tally:
         if other.sketch.total:
             self.sketch.merge(other.sketch)
 
-    def remove(self, other: Tally) -> None:
-        """Take ``other``'s counts back out (a sliding window). Only the counts: the
-        gauge's maximum and the latency sketch cannot be taken back, so a tally that
-        slides keeps neither (``tally_sample(..., sketch=False)``)."""
-        self.samples -= other.samples
-        self.failures -= other.failures
-        self.requests -= other.requests
-        self.errors -= other.errors
-        self.latency_n -= other.latency_n
-        self.slow_definite -= other.slow_definite
-        self.slow_possible -= other.slow_possible
-        self.gauge_n -= other.gauge_n
-        self.gauge_sum -= other.gauge_sum
+    def add_counts(self, other: Tally, sign: int = 1) -> None:
+        """Add (``sign`` 1) or take back out (-1) ``other``'s request counts: a sliding
+        window of rates. Only those: a gauge's maximum and the latency sketch cannot be
+        taken back, so a tally that slides keeps neither."""
+        self.requests += sign * other.requests
+        self.errors += sign * other.errors
+        self.latency_n += sign * other.latency_n
+        self.slow_definite += sign * other.slow_definite
+        self.slow_possible += sign * other.slow_possible
 
 
 def tally_sample(sample: Sample, latency_ms: float, *, sketch: bool = True) -> Tally:

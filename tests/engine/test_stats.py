@@ -7,8 +7,17 @@ import random
 
 import pytest
 
-from coordinator.engine.stats import LatencySketch, _poisson_cdf, poisson_lower, wilson, z_score
+from coordinator.engine.stats import (
+    LatencySketch,
+    _poisson_cdf,
+    breaches,
+    poisson_lower,
+    rate_verdict,
+    wilson,
+    z_score,
+)
 from coordinator.engine.windows import gauge_value, tally_sample
+from shared.evidence import Verdict
 from shared.messages import Histogram, Sample
 
 
@@ -116,3 +125,47 @@ def test_disk_counts_its_fullest_mount() -> None:
     )
     assert gauge_value(sample) == 93.5
     assert gauge_value(Sample(check="cpu", time=0.0, ok=False)) is None
+
+
+# (events, trials, threshold, pass_events, pass_at_estimate, verdict): the one rate
+# verdict the rules, the quick path and the alerts share.
+VERDICTS = [
+    (0, 0, 0.01, None, False, Verdict.NO_DATA),
+    (0, 0, 0.01, None, True, Verdict.NO_DATA),
+    (30, 1000, 0.01, None, False, Verdict.FAIL),
+    (0, 5000, 0.01, None, False, Verdict.PASS),
+    # One failed probe out of five is not a 20 % error rate: inconclusive for a rule,
+    # and not clear either for an alert (its estimate is over the threshold).
+    (1, 5, 0.01, None, False, Verdict.INCONCLUSIVE),
+    (1, 5, 0.01, None, True, Verdict.INCONCLUSIVE),
+    # An alert clears on the estimate alone; a rule needs the upper bound under it.
+    (5, 1000, 0.01, None, True, Verdict.PASS),
+    (5, 1000, 0.01, None, False, Verdict.INCONCLUSIVE),
+    # Latency: failed on the surely slow, passed on the possibly slow requests.
+    (0, 5000, 0.05, 400, False, Verdict.INCONCLUSIVE),
+    (0, 5000, 0.05, 100, False, Verdict.PASS),
+    (400, 5000, 0.05, 400, False, Verdict.FAIL),
+]
+
+
+@pytest.mark.parametrize(
+    ("events", "trials", "threshold", "pass_events", "at_estimate", "expected"), VERDICTS
+)
+def test_the_rate_verdict(
+    events: int,
+    trials: int,
+    threshold: float,
+    pass_events: int | None,
+    at_estimate: bool,
+    expected: Verdict,
+) -> None:
+    verdict = rate_verdict(
+        events,
+        trials,
+        threshold,
+        0.999,
+        pass_events=pass_events,
+        pass_at_estimate=at_estimate,
+    )
+    assert verdict is expected
+    assert breaches(events, trials, threshold, 0.999) is (verdict is Verdict.FAIL)
