@@ -14,19 +14,23 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import secrets
+import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, Any, Final
+from typing import Annotated, Any, Final, Protocol
 
 import msgspec
 from aiohttp import web
 from msgspec import Meta
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from coordinator.daemon.eventhub import ListenerLagged
+from coordinator.daemon.eventhub import EventHub, ListenerLagged
+from coordinator.daemon.hosts import HostRegistry
+from coordinator.daemon.telemetry import Telemetry
 from coordinator.daemon.views import deployment_view, event_view, host_view
-from coordinator.engine import Deployment, OperatorRequest
+from coordinator.engine import Deployment, OperatorReply, OperatorRequest
 from coordinator.engine.state import decode_deployment
-from coordinator.store import StoreError
+from coordinator.store import Store, StoreError
 from shared.config.coordinator import Strategy
 from shared.errors import RollguardError
 from shared.messages import Environment, Event, HostId, Version
@@ -40,8 +44,27 @@ from shared.views import (
     StreamError,
 )
 
-if TYPE_CHECKING:
-    from coordinator.daemon.service import Coordinator
+
+class Coordinator(Protocol):
+    """What the API needs of the daemon (``coordinator.daemon.service.Coordinator``)."""
+
+    clock: Callable[[], float]
+    store: Store
+    hub: EventHub
+    hosts: HostRegistry
+    telemetry: Telemetry
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]: ...
+
+    def refresh_telemetry(self) -> None: ...
+
+    async def request(self, request: OperatorRequest) -> tuple[OperatorReply, bool]: ...
+
+
+def new_deployment_id(now: float) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
+    return f"d{stamp}-{secrets.token_hex(2)}"
+
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -192,8 +215,6 @@ async def _run(coordinator: Coordinator, request: OperatorRequest) -> web.Respon
 
 
 async def create_deployment(request: web.Request) -> web.Response:
-    from coordinator.daemon.service import new_deployment_id
-
     coordinator = request.app[COORDINATOR_KEY]
     body: DeployRequest = await _body(request, DeployRequest)
     operator = OperatorRequest(

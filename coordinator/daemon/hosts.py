@@ -11,9 +11,6 @@ learns the fleet from :meth:`HostRegistry.replay`.
 
 from __future__ import annotations
 
-from typing import Any
-
-import msgspec
 from msgspec import Struct
 
 from coordinator.engine.fleet import Fleet, HostRecord, StatusChange
@@ -123,23 +120,3 @@ class HostRegistry:
 
     def online_count(self) -> int:
         return self._online
-
-    def as_builtins(self) -> list[dict[str, Any]]:
-        """Every host as the API's ``/api/v1/hosts`` lists it."""
-        return [
-            {
-                "host": e.record.host,
-                "online": e.record.online,
-                "session": e.record.session,
-                "environment": e.record.environment,
-                "version": e.record.version,
-                "slot": e.record.slot,
-                "labels": dict(e.record.labels),
-                "agent_version": e.activity.agent_version,
-                "last_seen": e.activity.last_seen,
-                "checks": msgspec.to_builtins(e.activity.checks),
-                "batches": e.activity.batches,
-                "last_seq": e.activity.last_seq,
-            }
-            for e in self.entries()
-        ]

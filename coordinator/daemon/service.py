@@ -53,7 +53,7 @@ from coordinator.engine import (
 )
 from coordinator.engine.fleet import StatusChange
 from coordinator.engine.state import decode_deployment, decode_saved, encode_saved, joined
-from coordinator.store import CommandResultRecord, Store, StoreError, open_store
+from coordinator.store import CommandResultRow, Store, StoreError, open_store
 from shared import topics
 from shared.config import CoordinatorConfig
 from shared.errors import ConfigError, MessageError, RollguardError
@@ -123,11 +123,6 @@ def load_or_create_key(config: CoordinatorConfig) -> Ed25519PrivateKey:
         _, public = generate_keypair(directory)
         log.warning("generated a command-signing key pair; give agents %s", public)
     return load_private_key(directory / PRIVATE_KEY_NAME)
-
-
-def new_deployment_id(now: float) -> str:
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
-    return f"d{stamp}-{secrets.token_hex(2)}"
 
 
 class Coordinator:
@@ -363,7 +358,7 @@ class Coordinator:
                         *(
                             tx.record_command_result(
                                 r.id,
-                                CommandResultRecord(state=r.state, detail=r.detail, time=r.time),
+                                CommandResultRow(state=r.state, detail=r.detail, time=r.time),
                             )
                             for r in batch
                         )

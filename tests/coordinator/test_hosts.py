@@ -67,9 +67,10 @@ def test_samples_are_kept_for_known_hosts_only() -> None:
     assert registry.apply_batch(batch, 11.0) is False
     registry.apply_status(status(), 10.0)
     assert registry.apply_batch(batch, 11.0) is True
-    [view] = registry.as_builtins()
-    assert view["checks"]["cpu"]["values"] == {"percent": 12.0}
-    assert view["batches"] == 1 and view["last_seq"] == 1 and view["last_seen"] == 11.0
+    [entry] = registry.entries()
+    assert entry.activity.checks["cpu"].values == {"percent": 12.0}
+    assert entry.activity.batches == 1 and entry.activity.last_seq == 1
+    assert entry.activity.last_seen == 11.0
 
 
 statuses = st.builds(
