@@ -40,10 +40,10 @@ from coordinator.engine import (
 )
 from coordinator.engine.state import encode_deployment
 from coordinator.store import (
-    AlertRecord,
-    CommandRecord,
-    DeploymentRecord,
-    EngineStateRecord,
+    AlertRow,
+    CommandRow,
+    DeploymentRow,
+    EngineStateRow,
     Store,
     StoreError,
     Transaction,
@@ -184,7 +184,7 @@ async def persist(store: Store, step: Step) -> list[Event]:
         await tx.fence(fencing)
         if step.snapshot is not None:
             await tx.save_engine_state(
-                EngineStateRecord(snapshot=step.snapshot, time=step.time, fencing=fencing)
+                EngineStateRow(snapshot=step.snapshot, time=step.time, fencing=fencing)
             )
         for action in step.actions:
             match action:
@@ -212,7 +212,7 @@ async def persist(store: Store, step: Step) -> list[Event]:
         await asyncio.gather(
             *(
                 tx.save_command(
-                    CommandRecord(
+                    CommandRow(
                         id=command.id,
                         deployment_id=command.deployment,
                         host=command.host,
@@ -228,9 +228,9 @@ async def persist(store: Store, step: Step) -> list[Event]:
     return events
 
 
-def _deployment_record(dep: Deployment, fencing: int) -> DeploymentRecord:
+def _deployment_record(dep: Deployment, fencing: int) -> DeploymentRow:
     """The deployment's row: the engine's Deployment whole, and the columns filtered on."""
-    return DeploymentRecord(
+    return DeploymentRow(
         id=dep.id,
         environment=dep.environment,
         version=dep.version,
@@ -252,7 +252,7 @@ async def _store_alert(tx: Transaction, record: Record) -> None:
     key = f"{rule}:{record.host or ''}"
     if record.kind is EventKind.ALERT_FIRED:
         await tx.open_alert(
-            AlertRecord(
+            AlertRow(
                 key=key,
                 host=record.host,
                 rule=rule,

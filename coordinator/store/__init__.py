@@ -7,8 +7,8 @@ Typical use by the daemon::
     await store.open()
     await store.migrate()
     async with store.transaction() as tx:       # one engine step, atomically
-        await tx.save_deployment(DeploymentRecord(..., fencing=token))
-        await tx.save_command(CommandRecord(..., fencing=token))
+        await tx.save_deployment(DeploymentRow(..., fencing=token))
+        await tx.save_command(CommandRow(..., fencing=token))
         await tx.append_event(event, fencing=token)
     # only now publish the commands
 """
@@ -22,11 +22,11 @@ from coordinator.store.postgres import PostgresStore
 from coordinator.store.records import (
     FINAL_RESULTS,
     TERMINAL_STATES,
-    AlertRecord,
-    CommandRecord,
-    CommandResultRecord,
-    DeploymentRecord,
-    EngineStateRecord,
+    AlertRow,
+    CommandResultRow,
+    CommandRow,
+    DeploymentRow,
+    EngineStateRow,
     ResultState,
 )
 from coordinator.store.schema import LATEST_VERSION, MIGRATIONS, Migration
@@ -63,11 +63,11 @@ __all__ = [
     "LATEST_VERSION",
     "MIGRATIONS",
     "TERMINAL_STATES",
-    "AlertRecord",
-    "CommandRecord",
-    "CommandResultRecord",
-    "DeploymentRecord",
-    "EngineStateRecord",
+    "AlertRow",
+    "CommandResultRow",
+    "CommandRow",
+    "DeploymentRow",
+    "EngineStateRow",
     "Migration",
     "PostgresStore",
     "ResultState",

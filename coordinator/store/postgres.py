@@ -25,7 +25,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from coordinator.store.errors import StoreError
 from coordinator.store.schema import DialectName
-from coordinator.store.store import DEFAULT_TIMEOUT, Row, Store
+from coordinator.store.store import DEFAULT_TIMEOUT, Fetched, Store
 
 T = TypeVar("T")
 Conn = AsyncConnection[tuple[Any, ...]]
@@ -227,7 +227,7 @@ class _PostgresConnection:
             await cursor.execute(_native(sql), params)
             return cursor.rowcount
 
-    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Row]:
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Fetched]:
         async with self._conn.cursor(row_factory=dict_row) as cursor:
             await cursor.execute(_native(sql), params)
             return await cursor.fetchall()
@@ -235,7 +235,7 @@ class _PostgresConnection:
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         return await self._backend._run(self._execute(sql, params))
 
-    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Fetched]:
         return await self._backend._run(self._fetch(sql, params))
 
 

@@ -23,7 +23,7 @@ ResultState = Literal["accepted", "succeeded", "failed", "rejected"]
 RESULT_STATES: Final = ("accepted", "succeeded", "failed", "rejected")
 
 
-class DeploymentRecord(Struct, kw_only=True, frozen=True):
+class DeploymentRow(Struct, kw_only=True, frozen=True):
     """One deployment: the engine's Deployment (``body``, msgspec JSON, opaque here) and
     the columns the store filters on. The only copy: the engine snapshot names it by id."""
 
@@ -44,13 +44,13 @@ class DeploymentRecord(Struct, kw_only=True, frozen=True):
         return self.state in TERMINAL_STATES
 
 
-class CommandResultRecord(Struct, kw_only=True, frozen=True):
+class CommandResultRow(Struct, kw_only=True, frozen=True):
     state: ResultState
     detail: str
     time: float
 
 
-class CommandRecord(Struct, kw_only=True, frozen=True):
+class CommandRow(Struct, kw_only=True, frozen=True):
     id: str
     deployment_id: str
     host: str
@@ -60,7 +60,7 @@ class CommandRecord(Struct, kw_only=True, frozen=True):
     created: float
     fencing: int
     # Every result received, oldest first (a table of its own, not a column).
-    results: tuple[CommandResultRecord, ...] = ()
+    results: tuple[CommandResultRow, ...] = ()
 
     @property
     def state(self) -> ResultState | None:
@@ -72,7 +72,7 @@ class CommandRecord(Struct, kw_only=True, frozen=True):
         return any(result.state in FINAL_RESULTS for result in self.results)
 
 
-class AlertRecord(Struct, kw_only=True, frozen=True):
+class AlertRow(Struct, kw_only=True, frozen=True):
     """An alert the engine fired; ``resolved`` is set when it resolves. At most one
     alert per key is active (unresolved) at a time."""
 
@@ -86,7 +86,7 @@ class AlertRecord(Struct, kw_only=True, frozen=True):
     evidence: dict[str, Any] = {}
 
 
-class EngineStateRecord(Struct, kw_only=True, frozen=True):
+class EngineStateRow(Struct, kw_only=True, frozen=True):
     """The engine's resumable state, one row (see coordinator/engine/state.py)."""
 
     snapshot: bytes

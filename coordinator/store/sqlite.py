@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from coordinator.store.errors import StoreError
 from coordinator.store.schema import DialectName
-from coordinator.store.store import DEFAULT_TIMEOUT, Row, Store
+from coordinator.store.store import DEFAULT_TIMEOUT, Fetched, Store
 
 T = TypeVar("T")
 
@@ -52,7 +52,7 @@ def _execute(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> int:
     return conn.execute(sql, params).rowcount
 
 
-def _fetch(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Row]:
+def _fetch(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Fetched]:
     cursor = conn.execute(sql, params)
     names = [column[0] for column in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
@@ -107,7 +107,7 @@ class SqliteBackend:
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         return await self._call(_execute, sql, params)
 
-    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Fetched]:
         return await self._call(_fetch, sql, params)
 
     async def open(self) -> None:

@@ -50,18 +50,18 @@ from coordinator.store.errors import StaleLeaderError, StoreError
 from coordinator.store.records import (
     JSON_FIELDS,
     RESULT_STATES,
-    AlertRecord,
-    CommandRecord,
-    CommandResultRecord,
-    DeploymentRecord,
-    EngineStateRecord,
+    AlertRow,
+    CommandResultRow,
+    CommandRow,
+    DeploymentRow,
+    EngineStateRow,
 )
 from shared.messages import Event
 
 DEFAULT_TIMEOUT: Final = 5.0
 T = TypeVar("T")
 R = TypeVar("R", bound=msgspec.Struct)
-Row = dict[str, Any]
+Fetched = dict[str, Any]
 
 
 class Connection(Protocol):
@@ -70,7 +70,7 @@ class Connection(Protocol):
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; the number of rows it changed."""
 
-    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Fetched]:
         """Run one query; its rows by column name."""
 
 
@@ -105,7 +105,7 @@ def _encode_json(value: Any, what: str) -> str:
         raise StoreError(f"{what} is not JSON-encodable: {exc}") from exc
 
 
-def _record(row: Row, kind: type[R], table: str) -> R:
+def _record(row: Fetched, kind: type[R], table: str) -> R:
     """A row as a record, by column name; JSON columns decoded."""
     for name in JSON_FIELDS.get(table, ()):
         row[name] = msgspec.json.decode(row[name])
@@ -128,7 +128,7 @@ def _select(kind: type[msgspec.Struct], table: str, prefix: str = "") -> str:
     return f"SELECT {', '.join(prefix + c for c in _columns(kind))} FROM {table}"
 
 
-_DEPLOYMENT_COLUMNS: Final = _columns(DeploymentRecord)
+_DEPLOYMENT_COLUMNS: Final = _columns(DeploymentRow)
 _SAVE_DEPLOYMENT: Final = _insert(
     "deployments",
     _DEPLOYMENT_COLUMNS,
@@ -137,18 +137,18 @@ _SAVE_DEPLOYMENT: Final = _insert(
 )
 _SAVE_ENGINE_STATE: Final = _insert(
     "engine_state",
-    ("id", *_columns(EngineStateRecord)),
+    ("id", *_columns(EngineStateRow)),
     "ON CONFLICT (id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _columns(EngineStateRecord)),
+    + ", ".join(f"{c} = excluded.{c}" for c in _columns(EngineStateRow)),
 )
-_COMMAND_COLUMNS: Final = _columns(CommandRecord, ("results",))
+_COMMAND_COLUMNS: Final = _columns(CommandRow, ("results",))
 _SAVE_COMMAND: Final = _insert("commands", _COMMAND_COLUMNS, "ON CONFLICT (id) DO NOTHING")
-_ALERT_COLUMNS: Final = _columns(AlertRecord, ("resolved",))
+_ALERT_COLUMNS: Final = _columns(AlertRow, ("resolved",))
 _OPEN_ALERT: Final = _insert(
     "alerts", _ALERT_COLUMNS, "ON CONFLICT (key) WHERE resolved IS NULL DO NOTHING"
 )
 _COMMANDS: Final = (
-    _select(CommandRecord, "commands c", "c.").replace("c.results", "r.state, r.detail, r.time")
+    _select(CommandRow, "commands c", "c.").replace("c.results", "r.state, r.detail, r.time")
     + " LEFT JOIN command_results r ON r.command_id = c.id"
 )
 
@@ -156,7 +156,7 @@ _COMMANDS: Final = (
 class Reads:
     """The queries, on a store (each in a transaction of its own) or a transaction."""
 
-    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Fetched]:
         raise NotImplementedError
 
     async def current_fence(self) -> int:
@@ -164,18 +164,18 @@ class Reads:
         rows = await self._fetch("SELECT token FROM leader_fence WHERE id = 1")
         return int(rows[0]["token"])
 
-    async def get_deployment(self, deployment_id: str) -> DeploymentRecord | None:
+    async def get_deployment(self, deployment_id: str) -> DeploymentRow | None:
         rows = await self._fetch(
-            _select(DeploymentRecord, "deployments") + " WHERE id = ?", (deployment_id,)
+            _select(DeploymentRow, "deployments") + " WHERE id = ?", (deployment_id,)
         )
-        return _record(rows[0], DeploymentRecord, "deployments") if rows else None
+        return _record(rows[0], DeploymentRow, "deployments") if rows else None
 
     async def list_deployments(
         self,
         limit: int = 100,
         environment: str | None = None,
         states: Collection[str] | None = None,
-    ) -> list[DeploymentRecord]:
+    ) -> list[DeploymentRow]:
         """Newest (most recently created) first."""
         where, params = ["1 = 1"], list[Any]()
         if environment is not None:
@@ -187,48 +187,48 @@ class Reads:
             where.append(f"state IN ({', '.join('?' * len(states))})")
             params.extend(states)
         rows = await self._fetch(
-            _select(DeploymentRecord, "deployments")
+            _select(DeploymentRow, "deployments")
             + f" WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?",
             (*params, limit),
         )
-        return [_record(row, DeploymentRecord, "deployments") for row in rows]
+        return [_record(row, DeploymentRow, "deployments") for row in rows]
 
-    async def load_engine_state(self) -> EngineStateRecord | None:
+    async def load_engine_state(self) -> EngineStateRow | None:
         """The last saved engine snapshot, or None on a fresh store."""
-        rows = await self._fetch(_select(EngineStateRecord, "engine_state") + " WHERE id = 1")
-        return _record(rows[0], EngineStateRecord, "engine_state") if rows else None
+        rows = await self._fetch(_select(EngineStateRow, "engine_state") + " WHERE id = 1")
+        return _record(rows[0], EngineStateRow, "engine_state") if rows else None
 
-    async def _commands(self, where: str, params: Sequence[Any]) -> list[CommandRecord]:
+    async def _commands(self, where: str, params: Sequence[Any]) -> list[CommandRow]:
         rows = await self._fetch(
             f"{_COMMANDS} WHERE {where} ORDER BY c.created, c.id, r.id", params
         )
-        commands: dict[str, tuple[Row, list[CommandResultRecord]]] = {}
+        commands: dict[str, tuple[Fetched, list[CommandResultRow]]] = {}
         for row in rows:
             state, detail, at = row.pop("state"), row.pop("detail"), row.pop("time")
             _, results = commands.setdefault(row["id"], (row, []))
             if state is not None:
-                results.append(CommandResultRecord(state=state, detail=detail, time=at))
+                results.append(CommandResultRow(state=state, detail=detail, time=at))
         return [
-            msgspec.convert({**row, "results": results}, CommandRecord)
+            msgspec.convert({**row, "results": results}, CommandRow)
             for row, results in commands.values()
         ]
 
-    async def get_command(self, command_id: str) -> CommandRecord | None:
+    async def get_command(self, command_id: str) -> CommandRow | None:
         found = await self._commands("c.id = ?", (command_id,))
         return found[0] if found else None
 
-    async def commands(self, deployment_id: str) -> list[CommandRecord]:
+    async def commands(self, deployment_id: str) -> list[CommandRow]:
         """A deployment's commands with their results, oldest first."""
         return await self._commands("c.deployment_id = ?", (deployment_id,))
 
-    async def alerts(self, *, active_only: bool = False, limit: int = 100) -> list[AlertRecord]:
+    async def alerts(self, *, active_only: bool = False, limit: int = 100) -> list[AlertRow]:
         """Alerts, newest first; only the unresolved ones with ``active_only``."""
         where = "WHERE resolved IS NULL" if active_only else ""
         rows = await self._fetch(
-            f"{_select(AlertRecord, 'alerts')} {where} ORDER BY started DESC, id DESC LIMIT ?",
+            f"{_select(AlertRow, 'alerts')} {where} ORDER BY started DESC, id DESC LIMIT ?",
             (limit,),
         )
-        return [_record(row, AlertRecord, "alerts") for row in rows]
+        return [_record(row, AlertRow, "alerts") for row in rows]
 
     async def events(
         self, after_seq: int = 0, deployment: str | None = None, limit: int = 1000
@@ -264,7 +264,7 @@ class Transaction(Reads):
             self.failed = True
             raise
 
-    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Fetched]:
         return await self._guard(self._conn.fetch(sql, params))
 
     async def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
@@ -286,18 +286,18 @@ class Transaction(Reads):
             raise StaleLeaderError(token, current)
         self._fenced = token
 
-    async def save_deployment(self, record: DeploymentRecord) -> None:
+    async def save_deployment(self, record: DeploymentRow) -> None:
         """Insert or replace a deployment (fenced by its token); ``created`` keeps the
         first save's value."""
         await self.fence(record.fencing)
         await self._execute(_SAVE_DEPLOYMENT, [getattr(record, c) for c in _DEPLOYMENT_COLUMNS])
 
-    async def save_engine_state(self, record: EngineStateRecord) -> None:
+    async def save_engine_state(self, record: EngineStateRow) -> None:
         """Replace the engine's resumable state (fenced by its token)."""
         await self.fence(record.fencing)
         await self._execute(_SAVE_ENGINE_STATE, (1, record.snapshot, record.time, record.fencing))
 
-    async def save_command(self, record: CommandRecord) -> bool:
+    async def save_command(self, record: CommandRow) -> bool:
         """Insert if absent (fenced by its token); True if inserted. Saving an id again
         changes nothing, so a crash between storing and publishing re-sends the very
         same command. Its results are recorded with ``record_command_result``."""
@@ -306,7 +306,7 @@ class Transaction(Reads):
         return await self._execute(_SAVE_COMMAND, params) == 1
 
     async def record_command_result(
-        self, command_id: str, result: CommandResultRecord, *, fencing: int | None = None
+        self, command_id: str, result: CommandResultRow, *, fencing: int | None = None
     ) -> bool:
         """Append to the command's result history; True if recorded. False when the
         command is unknown or already has this state (agents answer replays with the
@@ -323,7 +323,7 @@ class Transaction(Reads):
         )
         return inserted == 1
 
-    async def open_alert(self, record: AlertRecord) -> bool:
+    async def open_alert(self, record: AlertRow) -> bool:
         """Open an alert unless one with its key is active; True if opened."""
         params = [getattr(record, c) for c in _ALERT_COLUMNS]
         params[_ALERT_COLUMNS.index("evidence")] = _encode_json(record.evidence, "alert evidence")
@@ -421,7 +421,7 @@ class Store(Reads):
         async with self.transaction() as tx:
             return await operation(tx)
 
-    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Fetched]:
         # Reads need not take SQLite's write lock.
         async with self._transaction(write=False) as tx:
             return await tx._fetch(sql, params)

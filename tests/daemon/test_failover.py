@@ -14,7 +14,7 @@ import pytest
 
 from coordinator.devfleet.broker import free_port
 from coordinator.devfleet.fleet import Api, ApiError, wait_for
-from coordinator.store import DeploymentRecord, StaleLeaderError, open_store
+from coordinator.store import DeploymentRow, StaleLeaderError, open_store
 from shared.config.coordinator import StoreConfig
 from shared.messages import Command
 from tests.daemon.conftest import FleetFactory
@@ -57,7 +57,7 @@ def write_as(pg_url: str, fencing: int, deployment: str) -> None:
         store = open_store(StoreConfig(url=pg_url), "/nonexistent")
         await store.open()
         try:
-            stale = DeploymentRecord(
+            stale = DeploymentRow(
                 id=deployment,
                 environment="production",
                 version="2.0.0",

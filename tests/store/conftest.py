@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from coordinator.store import (
-    CommandRecord,
-    CommandResultRecord,
-    DeploymentRecord,
+    CommandResultRow,
+    CommandRow,
+    DeploymentRow,
     PostgresStore,
     ResultState,
     SqliteStore,
@@ -102,9 +102,9 @@ def deployment(
     environment: str = "production",
     fencing: int = 0,
     at: float = 1.0,
-) -> DeploymentRecord:
+) -> DeploymentRow:
     """A deployment row as the daemon writes one (``body`` is opaque to the store)."""
-    return DeploymentRecord(
+    return DeploymentRow(
         id=deployment_id,
         environment=environment,
         version="2.0",
@@ -125,8 +125,8 @@ def command(
     payload: bytes = b"p",
     created: float = 1.0,
     fencing: int = 0,
-) -> CommandRecord:
-    return CommandRecord(
+) -> CommandRow:
+    return CommandRow(
         id=command_id,
         deployment_id=deployment_id,
         host=host,
@@ -142,5 +142,5 @@ def event(time: float, kind: str, message: str, **fields: Any) -> Event:
     return Event(seq=0, time=time, kind=kind, message=message, **fields)
 
 
-def result(state: ResultState, detail: str = "", time: float = 1.0) -> CommandResultRecord:
-    return CommandResultRecord(state=state, detail=detail, time=time)
+def result(state: ResultState, detail: str = "", time: float = 1.0) -> CommandResultRow:
+    return CommandResultRow(state=state, detail=detail, time=time)

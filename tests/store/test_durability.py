@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from coordinator.store import AlertRecord, PostgresStore, SqliteStore, Store, StoreError
+from coordinator.store import AlertRow, PostgresStore, SqliteStore, Store, StoreError
 from tests.store.conftest import Backend, command, deployment, event, result
 from tests.store.proxy import StallingProxy
 
@@ -91,7 +91,7 @@ async def test_data_survives_close_and_reopen(backend: Backend) -> None:
         await store.write(
             lambda tx: tx.record_command_result("cmd-1", result("succeeded", "ok", 6.0))
         )
-        alert = AlertRecord(
+        alert = AlertRow(
             key="cpu:web-2", host="web-2", rule="cpu", started=6.0, evidence={"values": [95.0]}
         )
         await store.write(lambda tx: tx.open_alert(alert))

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator.store import EngineStateRecord, StaleLeaderError, Store
+from coordinator.store import EngineStateRow, StaleLeaderError, Store
 from tests.store.conftest import deployment
 
 
-def state(snapshot: bytes, time: float, fencing: int) -> EngineStateRecord:
-    return EngineStateRecord(snapshot=snapshot, time=time, fencing=fencing)
+def state(snapshot: bytes, time: float, fencing: int) -> EngineStateRow:
+    return EngineStateRow(snapshot=snapshot, time=time, fencing=fencing)
 
 
 async def test_a_fresh_store_has_no_engine_state(store: Store) -> None:

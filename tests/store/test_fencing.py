@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from coordinator.store import AlertRecord, PostgresStore, StaleLeaderError, Store, StoreError
+from coordinator.store import AlertRow, PostgresStore, StaleLeaderError, Store, StoreError
 from tests.store.conftest import Backend, command, deployment, event, result
 
 
@@ -43,7 +43,7 @@ async def test_stale_leader_is_refused_and_nothing_is_applied(store: Store, seco
     with pytest.raises(StaleLeaderError) as refused:
         async with old.transaction() as tx:
             await tx.append_event(event(5.0, "promote", "step 2", deployment="d-1"))
-            await tx.open_alert(AlertRecord(key="k", host=None, rule="cpu", started=5.0))
+            await tx.open_alert(AlertRow(key="k", host=None, rule="cpu", started=5.0))
             await tx.save_command(command("cmd-b", host="web-2", fencing=1))
             await tx.save_deployment(deployment("d-1", "promoting", b"stale", fencing=1))
     assert (refused.value.token, refused.value.current) == (1, 2)

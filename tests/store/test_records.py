@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator.store import TERMINAL_STATES, AlertRecord, Store, StoreError
+from coordinator.store import TERMINAL_STATES, AlertRow, Store, StoreError
 from shared.messages import Event
 from tests.store.conftest import command, deployment, event, result
 
@@ -128,15 +128,15 @@ async def test_command_for_unknown_deployment_is_refused(store: Store) -> None:
 
 async def test_alerts_deduplicate_resolve_and_list(store: Store) -> None:
     evidence = {"rule": "cpu", "window": [100.0, 130.0], "values": [91.0, 93.5, 97.0]}
-    cpu = AlertRecord(
+    cpu = AlertRow(
         key="cpu:web-1", host="web-1", rule="cpu", message="cpu 97 %", started=130.0,
         evidence=evidence,
     )  # fmt: skip
     assert await store.write(lambda tx: tx.open_alert(cpu))
     # Firing again while active is the same alert.
-    repeat = AlertRecord(key="cpu:web-1", host="web-1", rule="cpu", started=140.0)
+    repeat = AlertRow(key="cpu:web-1", host="web-1", rule="cpu", started=140.0)
     assert not await store.write(lambda tx: tx.open_alert(repeat))
-    fleet = AlertRecord(key="fleet:errors", host=None, rule="error_rate", started=135.0)
+    fleet = AlertRow(key="fleet:errors", host=None, rule="error_rate", started=135.0)
     assert await store.write(lambda tx: tx.open_alert(fleet))
 
     assert await store.alerts(active_only=True) == [fleet, cpu]
@@ -146,7 +146,7 @@ async def test_alerts_deduplicate_resolve_and_list(store: Store) -> None:
     assert not await store.write(lambda tx: tx.resolve_alert("never-fired", 201.0))
     assert [a.key for a in await store.alerts(active_only=True)] == ["fleet:errors"]
     # Once resolved, the same key can fire again as a new alert.
-    again = AlertRecord(key="cpu:web-1", host="web-1", rule="cpu", started=300.0)
+    again = AlertRow(key="cpu:web-1", host="web-1", rule="cpu", started=300.0)
     assert await store.write(lambda tx: tx.open_alert(again))
     listed = await store.alerts()
     assert [(a.key, a.started, a.resolved) for a in listed] == [

@@ -26,8 +26,8 @@ from coordinator.engine.state import (
 )
 from coordinator.store import (
     LATEST_VERSION,
-    DeploymentRecord,
-    EngineStateRecord,
+    DeploymentRow,
+    EngineStateRow,
     Store,
 )
 from shared.messages import Command
@@ -130,7 +130,7 @@ async def test_a_version_2_database_migrates_and_its_deployment_resumes(
         assert current is not None
         async with store.transaction() as tx:
             await tx.save_deployment(
-                DeploymentRecord(
+                DeploymentRow(
                     id="d1",
                     environment="production",
                     version="2.0.0",
@@ -143,7 +143,7 @@ async def test_a_version_2_database_migrates_and_its_deployment_resumes(
                 )
             )
             await tx.save_engine_state(
-                EngineStateRecord(snapshot=encode_saved(engine.snapshot()), time=2000.0, fencing=1)
+                EngineStateRow(snapshot=encode_saved(engine.snapshot()), time=2000.0, fencing=1)
             )
         again = (await _restore(store)).deployment("d1")
         assert again is not None
