@@ -19,7 +19,7 @@ from typing import Any, Literal
 import msgspec
 
 from shared.config.coordinator import Strategy
-from shared.evidence import Evidence, HoldReason, decode_evidence
+from shared.evidence import AlertChange, Evidence, HoldReason, decode_evidence
 from shared.kinds import EventKind
 from shared.messages import Action, Environment, Slot
 from shared.phases import Phase
@@ -235,16 +235,18 @@ class EventList(View, kw_only=True, frozen=True):
 
 
 class AlertView(View, kw_only=True, frozen=True):
-    """A threshold alert, open or resolved, with the evidence it opened on."""
+    """A threshold alert, open or resolved, with the evidence it fired on (its
+    ``alert.fired`` event's)."""
 
     key: str
     host: str | None = None
     rule: str
     environment: str | None = None
-    opened: float
+    # When it fired, and when it resolved (None while it is open).
+    started: float
     resolved: float | None = None
     message: str = ""
-    evidence: dict[str, Any] = {}
+    evidence: AlertChange
 
 
 class AlertList(View, kw_only=True, frozen=True):

@@ -15,6 +15,8 @@ from shared.evidence import AnalysisWindow, Judged, RollbackStarted
 from shared.kinds import EventKind
 from shared.phases import Phase
 from shared.views import (
+    AlertList,
+    AlertView,
     DeploymentList,
     DeploymentReply,
     ErrorView,
@@ -103,6 +105,19 @@ def test_replies_and_errors() -> None:
         "error": "refused",
         "reasons": ["a"],
     }
+
+
+def test_an_alert_carries_the_evidence_it_fired_on() -> None:
+    wire = (
+        b'{"alerts": [{"key": "cpu:web-1", "host": "web-1", "rule": "cpu", "started": 5.0,'
+        b' "message": "web-1: cpu 93% over 90%",'
+        b' "evidence": {"rule": "cpu", "value": 93.0, "threshold": 90.0}}]}'
+    )
+    (alert,) = msgspec.json.decode(wire, type=AlertList).alerts
+    assert alert.resolved is None and alert.evidence.value == 93.0
+    assert msgspec.json.decode(msgspec.json.encode(alert), type=AlertView) == alert
+    with pytest.raises(msgspec.ValidationError, match=r"\$\.alerts\[0\]\.evidence"):
+        msgspec.json.decode(wire.replace(b'"value"', b'"valeur"'), type=AlertList)
 
 
 def test_a_host_reads_its_latest_values() -> None:
