@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from coordinator.engine import Deployment, Record
+from shared.kinds import EventKind
 from shared.messages import MetricBatch, Sample
 
 ACTIVE_STATES: Final = frozenset(
@@ -122,7 +123,7 @@ class SeriesRecorder:
                 records.append(
                     Record(
                         time=now,
-                        kind="analysis.window",
+                        kind=EventKind.ANALYSIS_WINDOW,
                         deployment=dep.id,
                         message=_describe(cohorts),
                         evidence={"start": self._start, "end": now, "cohorts": cohorts},
