@@ -3,6 +3,10 @@ that can be rebuilt from new data (sample windows are not here on purpose).
 
 Plain msgspec Structs, so the shell persists them as JSON and the engine restores them
 exactly. Mutable: the engine owns them and hands out copies (``copy``).
+
+Data that belongs to one phase lives in that phase's group (the bake clock, a hold, a
+pause, a rollback) rather than in loose fields. Deployments stored in the earlier flat
+layout (layout 1) are read into the groups on decode; see ``Deployment``.
 """
 
 from __future__ import annotations
