@@ -32,7 +32,7 @@ from coordinator.cli.client import (
 )
 from coordinator.cli.follow import Update, follow
 from coordinator.devfleet.broker import BrokerError, mosquitto_binary
-from coordinator.devfleet.fleet import PROFILES, STABLE, Fleet
+from coordinator.devfleet.fleet import PROFILES, STABLE, DevFleet
 from coordinator.report import build_report, render
 from coordinator.report.words import baseline_of, rate, rule_lines, window_words
 from shared.evidence import AnalysisWindow, Evidence, NoEvidence
@@ -96,7 +96,7 @@ def _prepare(directory: Path) -> None:
 
 
 class DemoRun:
-    def __init__(self, fleet: Fleet, narrator: Narrator) -> None:
+    def __init__(self, fleet: DevFleet, narrator: Narrator) -> None:
         self.fleet = fleet
         self.say = narrator.say
         self.narrator = narrator
@@ -255,7 +255,7 @@ def run_demo(
         return EXIT_FAILURE
     _prepare(directory)
     names = [f"web-{i}" for i in range(1, hosts + 1)]
-    fleet = Fleet(directory, names)
+    fleet = DevFleet(directory, names)
     narrator.say(f"rollguard demo in {directory}: everything below runs on this machine")
     try:
         fleet.start()
@@ -298,7 +298,7 @@ def run_demo(
     return EXIT_OK if good_ok and bad_ok else EXIT_FAILURE
 
 
-def _keep(fleet: Fleet, narrator: Narrator) -> None:
+def _keep(fleet: DevFleet, narrator: Narrator) -> None:
     token = fleet.directory / "coordinator" / "api.token"
     narrator.say(
         "everything keeps running; in another shell try:\n"

@@ -1,12 +1,14 @@
 """The coordinator daemon: the IO shell around the pure engine.
 
-It keeps one MQTT session (reconnecting with backoff) and validates every inbound
-message before it touches state. The engine runs only while this coordinator is
-*active*: it leads (always, without ``ha.redis_url``; else while it holds the Redis
-lease) and its store answers. Becoming active rebuilds the engine from the store's
-snapshot and feeds it the latest retained status of every host; leaving it (lost
-lease, store failure) drops the engine at once, so a coordinator that cannot persist
-or no longer leads never decides or commands anything.
+It validates every inbound message before it touches state (its MQTT session is
+``session.py``), keeps the one host registry (``hosts.py``), feeds the engine and hands
+each step's consequences to the pipeline (``pipeline.py``: stored, then published). The
+engine runs only while this coordinator is *active*: it leads (always, without
+``ha.redis_url``; else while it holds the Redis lease, ``lease.py``) and its store
+answers. Becoming active rebuilds the engine from the store (``activation.py``) and
+feeds it the latest retained status of every host; leaving it (lost lease, store
+failure) drops the engine at once, so a coordinator that cannot persist or no longer
+leads never decides or commands anything. The process's lifecycle is ``main.py``.
 """
 
 from __future__ import annotations
@@ -15,17 +17,14 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
-import secrets
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-import aiomqtt
 import msgspec
 from aiohttp import web
 
+from coordinator.daemon.activation import load_or_create_key, load_or_create_token, restore_engine
 from coordinator.daemon.api import build_app
 from coordinator.daemon.eventhub import EventHub
 from coordinator.daemon.hosts import HostRegistry
@@ -33,9 +32,10 @@ from coordinator.daemon.ingest import parse_inbound
 from coordinator.daemon.lease import Lease
 from coordinator.daemon.notify import Notifier, targets_from_config
 from coordinator.daemon.outbox import Outbox, signed_command
-from coordinator.daemon.pipeline import PUBLISH_WINDOW, Pipeline, Step
+from coordinator.daemon.pipeline import Pipeline, Step
 from coordinator.daemon.preflight import PreflightOutcome, run_preflight
 from coordinator.daemon.series import SeriesRecorder
+from coordinator.daemon.session import BrokerSession
 from coordinator.daemon.telemetry import Telemetry
 from coordinator.engine import (
     CommandResultReceived,
@@ -52,23 +52,16 @@ from coordinator.engine import (
     Tick,
 )
 from coordinator.engine.fleet import StatusChange
-from coordinator.engine.state import decode_deployment, decode_saved, encode_saved, joined
+from coordinator.engine.state import encode_saved
 from coordinator.store import CommandResultRow, Store, StoreError, open_store
-from shared import topics
 from shared.config import CoordinatorConfig
-from shared.errors import ConfigError, MessageError, RollguardError
+from shared.errors import MessageError, RollguardError
 from shared.messages import (
-    MAX_PAYLOAD,
     Command,
     CommandResult,
-    CoordinatorStatus,
-    Event,
     HostStatus,
     MetricBatch,
-    encode,
 )
-from shared.mqtt import QOS, make_client, run_forever, will_for
-from shared.signing import PRIVATE_KEY_NAME, generate_keypair, load_private_key
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -92,39 +85,6 @@ GC_FREEZE_EVERY: Final = 5.0
 GC_FULL_EVERY: Final = 600.0
 
 
-def load_or_create_token(config: CoordinatorConfig) -> str:
-    """The API token from ``http.token_file``, or one generated in the state directory."""
-    if config.http.token_file:
-        path = Path(config.http.token_file)
-        try:
-            token = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"http.token_file {path}: {exc.strerror or exc}") from exc
-        if len(token) < 16:
-            raise ConfigError(f"http.token_file {path}: token must be at least 16 characters")
-        return token
-    path = Path(config.state_dir) / TOKEN_NAME
-    if path.exists():
-        return path.read_text(encoding="utf-8").strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(token + "\n")
-    return token
-
-
-def load_or_create_key(config: CoordinatorConfig) -> Ed25519PrivateKey:
-    """The signing key from ``private_key_file``, or a pair generated in the state dir."""
-    if config.private_key_file:
-        return load_private_key(Path(config.private_key_file))
-    directory = Path(config.state_dir) / "keys"
-    if not (directory / PRIVATE_KEY_NAME).exists():
-        _, public = generate_keypair(directory)
-        log.warning("generated a command-signing key pair; give agents %s", public)
-    return load_private_key(directory / PRIVATE_KEY_NAME)
-
-
 class Coordinator:
     def __init__(
         self, config: CoordinatorConfig, *, clock: Callable[[], float] = time.time
@@ -140,25 +100,30 @@ class Coordinator:
         self.lease = Lease.from_config(config.ha, config.node) if config.ha.redis_url else None
         self.engine: Engine | None = None
         self.series = SeriesRecorder(max(1.0, config.engine.housekeeping * 4))
-        self.mqtt_connected = False
         self.store_ok = False
         self.leader = self.lease is None
         self.fencing = 0
         self._key: Ed25519PrivateKey | None = None
-        self._client: aiomqtt.Client | None = None
         self._wake = asyncio.Event()
         self._preflights: set[asyncio.Task[None]] = set()
         self._results: list[CommandResult] = []
         self._result_writer: asyncio.Task[None] | None = None
         self._store_opened = asyncio.Event()
+        self.session = BrokerSession(
+            config,
+            clock=clock,
+            receive=self.receive,
+            unanswered=self._unanswered,
+            leading=lambda: self.leader,
+        )
         self.pipeline = Pipeline(
             store=self.store,
             outbox=self.outbox,
             hub=self.hub,
             notifier=self.notifier,
             telemetry=self.telemetry,
-            publish_command=self._publish_command,
-            publish_event=self._publish_event,
+            publish_command=self.session.publish_command,
+            publish_event=self.session.publish_event,
             run_preflight=self._start_preflight,
             on_store_failure=self._store_failed,
         )
@@ -244,17 +209,9 @@ class Coordinator:
 
     async def _activate(self) -> None:
         """Rebuild the engine from the store and resume (leader with a working store)."""
-        saved = await self.store.load_engine_state()
         if self.lease is None:
             self.fencing = max(self.fencing, await self.store.current_fence())
-        if saved is None:
-            engine = Engine(self.config)
-        else:
-            # The snapshot names its deployments; each lives in its own row.
-            state = decode_saved(saved.snapshot)
-            rows = [await self.store.get_deployment(d) for d in state.deployments]
-            deployments = {r.id: decode_deployment(r.body) for r in rows if r is not None}
-            engine = Engine.restore(self.config, joined(state, deployments))
+        engine, restored = await restore_engine(self.store, self.config)
         self.engine = engine
         now = self.clock()
         # The fleet comes from the broker's retained statuses, kept in the registry as
@@ -268,7 +225,7 @@ class Coordinator:
                 self._start_preflight(action)
         log.warning(
             "active: engine %s with %d deployment(s), fencing token %d",
-            "restored" if saved else "started",
+            "restored" if restored else "started",
             len(engine.deployments()),
             self.fencing,
         )
@@ -280,7 +237,7 @@ class Coordinator:
             return
         command = msgspec.json.decode(record.payload, type=Command)
         payload = self.outbox.add_command(command, self.clock())
-        await self._publish_command(host, payload)
+        await self.session.publish_command(host, payload)
 
     def _deactivate(self, reason: str) -> None:
         if self.engine is None:
@@ -398,102 +355,24 @@ class Coordinator:
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         role = "leader" if self.leader else "standby"
-        ready = self.mqtt_connected and self.store_ok and (self.active or not self.leader)
+        ready = self.session.connected and self.store_ok and (self.active or not self.leader)
         detail: dict[str, Any] = {
-            "broker": self.mqtt_connected,
+            "broker": self.session.connected,
             "store": self.store_ok,
             "role": role,
             "engine": self.active,
         }
         if not ready:
             detail["reason"] = (
-                "broker unreachable" if not self.mqtt_connected else self._inactive_reason()
+                "broker unreachable" if not self.session.connected else self._inactive_reason()
             )
         return ready, detail
 
     # -- MQTT --------------------------------------------------------------------
 
-    def _status(self, online: bool) -> CoordinatorStatus:
-        return CoordinatorStatus(
-            online=online, node=self.config.node, leader=online and self.leader, time=self.clock()
-        )
-
-    def _make_client(self) -> aiomqtt.Client:
-        client = make_client(
-            self.config.mqtt,
-            identifier=f"rollguard-coordinator-{self.config.node}",
-            will=will_for(topics.COORDINATOR_STATUS, self._status(False)),
-            session_expiry=SESSION_EXPIRY,
-            queue_type=_inbox(self._deliver),
-        )
-        # The pipeline publishes a step's commands PUBLISH_WINDOW at a time; aiomqtt's
-        # default (10) logged a warning for each of them.
-        client.pending_calls_threshold = 4 * PUBLISH_WINDOW
-        return client
-
-    def _deliver(self, message: aiomqtt.Message) -> None:
-        payload = message.payload
-        if not isinstance(payload, bytes | bytearray):
-            payload = str(payload).encode()
-        self.receive(message.topic.value, bytes(payload))
-
-    async def _publish_command(self, host: str, payload: bytes) -> None:
-        client = self._client
-        if client is None:
-            return  # the outbox re-publishes once we are connected again
-        try:
-            await client.publish(topics.cmd(host), payload, qos=QOS, timeout=PUBLISH_TIMEOUT)
-        except aiomqtt.MqttError as exc:
-            log.warning("could not publish a command to %s (will retry): %s", host, exc)
-
-    async def _publish_event(self, event: Event) -> None:
-        client = self._client
-        if client is None:
-            return
-        try:
-            await client.publish(topics.EVENTS, wire_event(event), qos=QOS, timeout=PUBLISH_TIMEOUT)
-        except aiomqtt.MqttError as exc:
-            log.warning("could not publish event %d: %s", event.seq, exc)
-
-    async def publish_status(self) -> None:
-        client = self._client
-        if client is not None:
-            with contextlib.suppress(aiomqtt.MqttError):
-                await client.publish(
-                    topics.COORDINATOR_STATUS,
-                    encode(self._status(True)),
-                    qos=QOS,
-                    retain=True,
-                    timeout=PUBLISH_TIMEOUT,
-                )
-
-    async def _session(self, client: aiomqtt.Client) -> None:
-        for topic in (topics.ALL_STATUS, topics.ALL_METRICS, topics.ALL_RESULTS):
-            await client.subscribe(topic, qos=QOS)
-        self._client = client
-        self.mqtt_connected = True
-        await self.publish_status()
-        for _command_id, host, payload in self.outbox.unanswered(self.clock()):
-            await self._publish_command(host, payload)
-        try:
-            # Messages are handled as paho reads them (see _inbox); iterating only
-            # waits for the connection to drop.
-            async for _ in client.messages:
-                pass
-        except asyncio.CancelledError:
-            # Graceful stop: say we are offline before the Will would.
-            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-                await client.publish(
-                    topics.COORDINATOR_STATUS,
-                    encode(self._status(False)),
-                    qos=QOS,
-                    retain=True,
-                    timeout=PUBLISH_TIMEOUT,
-                )
-            raise
-        finally:
-            self.mqtt_connected = False
-            self._client = None
+    def _unanswered(self) -> list[tuple[str, bytes]]:
+        """Every unanswered command, to publish again on (re)connecting."""
+        return [(host, payload) for _id, host, payload in self.outbox.unanswered(self.clock())]
 
     # -- background loops --------------------------------------------------------
 
@@ -505,7 +384,7 @@ class Coordinator:
         while True:
             now = self.clock()
             for _command_id, host, payload in self.outbox.due(now):
-                await self._publish_command(host, payload)
+                await self.session.publish_command(host, payload)
             if (mono := time.monotonic()) >= gc_due and not self.pipeline.pending():
                 gc_due = mono + GC_FREEZE_EVERY
                 if mono >= gc_full_due:
@@ -561,7 +440,7 @@ class Coordinator:
         else:
             self._deactivate("lost the leader lease")
         self._wake.set()
-        asyncio.get_running_loop().create_task(self.publish_status())
+        asyncio.get_running_loop().create_task(self.session.publish_status())
 
     async def _open_store(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -601,9 +480,7 @@ class Coordinator:
             tasks.append(asyncio.create_task(self._start_store_and_lease(stop)))
             tasks.append(asyncio.create_task(self.pipeline.run()))
             tasks.append(asyncio.create_task(self._ticker()))
-            await run_forever(
-                self.config.mqtt, self._make_client, self._session, stop=stop, name="coordinator"
-            )
+            await self.session.run(stop)
         finally:
             for task in [*tasks, *self._preflights]:
                 task.cancel()
@@ -629,44 +506,3 @@ def _preflight_record(outcome: PreflightOutcome) -> str:
     if tail and not tail.endswith("\n"):
         tail += "\n"
     return f"{tail}[{outcome.name}: {ending}]"
-
-
-def _inbox(deliver: Callable[[aiomqtt.Message], None]) -> type[asyncio.Queue[aiomqtt.Message]]:
-    """aiomqtt's queue of incoming messages, replaced by handling each one as paho
-    reads it.
-
-    Through aiomqtt's iterator every message cost a task and several turns of the event
-    loop, in each of which paho read one more: offered 6,000 messages a second, the
-    queue grew without bound (memory, and decisions on ever older data) while ingest
-    fell under 1,000 a second. Handled as read, the coordinator keeps up with 6,000, and
-    a burst waits in the socket and at the broker (TCP backpressure). A ``receive`` that
-    raises leaves its message unacknowledged and drops the connection (the session loop
-    reconnects); before, it ended the daemon.
-    """
-
-    class Inbox(asyncio.Queue[aiomqtt.Message]):
-        def put_nowait(self, item: aiomqtt.Message) -> None:
-            deliver(item)
-
-    return Inbox
-
-
-def wire_event(event: Event) -> bytes:
-    """The event as published on ``rollguard/v1/events``, within the 64 KiB every
-    receiver enforces: a decision over a large fleet can carry more evidence than that,
-    so its evidence is then left out and pointed at (the API serves it whole)."""
-    payload = encode(event)
-    if len(payload) <= MAX_PAYLOAD:
-        return payload
-    return encode(
-        msgspec.structs.replace(
-            event,
-            evidence={
-                "truncated": True,
-                "bytes": len(payload),
-                "see": f"/api/v1/deployments/{event.deployment}/events"
-                if event.deployment
-                else "/api/v1/events",
-            },
-        )
-    )

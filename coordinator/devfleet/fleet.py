@@ -132,7 +132,7 @@ def wait_for(probe: Callable[[], Any], timeout: float, what: str, interval: floa
 
 
 @dataclass
-class Fleet:
+class DevFleet:
     """Everything under ``directory``; ``start()``, then ``stop()`` (or ``with``)."""
 
     directory: Path
@@ -374,7 +374,7 @@ class Fleet:
         self.processes.clear()
         self.broker.stop()
 
-    def __enter__(self) -> Fleet:
+    def __enter__(self) -> DevFleet:
         try:
             self.start()
         except BaseException:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from coordinator.devfleet.broker import mosquitto_binary
-from coordinator.devfleet.fleet import Fleet
+from coordinator.devfleet.fleet import DevFleet
 from shared import phases
 from tests.cli.run import rollguard
 from tests.conftest import service_missing
@@ -38,17 +38,17 @@ COORDINATOR: dict[str, Any] = {
 
 
 @pytest.fixture(scope="session")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevFleet]:
     if mosquitto_binary() is None:
         service_missing("the mosquitto binary")
-    with Fleet(
+    with DevFleet(
         tmp_path_factory.mktemp("cli-fleet"), list(HOSTS), coordinator_extra=COORDINATOR
     ) as f:
         f.wait_ready(45)
         yield f
 
 
-def settle(fleet: Fleet, timeout: float = 60.0) -> None:
+def settle(fleet: DevFleet, timeout: float = 60.0) -> None:
     """Roll back whatever still runs in production, so the next test starts clean."""
     for deployment in fleet.api.get("/api/v1/deployments?limit=20")["deployments"]:
         if deployment["state"] not in TERMINAL:
@@ -59,7 +59,7 @@ def settle(fleet: Fleet, timeout: float = 60.0) -> None:
 
 
 @pytest.fixture(scope="session")
-def rolled_back(fleet: Fleet) -> dict[str, Any]:
+def rolled_back(fleet: DevFleet) -> dict[str, Any]:
     """``deploy 2.1.0 --wait``: the bad version, rolled back by the coordinator."""
     settle(fleet)
     started = time.monotonic()

@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from coordinator.devfleet.fleet import Fleet
+from coordinator.devfleet.fleet import DevFleet
 from tests.processes import script
 
 OPERATOR = "alice-oncall"
@@ -20,16 +20,16 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def token_file(fleet: Fleet) -> Path:
+def token_file(fleet: DevFleet) -> Path:
     return fleet.directory / "coordinator" / "api.token"
 
 
-def connection(fleet: Fleet) -> list[str]:
+def connection(fleet: DevFleet) -> list[str]:
     return ["--url", fleet.api.base, "--token-file", str(token_file(fleet))]
 
 
 def rollguard(
-    *args: str, fleet: Fleet | None = None, timeout: float = 60.0, cwd: Path | None = None
+    *args: str, fleet: DevFleet | None = None, timeout: float = 60.0, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     argv = [*script("rollguard"), *args]
     if fleet is not None:

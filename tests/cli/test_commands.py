@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from coordinator.devfleet.fleet import Fleet
+from coordinator.devfleet.fleet import DevFleet
 from tests.cli.conftest import HOSTS, TERMINAL, settle
 from tests.cli.run import OPERATOR, cli_env, connection, rollguard
 from tests.processes import script
@@ -23,7 +23,7 @@ from tests.processes import script
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def deployment(fleet: Fleet, ident: str) -> dict[str, Any]:
+def deployment(fleet: DevFleet, ident: str) -> dict[str, Any]:
     return fleet.deployment(ident)
 
 
@@ -38,7 +38,7 @@ def wait_until(probe: Any, timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
-def test_hosts_table_and_json(fleet: Fleet) -> None:
+def test_hosts_table_and_json(fleet: DevFleet) -> None:
     table = rollguard("hosts", fleet=fleet)
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
@@ -50,27 +50,27 @@ def test_hosts_table_and_json(fleet: Fleet) -> None:
     assert sorted(h["host"] for h in data["hosts"]) == HOSTS
 
 
-def test_status_with_nothing_running(fleet: Fleet) -> None:
+def test_status_with_nothing_running(fleet: DevFleet) -> None:
     plain = rollguard("status", fleet=fleet)
     assert plain.returncode == 0, plain.stderr
     assert "no deployment is running" in plain.stdout
     assert json.loads(rollguard("status", "--json", fleet=fleet).stdout) == {"deployments": []}
 
 
-def test_unknown_deployment_is_a_usage_error(fleet: Fleet) -> None:
+def test_unknown_deployment_is_a_usage_error(fleet: DevFleet) -> None:
     result = rollguard("status", "no-such-deployment", fleet=fleet)
     assert result.returncode == 2
     assert "no deployment 'no-such-deployment'" in result.stderr
 
 
-def test_malformed_version_is_refused_naming_the_field(fleet: Fleet) -> None:
+def test_malformed_version_is_refused_naming_the_field(fleet: DevFleet) -> None:
     result = rollguard("deploy", "not a version!", fleet=fleet)
     assert result.returncode == 2
     assert "invalid request body" in result.stderr
     assert "$.version" in result.stderr
 
 
-def test_bad_token_is_exit_2(fleet: Fleet, tmp_path: Any) -> None:
+def test_bad_token_is_exit_2(fleet: DevFleet, tmp_path: Any) -> None:
     wrong = tmp_path / "wrong.token"
     wrong.write_text("not-the-token-at-all\n")
     argv = ["hosts", "--url", fleet.api.base, "--token-file", str(wrong)]
@@ -82,7 +82,7 @@ def test_bad_token_is_exit_2(fleet: Fleet, tmp_path: Any) -> None:
     assert "does not exist" in missing.stderr
 
 
-def test_ctrl_c_leaves_the_deployment_running(fleet: Fleet, canary: dict[str, str]) -> None:
+def test_ctrl_c_leaves_the_deployment_running(fleet: DevFleet, canary: dict[str, str]) -> None:
     """``deploy --wait`` interrupted: exit 130, the canary keeps baking, and the CLI
     says how to follow it again."""
     ident = canary["id"]
@@ -94,7 +94,7 @@ def test_ctrl_c_leaves_the_deployment_running(fleet: Fleet, canary: dict[str, st
 
 
 @pytest.fixture(scope="module")
-def canary(fleet: Fleet) -> Iterator[dict[str, str]]:
+def canary(fleet: DevFleet) -> Iterator[dict[str, str]]:
     """A good canary started with ``deploy --wait`` and left running by Ctrl-C."""
     settle(fleet)
     process = subprocess.Popen(
@@ -132,7 +132,7 @@ def canary(fleet: Fleet) -> Iterator[dict[str, str]]:
     settle(fleet)
 
 
-def _promote_when_ready(fleet: Fleet, ident: str) -> subprocess.CompletedProcess[str]:
+def _promote_when_ready(fleet: DevFleet, ident: str) -> subprocess.CompletedProcess[str]:
     """Promote as soon as the engine has data to promote on (it refuses before)."""
     deadline = time.monotonic() + 30
     while True:
@@ -143,7 +143,7 @@ def _promote_when_ready(fleet: Fleet, ident: str) -> subprocess.CompletedProcess
         time.sleep(1.0)
 
 
-def test_operator_commands_drive_a_canary(fleet: Fleet, canary: dict[str, str]) -> None:
+def test_operator_commands_drive_a_canary(fleet: DevFleet, canary: dict[str, str]) -> None:
     ident = canary["id"]
 
     busy = rollguard("deploy", "2.1.0", fleet=fleet)
@@ -207,7 +207,7 @@ def test_operator_commands_drive_a_canary(fleet: Fleet, canary: dict[str, str]) 
     assert [d["id"] for d in data["deployments"]] == [ident]
 
 
-def test_refusals_name_their_reasons(fleet: Fleet) -> None:
+def test_refusals_name_their_reasons(fleet: DevFleet) -> None:
     unknown = rollguard("deploy", "2.0.0", "--hosts", "web-1,nope-9", fleet=fleet)
     assert unknown.returncode == 1
     assert "refused: nope-9: unknown host" in unknown.stderr
@@ -217,7 +217,7 @@ def test_refusals_name_their_reasons(fleet: Fleet) -> None:
     assert "no deployment 'no-such-deployment'" in missing.stderr
 
 
-def test_wait_timeout_leaves_the_deployment_running(fleet: Fleet) -> None:
+def test_wait_timeout_leaves_the_deployment_running(fleet: DevFleet) -> None:
     settle(fleet)
     result = rollguard(
         "deploy", "2.0.0", "--hosts", "web-1,web-2", "--wait", "--timeout", "3", fleet=fleet
@@ -230,7 +230,7 @@ def test_wait_timeout_leaves_the_deployment_running(fleet: Fleet) -> None:
     settle(fleet)
 
 
-def test_deploy_wait_json_of_a_good_version_exits_0(fleet: Fleet) -> None:
+def test_deploy_wait_json_of_a_good_version_exits_0(fleet: DevFleet) -> None:
     settle(fleet)
     result = rollguard(
         "deploy", "2.0.0", "--strategy", "direct", "--wait", "--json", fleet=fleet, timeout=120
@@ -243,7 +243,7 @@ def test_deploy_wait_json_of_a_good_version_exits_0(fleet: Fleet) -> None:
     assert {fleet.linked_version(h) for h in HOSTS} == {"2.0.0"}
 
 
-def test_deploy_wait_of_a_bad_version_exits_3(fleet: Fleet, rolled_back: dict[str, Any]) -> None:
+def test_deploy_wait_of_a_bad_version_exits_3(fleet: DevFleet, rolled_back: dict[str, Any]) -> None:
     result = rolled_back["result"]
     assert result.returncode == 3, (result.stdout, result.stderr)
     out = result.stdout
@@ -261,7 +261,7 @@ def test_deploy_wait_of_a_bad_version_exits_3(fleet: Fleet, rolled_back: dict[st
 
 
 def test_status_wait_of_a_finished_deployment_exits_by_its_outcome(
-    fleet: Fleet, rolled_back: dict[str, Any]
+    fleet: DevFleet, rolled_back: dict[str, Any]
 ) -> None:
     result = rollguard("status", rolled_back["id"], "--wait", fleet=fleet)
     assert result.returncode == 3

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from coordinator.devfleet.fleet import Fleet
+from coordinator.devfleet.fleet import DevFleet
 from tests.cli.conftest import HOSTS
 from tests.cli.run import rollguard
 from tests.conftest import service_missing
@@ -65,7 +65,7 @@ def png_size(path: Path) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def reports(
-    fleet: Fleet, rolled_back: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+    fleet: DevFleet, rolled_back: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Path]:
     assert rolled_back["result"].returncode == 3, rolled_back["result"].stderr
     out = tmp_path_factory.mktemp("reports")
@@ -85,7 +85,7 @@ def reports(
 
 
 def test_the_three_forms_tell_the_same_story(
-    fleet: Fleet, rolled_back: dict[str, Any], reports: dict[str, Path]
+    fleet: DevFleet, rolled_back: dict[str, Any], reports: dict[str, Path]
 ) -> None:
     ident = rolled_back["id"]
     data = json.loads(reports["json"].read_text())

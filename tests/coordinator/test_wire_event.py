@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coordinator.daemon.service import wire_event
+from coordinator.daemon.session import wire_event
 from shared.messages import MAX_PAYLOAD, Event, decode
 
 

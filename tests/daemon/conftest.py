@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from coordinator.devfleet.broker import mosquitto_binary
-from coordinator.devfleet.fleet import Fleet, deep_merge
+from coordinator.devfleet.fleet import DevFleet, deep_merge
 from tests.conftest import service_missing
 
-FleetFactory = Callable[..., Fleet]
+FleetFactory = Callable[..., DevFleet]
 
 
 def restart_log(directory: Path, delay: float = 0.0) -> dict[str, Any]:
@@ -35,7 +35,7 @@ def make_fleet(tmp_path: Path) -> Iterator[FleetFactory]:
     a started fleet whose agents are online with samples; stopped after the test."""
     if mosquitto_binary() is None:
         service_missing("the mosquitto binary")
-    fleets: list[Fleet] = []
+    fleets: list[DevFleet] = []
 
     def make(
         hosts: list[str],
@@ -46,7 +46,7 @@ def make_fleet(tmp_path: Path) -> Iterator[FleetFactory]:
         name: str = "fleet",
         restart_delay: float = 0.0,
         blue_green: bool = False,
-    ) -> Fleet:
+    ) -> DevFleet:
         directory = tmp_path / name
         (directory / "runs").mkdir(parents=True, exist_ok=True)
         recorded = restart_log(directory, restart_delay)
@@ -55,7 +55,7 @@ def make_fleet(tmp_path: Path) -> Iterator[FleetFactory]:
             extra = agent_extra(host) if callable(agent_extra) else agent_extra
             return deep_merge(recorded, extra or {})
 
-        fleet = Fleet(
+        fleet = DevFleet(
             directory,
             hosts,
             coordinator_extra=coordinator_extra or {},

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from coordinator.devfleet.fleet import Fleet, wait_for
+from coordinator.devfleet.fleet import DevFleet, wait_for
 from coordinator.setup.credentials import OPERATOR_USER
 from shared import topics
 from shared.config.common import MqttConfig
@@ -21,7 +21,7 @@ from shared.mqtt import make_client
 _EXECUTING = re.compile(r"executing (\w+) (\S*) for deployment (\S+) \(command ([^)]+)\)")
 
 
-def runs(fleet: Fleet, host: str) -> list[tuple[str, str]]:
+def runs(fleet: DevFleet, host: str) -> list[tuple[str, str]]:
     """``(deployment, version)`` for every deploy or rollback the host carried out."""
     path = fleet.directory / "runs" / host
     if not path.exists():
@@ -33,7 +33,7 @@ def runs(fleet: Fleet, host: str) -> list[tuple[str, str]]:
     return out
 
 
-def executed(fleet: Fleet, host: str) -> list[tuple[str, str, str]]:
+def executed(fleet: DevFleet, host: str) -> list[tuple[str, str, str]]:
     """``(command id, action, version or slot)`` for every command the agent started,
     from its log (kept across agent restarts)."""
     text = (fleet.directory / "logs" / f"{host}.log").read_text(errors="replace")
@@ -49,7 +49,7 @@ def executed(fleet: Fleet, host: str) -> list[tuple[str, str, str]]:
     return out
 
 
-def assert_nothing_executed_twice(fleet: Fleet) -> dict[str, list[tuple[str, str, str]]]:
+def assert_nothing_executed_twice(fleet: DevFleet) -> dict[str, list[tuple[str, str, str]]]:
     by_host = {host: executed(fleet, host) for host in fleet.hosts}
     for host, commands in by_host.items():
         repeated = [cid for cid, n in Counter(c[0] for c in commands).items() if n > 1]
@@ -60,14 +60,14 @@ def assert_nothing_executed_twice(fleet: Fleet) -> dict[str, list[tuple[str, str
     return by_host
 
 
-def events(fleet: Fleet, deployment: str) -> list[dict[str, Any]]:
+def events(fleet: DevFleet, deployment: str) -> list[dict[str, Any]]:
     reply: dict[str, list[dict[str, Any]]] = fleet.api.get(
         f"/api/v1/deployments/{deployment}/events"
     )
     return reply["events"]
 
 
-def kinds(fleet: Fleet, deployment: str) -> list[str]:
+def kinds(fleet: DevFleet, deployment: str) -> list[str]:
     return [e["kind"] for e in events(fleet, deployment)]
 
 
@@ -86,7 +86,7 @@ def metric(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
-def operator_mqtt(fleet: Fleet) -> MqttConfig:
+def operator_mqtt(fleet: DevFleet) -> MqttConfig:
     return MqttConfig(
         host="127.0.0.1",
         port=fleet.broker.port,
@@ -96,7 +96,7 @@ def operator_mqtt(fleet: Fleet) -> MqttConfig:
     )
 
 
-def retained_statuses(fleet: Fleet, timeout: float = 5.0) -> dict[str, HostStatus]:
+def retained_statuses(fleet: DevFleet, timeout: float = 5.0) -> dict[str, HostStatus]:
     """The broker's retained status of every host, as a new subscriber sees it."""
 
     async def collect() -> dict[str, HostStatus]:
@@ -119,7 +119,7 @@ def retained_statuses(fleet: Fleet, timeout: float = 5.0) -> dict[str, HostStatu
 FINISHED = frozenset({"completed", "rolled_back", "failed", "refused"})
 
 
-def wait_settled(fleet: Fleet, deployment: str, timeout: float) -> dict[str, Any]:
+def wait_settled(fleet: DevFleet, deployment: str, timeout: float) -> dict[str, Any]:
     """Wait until the deployment finished or is held for an operator (which, in a test,
     means it will not finish by itself: fail at once rather than at the timeout)."""
     final = fleet.wait_state(deployment, {*FINISHED, "held"}, timeout)
@@ -138,7 +138,7 @@ def wait_settled(fleet: Fleet, deployment: str, timeout: float) -> dict[str, Any
     return final
 
 
-def deployment_while_running(fleet: Fleet, deployment: str) -> dict[str, Any]:
+def deployment_while_running(fleet: DevFleet, deployment: str) -> dict[str, Any]:
     """The deployment, asserting it has neither finished nor been held: a wait on a
     running deployment fails at once when it settles instead of at its timeout."""
     dep = fleet.deployment(deployment)

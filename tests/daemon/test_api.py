@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from coordinator.devfleet.broker import mosquitto_binary
-from coordinator.devfleet.fleet import ApiError, Fleet
+from coordinator.devfleet.fleet import ApiError, DevFleet
 from tests.conftest import service_missing
 from tests.daemon.conftest import restart_log
 from tests.daemon.observe import wait_settled
@@ -26,13 +26,13 @@ HOSTS = ["web-1", "web-2"]
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevFleet]:
     """One fleet for the module, with one bad deployment already rolled back."""
     if mosquitto_binary() is None:
         service_missing("the mosquitto binary")
     directory = tmp_path_factory.mktemp("api") / "fleet"
     (directory / "runs").mkdir(parents=True)
-    running = Fleet(directory, HOSTS, agent_extra=restart_log(directory))
+    running = DevFleet(directory, HOSTS, agent_extra=restart_log(directory))
     try:
         running.start()
         running.wait_ready(60)
@@ -45,7 +45,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
 
 
 def raw(
-    fleet: Fleet, method: str, path: str, body: bytes | None, token: str | None
+    fleet: DevFleet, method: str, path: str, body: bytes | None, token: str | None
 ) -> tuple[int, Any]:
     """Status and JSON body of one request with exactly this token (None: no header)."""
     headers = {"Content-Type": "application/json"}
@@ -60,17 +60,17 @@ def raw(
         return exc.code, json.loads(exc.read())
 
 
-def token(fleet: Fleet) -> str:
+def token(fleet: DevFleet) -> str:
     return fleet.api.token_path.read_text().strip()
 
 
-def first_deployment(fleet: Fleet) -> dict[str, Any]:
+def first_deployment(fleet: DevFleet) -> dict[str, Any]:
     deployments: list[dict[str, Any]] = fleet.api.get("/api/v1/deployments")["deployments"]
     return deployments[-1]
 
 
 @pytest.mark.parametrize("given", [None, "", "not-the-token", "x" * 43])
-def test_an_unknown_token_is_refused(fleet: Fleet, given: str | None) -> None:
+def test_an_unknown_token_is_refused(fleet: DevFleet, given: str | None) -> None:
     for method, path in [
         ("GET", "/api/v1/deployments"),
         ("GET", "/api/v1/hosts"),
@@ -83,7 +83,7 @@ def test_an_unknown_token_is_refused(fleet: Fleet, given: str | None) -> None:
         assert "token" in reply["error"]
 
 
-def test_probes_and_metrics_need_no_token(fleet: Fleet) -> None:
+def test_probes_and_metrics_need_no_token(fleet: DevFleet) -> None:
     assert raw(fleet, "GET", "/healthz", None, None) == (200, {"ok": True})
     status, ready = raw(fleet, "GET", "/readyz", None, None)
     assert status == 200
@@ -104,14 +104,14 @@ def test_probes_and_metrics_need_no_token(fleet: Fleet) -> None:
     ],
 )
 def test_a_malformed_request_is_a_400_naming_the_field(
-    fleet: Fleet, body: bytes, names: str
+    fleet: DevFleet, body: bytes, names: str
 ) -> None:
     status, reply = raw(fleet, "POST", "/api/v1/deployments", body, token(fleet))
     assert status == 400
     assert names in reply["error"]
 
 
-def test_an_unknown_deployment_is_a_404(fleet: Fleet) -> None:
+def test_an_unknown_deployment_is_a_404(fleet: DevFleet) -> None:
     for method, path in [
         ("GET", "/api/v1/deployments/d-nope"),
         ("GET", "/api/v1/deployments/d-nope/events"),
@@ -127,7 +127,7 @@ def test_an_unknown_deployment_is_a_404(fleet: Fleet) -> None:
     assert "explode" in reply["error"]
 
 
-def test_a_request_the_engine_refuses_is_a_409_with_its_reasons(fleet: Fleet) -> None:
+def test_a_request_the_engine_refuses_is_a_409_with_its_reasons(fleet: DevFleet) -> None:
     dep = first_deployment(fleet)
     assert dep["state"] == "rolled_back"
     with pytest.raises(ApiError) as refused:
@@ -145,7 +145,7 @@ Until = Callable[[list[dict[str, Any]]], "bool | str"]
 
 
 async def read_events(
-    fleet: Fleet, after: int, until: Until, trigger: Callable[[], None] | None = None
+    fleet: DevFleet, after: int, until: Until, trigger: Callable[[], None] | None = None
 ) -> list[dict[str, Any]]:
     """Server-sent events from ``?after=``, until ``until(events)``; ``trigger()`` runs
     (in a thread) once the stored ones have been read."""
@@ -177,7 +177,7 @@ async def read_events(
     return got
 
 
-def test_the_event_stream_replays_stored_events_then_live_ones(fleet: Fleet) -> None:
+def test_the_event_stream_replays_stored_events_then_live_ones(fleet: DevFleet) -> None:
     dep = first_deployment(fleet)
     stored = fleet.api.get(f"/api/v1/deployments/{dep['id']}/events")["events"]
     last = stored[-1]["seq"]
@@ -207,7 +207,7 @@ def test_the_event_stream_replays_stored_events_then_live_ones(fleet: Fleet) -> 
     wait_settled(fleet, started["id"], 90)
 
 
-def test_deployments_are_listed_and_read(fleet: Fleet) -> None:
+def test_deployments_are_listed_and_read(fleet: DevFleet) -> None:
     listed = fleet.api.get("/api/v1/deployments")["deployments"]
     assert listed
     one = fleet.deployment(listed[0]["id"])

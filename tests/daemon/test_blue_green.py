@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from coordinator.devfleet.fleet import STABLE, Fleet, wait_for
+from coordinator.devfleet.fleet import STABLE, DevFleet, wait_for
 from tests.daemon.conftest import FleetFactory
 from tests.daemon.observe import (
     assert_nothing_executed_twice,
@@ -25,17 +25,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 HOSTS = ["web-1", "web-2", "web-3"]
 
 
-def slots(fleet: Fleet) -> dict[str, str | None]:
+def slots(fleet: DevFleet) -> dict[str, str | None]:
     hosts: list[dict[str, Any]] = fleet.api.get("/api/v1/hosts")["hosts"]
     return {h["host"]: h["slot"] for h in hosts}
 
 
-def serving(fleet: Fleet) -> dict[str, str]:
+def serving(fleet: DevFleet) -> dict[str, str]:
     """The version each host's traffic reaches (what the demo app serves)."""
     return {h: fleet.linked_version(h) for h in HOSTS}
 
 
-def started_blue_green(make_fleet: FleetFactory) -> Fleet:
+def started_blue_green(make_fleet: FleetFactory) -> DevFleet:
     fleet = make_fleet(HOSTS, blue_green=True)
     wait_for(
         lambda: all("application_green" in h["checks"] for h in fleet.online_hosts()),
@@ -128,7 +128,7 @@ def test_a_bad_version_fails_its_health_window_and_never_serves(
     assert "error_rate" in decision["evidence"]["failed"]
 
 
-def versions(fleet: Fleet) -> dict[str, str | None]:
+def versions(fleet: DevFleet) -> dict[str, str | None]:
     """The version each host reports (its agent's retained status, via the API)."""
     hosts: list[dict[str, Any]] = fleet.api.get("/api/v1/hosts")["hosts"]
     return {h["host"]: h["version"] for h in hosts}

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from coordinator.devfleet.fleet import ApiError, Fleet, wait_for
+from coordinator.devfleet.fleet import ApiError, DevFleet, wait_for
 from tests.daemon.conftest import FleetFactory
 from tests.daemon.observe import (
     assert_nothing_executed_twice,
@@ -41,7 +41,7 @@ def store(request: pytest.FixtureRequest) -> dict[str, Any]:
     return {"store": {"url": request.getfixturevalue("pg_url")}}
 
 
-def answered_from_memory(fleet: Fleet) -> int:
+def answered_from_memory(fleet: DevFleet) -> int:
     """How many re-sent commands the agents answered without running them again."""
     count = 0
     for host in fleet.hosts:
@@ -151,7 +151,7 @@ def stalling_pg(pg_url: str) -> Iterator[tuple[str, ThreadedProxy]]:
         proxy.close()
 
 
-def readyz(fleet: Fleet) -> tuple[int, dict[str, Any]]:
+def readyz(fleet: DevFleet) -> tuple[int, dict[str, Any]]:
     try:
         return 200, fleet.api.get("/readyz")
     except ApiError as exc:
