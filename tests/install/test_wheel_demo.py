@@ -6,6 +6,7 @@ on the path. It needs the broker config and ACL that ship inside the package."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -19,6 +20,17 @@ from tests.conftest import service_missing
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
+LEFT_OUT = (
+    ".git",
+    ".venv",
+    "build",
+    "*.egg-info",
+    ".demo",
+    "__pycache__",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+)
 
 
 def run(argv: list[str], *, cwd: Path, env: dict[str, str], timeout: float) -> str:
@@ -37,10 +49,14 @@ def test_the_demo_runs_from_an_installed_wheel(tmp_path: Path) -> None:
         for k, v in os.environ.items()
         if not k.startswith(("ROLLGUARD_", "PYTHON", "VIRTUAL_ENV"))
     }
+    # Built from a copy of the sources: setuptools packs whatever a previous build left
+    # in build/, so a module removed since would ride along from the checkout.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(*LEFT_OUT))
     wheels = tmp_path / "wheels"
     run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), "."],
-        cwd=ROOT,
+        cwd=source,
         env=env,
         timeout=300,
     )
@@ -49,6 +65,14 @@ def test_the_demo_runs_from_an_installed_wheel(tmp_path: Path) -> None:
         names = set(archive.namelist())
     assert "coordinator/devfleet/mosquitto/mosquitto.conf" in names
     assert "coordinator/devfleet/mosquitto/acl" in names
+    modules = {n for n in names if n.endswith(".py")}
+    tracked = {
+        str(path.relative_to(ROOT))
+        for package in ("agent", "coordinator", "shared")
+        for path in (ROOT / package).rglob("*.py")
+        if "__pycache__" not in path.parts
+    }
+    assert modules == tracked
 
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path, env=env, timeout=120)
