@@ -45,7 +45,7 @@ from shared.views import (
 )
 
 
-class Coordinator(Protocol):
+class Daemon(Protocol):
     """What the API needs of the daemon (``coordinator.daemon.service.Coordinator``)."""
 
     clock: Callable[[], float]
@@ -68,7 +68,7 @@ def new_deployment_id(now: float) -> str:
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-COORDINATOR_KEY: web.AppKey[Coordinator] = web.AppKey("coordinator")
+COORDINATOR_KEY: web.AppKey[Daemon] = web.AppKey("coordinator")
 ACTIONS: Final = ("promote", "rollback", "pause", "resume", "approve")
 Actor = Annotated[str, Meta(min_length=1, max_length=128)]
 Reason = Annotated[str, Meta(max_length=1024)]
@@ -158,7 +158,7 @@ async def hosts(request: web.Request) -> web.Response:
     return json_response(HostList(hosts=[host_view(e) for e in registry.entries()]))
 
 
-async def _load(coordinator: Coordinator, deployment_id: str) -> Deployment | None:
+async def _load(coordinator: Daemon, deployment_id: str) -> Deployment | None:
     # The stored row is the one source: what the API shows is what has been committed,
     # in step with the event log (the engine may be a step ahead, not yet stored).
     record = await coordinator.store.get_deployment(deployment_id)
@@ -195,7 +195,7 @@ async def deployment_events(request: web.Request) -> web.Response:
     return json_response(EventList(events=[event_view(e) for e in events]))
 
 
-async def _run(coordinator: Coordinator, request: OperatorRequest) -> web.Response:
+async def _run(coordinator: Daemon, request: OperatorRequest) -> web.Response:
     try:
         reply, stored = await coordinator.request(request)
     except RollguardError as exc:
@@ -289,7 +289,7 @@ async def _send_event(response: web.StreamResponse, event: Event) -> None:
     await response.write(f"id: {event.seq}\nevent: {event.kind}\ndata: {data}\n\n".encode())
 
 
-def build_app(coordinator: Coordinator, token: str) -> web.Application:
+def build_app(coordinator: Daemon, token: str) -> web.Application:
     app = web.Application(middlewares=[token_middleware(token)], client_max_size=256 * 1024)
     app[COORDINATOR_KEY] = coordinator
     app.router.add_get("/healthz", healthz)

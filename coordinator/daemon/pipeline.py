@@ -61,8 +61,9 @@ SignCommand = Callable[[SendCommand], Command]
 
 
 @dataclass
-class Step:
-    """One engine step's consequences, ready to persist."""
+class Commit:
+    """What one engine step commits: its actions, the saved state and the signed
+    commands, stored in one transaction and then published."""
 
     actions: list[EngineAction]
     snapshot: bytes | None
@@ -96,9 +97,9 @@ class Pipeline:
         self._publish_event = publish_event
         self._run_preflight = run_preflight
         self._on_store_failure = on_store_failure
-        self._queue: asyncio.Queue[Step] = asyncio.Queue(QUEUE_LIMIT)
+        self._queue: asyncio.Queue[Commit] = asyncio.Queue(QUEUE_LIMIT)
 
-    def submit(self, step: Step) -> None:
+    def submit(self, step: Commit) -> None:
         """Queue a step; never blocks the ingest path."""
         self._queue.put_nowait(step)
 
@@ -127,7 +128,7 @@ class Pipeline:
             dropped += 1
         return dropped
 
-    async def _handle(self, step: Step) -> None:
+    async def _handle(self, step: Commit) -> None:
         try:
             events = await self._persist(step)
         except StoreError as exc:
@@ -169,11 +170,11 @@ class Pipeline:
             self._hub.publish(event)
         await _together([self._publish_event(event) for event in events])
 
-    async def _persist(self, step: Step) -> list[Event]:
+    async def _persist(self, step: Commit) -> list[Event]:
         return await persist(self._store, step)
 
 
-async def persist(store: Store, step: Step) -> list[Event]:
+async def persist(store: Store, step: Commit) -> list[Event]:
     """Store one engine step in one transaction; the events as stored, with their seqs.
 
     The deployments it changed (their rows), the engine's saved state, its events, the

@@ -32,7 +32,7 @@ from coordinator.daemon.ingest import parse_inbound
 from coordinator.daemon.lease import Lease
 from coordinator.daemon.notify import Notifier, targets_from_config
 from coordinator.daemon.outbox import Outbox, signed_command
-from coordinator.daemon.pipeline import Pipeline, Step
+from coordinator.daemon.pipeline import Commit, Pipeline
 from coordinator.daemon.preflight import PreflightOutcome, run_preflight
 from coordinator.daemon.series import SeriesRecorder
 from coordinator.daemon.session import BrokerSession
@@ -134,7 +134,7 @@ class Coordinator:
     def active(self) -> bool:
         return self.engine is not None
 
-    def step(self, event: EngineEvent, now: float | None = None) -> Step | None:
+    def step(self, event: EngineEvent, now: float | None = None) -> Commit | None:
         """Feed one event to the engine and queue its consequences; None when inactive."""
         engine = self.engine
         if engine is None:
@@ -149,7 +149,7 @@ class Coordinator:
         self._wake.set()
         return self._submit(engine, actions, now)
 
-    def _submit(self, engine: Engine, actions: list[EngineAction], now: float) -> Step:
+    def _submit(self, engine: Engine, actions: list[EngineAction], now: float) -> Commit:
         assert self._key is not None
         commands: list[Command] = []
         snapshot: bytes | None = None
@@ -171,7 +171,7 @@ class Coordinator:
                 )
             elif snapshot is None and type(action).__name__ == "DeploymentChanged":
                 snapshot = encode_saved(engine.snapshot())
-        step = Step(
+        step = Commit(
             actions=actions,
             snapshot=snapshot,
             time=now,
@@ -415,7 +415,7 @@ class Coordinator:
         records = self.series.flush(now, engine.deployments(), self.hosts.versions())
         if records:
             self.pipeline.submit(
-                Step(actions=list(records), snapshot=None, time=now, fencing=self.fencing)
+                Commit(actions=list(records), snapshot=None, time=now, fencing=self.fencing)
             )
 
     async def _try_activate(self) -> None:

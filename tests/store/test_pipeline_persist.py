@@ -4,7 +4,7 @@ and the alerts the engine fired and resolved, each with its evidence."""
 
 from __future__ import annotations
 
-from coordinator.daemon.pipeline import Step, persist
+from coordinator.daemon.pipeline import Commit, persist
 from coordinator.engine import (
     DeploymentChanged,
     Engine,
@@ -19,11 +19,11 @@ from shared.messages import HostStatus, MetricBatch, Sample
 from tests.engine.sim import Profile, Sim, make_config
 
 
-def _step(engine: Engine, actions: list[EngineAction], now: float) -> Step:
+def _step(engine: Engine, actions: list[EngineAction], now: float) -> Commit:
     """As the daemon builds one (commands are signed there; none in these steps)."""
     changed = any(isinstance(a, DeploymentChanged) for a in actions)
     snapshot = encode_saved(engine.snapshot()) if changed else None
-    return Step(actions=actions, snapshot=snapshot, time=now, fencing=1)
+    return Commit(actions=actions, snapshot=snapshot, time=now, fencing=1)
 
 
 def _cpu(engine: Engine, seq: int, now: float, percent: float) -> list[EngineAction]:
@@ -63,7 +63,7 @@ async def test_alerts_fired_and_resolved_by_the_engine_are_stored(store: Store) 
 
 async def test_a_deployment_is_stored_once_and_named_by_the_saved_state(store: Store) -> None:
     sim = Sim(hosts=6, profiles={"2.0.0": Profile(error_rate=0.002)})
-    steps: list[Step] = []
+    steps: list[Commit] = []
     feed = sim.feed
 
     def record(event: EngineEvent) -> list[EngineAction]:
