@@ -15,7 +15,7 @@ from coordinator.engine.actions import CancelCommand, SendCommand
 from coordinator.engine.cohorts import Cohorts
 from coordinator.engine.deployment import CommandRecord, Deployment, Order, Purpose
 from coordinator.engine.phases import Phase
-from coordinator.engine.state import EngineState, Outbox
+from coordinator.engine.state import Effects, EngineState
 from shared.evidence import CommandState
 
 FAILED_STATES: Final = frozenset({"failed", "rejected", "timed_out"})
@@ -79,7 +79,7 @@ class Commands:
         dep: Deployment,
         orders: list[Order],
         now: float,
-        out: Outbox,
+        out: Effects,
         *,
         purpose: Purpose,
         step: int,
@@ -118,7 +118,7 @@ class Commands:
         self.cohorts.rebuild(dep)
 
     def resend(
-        self, dep: Deployment, command: CommandRecord, now: float, out: Outbox, why: str
+        self, dep: Deployment, command: CommandRecord, now: float, out: Effects, why: str
     ) -> None:
         """Replace a command the agent can no longer accept (expired while its host was
         away) by a fresh one with a new id."""
@@ -134,7 +134,7 @@ class Commands:
         )
         self.send(dep, [order], now, out, purpose=command.purpose, step=command.step)
 
-    def cancel(self, dep: Deployment, command: CommandRecord, out: Outbox, why: str) -> None:
+    def cancel(self, dep: Deployment, command: CommandRecord, out: Effects, why: str) -> None:
         command.state = "cancelled"
         command.detail = why
         out.add(
@@ -156,7 +156,7 @@ class Commands:
             return False
         return command.expect_slot is None or record.slot == command.expect_slot
 
-    def expire(self, dep: Deployment, command: CommandRecord, now: float, out: Outbox) -> bool:
+    def expire(self, dep: Deployment, command: CommandRecord, now: float, out: Effects) -> bool:
         """Time out a command past its deadline; True if it failed now."""
         if command.final and command.state != "succeeded":
             return False

@@ -28,7 +28,7 @@ from coordinator.engine.errors import EngineError
 from coordinator.engine.judge import Judgement, Outcome
 from coordinator.engine.phases import TERMINAL, Log, Phase, Trigger, fire
 from coordinator.engine.rollback import Rollback
-from coordinator.engine.state import EngineState, Outbox
+from coordinator.engine.state import Effects, EngineState
 from shared.config.coordinator import EnvironmentPolicy
 from shared.evidence import CommandState, HealthResult, HoldReason, Verdict
 from shared.kinds import EventKind
@@ -69,7 +69,7 @@ class Driver:
             self.cohorts.runtime(dep).waiting = None
             self.cohorts.rebuild(dep)
 
-    def drive(self, dep: Deployment, now: float, out: Outbox, *, full: bool = True) -> None:
+    def drive(self, dep: Deployment, now: float, out: Effects, *, full: bool = True) -> None:
         """Advance ``dep`` as far as the facts at ``now`` allow.
 
         A light drive (``full`` False) is for an acknowledgement or a status that only
@@ -84,7 +84,7 @@ class Driver:
             full = True
         raise EngineError(f"deployment {dep.id} did not settle at {now}")
 
-    def samples_arrived(self, dep: Deployment, host: str, now: float, out: Outbox) -> None:
+    def samples_arrived(self, dep: Deployment, host: str, now: float, out: Effects) -> None:
         """After a judged host's samples: drive fully only when they fail a rule (checked
         in constant time) or may end a hold for missing data."""
         if self.cohorts.failed_on_arrival(dep, host, now) or (
@@ -99,7 +99,7 @@ class Driver:
         dep: Deployment,
         trigger: Trigger,
         now: float,
-        out: Outbox,
+        out: Effects,
         *,
         reason: str,
         evidence: dict[str, Any],
@@ -107,7 +107,7 @@ class Driver:
     ) -> None:
         self.rollback.start(dep, trigger, now, out, reason=reason, evidence=evidence, actor=actor)
 
-    def _advance(self, dep: Deployment, now: float, out: Outbox, *, full: bool) -> bool:
+    def _advance(self, dep: Deployment, now: float, out: Effects, *, full: bool) -> bool:
         phase = dep.phase
         if phase in TERMINAL:
             return False
@@ -187,7 +187,7 @@ class Driver:
             return self._verify(dep, result, now, out)
         return False
 
-    def _confirm_step(self, dep: Deployment, now: float, out: Outbox) -> bool:
+    def _confirm_step(self, dep: Deployment, now: float, out: Effects) -> bool:
         step = dep.steps[dep.step]
         mine = self.commands.attempt(dep)
         if len(mine) < len(step.orders) or not all(self.commands.confirmed(c) for c in mine):
@@ -204,7 +204,7 @@ class Driver:
         self.cohorts.open_window(dep, now)
         return True
 
-    def _baking(self, dep: Deployment, result: Judgement | None, now: float, out: Outbox) -> bool:
+    def _baking(self, dep: Deployment, result: Judgement | None, now: float, out: Effects) -> bool:
         if result is None:
             raise EngineError(f"deployment {dep.id} is baking with nobody to judge")
         if result.outcome is Outcome.FLEET:
@@ -241,7 +241,7 @@ class Driver:
         return self._hold(dep, "inconclusive", result, now, out)
 
     def _hold(
-        self, dep: Deployment, reason: HoldReason, result: Judgement, now: float, out: Outbox
+        self, dep: Deployment, reason: HoldReason, result: Judgement, now: float, out: Effects
     ) -> bool:
         texts = {
             "fleet_incident": "the baseline shows the same breach: a fleet-wide incident, "
@@ -291,7 +291,7 @@ class Driver:
         return changed
 
     def _alert_once(
-        self, dep: Deployment, result: Judgement | None, now: float, out: Outbox
+        self, dep: Deployment, result: Judgement | None, now: float, out: Effects
     ) -> None:
         """Missing data or a fleet-wide breach outside BAKING (deploying, paused,
         awaiting approval, verifying): nothing to hold, but people hear of it once."""
@@ -327,7 +327,7 @@ class Driver:
                 evidence=result.evidence(),
             )
 
-    def _choose_next(self, dep: Deployment, now: float, out: Outbox) -> None:
+    def _choose_next(self, dep: Deployment, now: float, out: Effects) -> None:
         following = dep.step + 1
         if following >= len(dep.steps):
             self.fire(
@@ -356,7 +356,7 @@ class Driver:
         dep: Deployment,
         trigger: Trigger,
         now: float,
-        out: Outbox,
+        out: Effects,
         *,
         actor: str | None = None,
         reason: str = "",
@@ -386,7 +386,7 @@ class Driver:
         dep.step = step.index
         self.commands.send(dep, list(step.orders), now, out, purpose="rollout", step=step.index)
 
-    def _verify(self, dep: Deployment, result: Judgement | None, now: float, out: Outbox) -> bool:
+    def _verify(self, dep: Deployment, result: Judgement | None, now: float, out: Effects) -> bool:
         expected_slot = {o.host: o.expect_slot for o in dep.steps[-1].orders}
         wrong = {}
         for host in sorted(dep.targets):

@@ -49,7 +49,7 @@ from coordinator.engine.events import (
 from coordinator.engine.fleet import Fleet, HostRecord, StatusChange
 from coordinator.engine.operator import Operator
 from coordinator.engine.phases import ACTIVE, Phase
-from coordinator.engine.state import SNAPSHOT_FORMAT, EngineSnapshot, EngineState, Outbox
+from coordinator.engine.state import SNAPSHOT_FORMAT, Effects, EngineSnapshot, EngineState
 from shared.config.coordinator import CoordinatorConfig
 from shared.evidence import CommandAnswer, Restarted
 from shared.kinds import EventKind
@@ -88,7 +88,7 @@ class Engine:
         state.now = now
         if state.since is None:
             state.since = now
-        out = Outbox()
+        out = Effects()
         if self._resuming:
             self._resume(now, out)
         match event:
@@ -214,7 +214,7 @@ class Engine:
         engine._resuming = True
         return engine
 
-    def _resume(self, now: float, out: Outbox) -> None:
+    def _resume(self, now: float, out: Effects) -> None:
         """The first event after a restore: restart every clock at ``now`` so that the
         downtime counts neither as bake time nor against hosts or agents."""
         self._resuming = False
@@ -245,7 +245,7 @@ class Engine:
 
     # Events ----------------------------------------------------------------------------
 
-    def _metrics(self, batch: MetricBatch, now: float, out: Outbox) -> None:
+    def _metrics(self, batch: MetricBatch, now: float, out: Effects) -> None:
         state = self._state
         windows = state.host_windows(batch.host)
         if windows.duplicate(batch.session, batch.seq):
@@ -262,7 +262,7 @@ class Engine:
         if dep is not None:
             self._driver.samples_arrived(dep, batch.host, now, out)
 
-    def _status(self, status: HostStatus, now: float, out: Outbox) -> None:
+    def _status(self, status: HostStatus, now: float, out: Effects) -> None:
         state = self._state
         change = state.fleet.apply(status, now)
         if change is StatusChange.STALE:
@@ -292,7 +292,7 @@ class Engine:
         self._driver.commands.heard_from(dep, status.host)
         self._driver.drive(dep, now, out, full=online_changed)
 
-    def _result(self, result: CommandResult, now: float, out: Outbox) -> None:
+    def _result(self, result: CommandResult, now: float, out: Effects) -> None:
         state = self._state
         deployment_id = state.commands.get(result.id)
         dep = state.deployments.get(deployment_id) if deployment_id is not None else None
@@ -358,7 +358,7 @@ class Engine:
         )
         self._driver.drive(dep, now, out, full=result.state != "succeeded")
 
-    def _tick(self, now: float, out: Outbox) -> None:
+    def _tick(self, now: float, out: Effects) -> None:
         state = self._state
         for dep in list(state.deployments.values()):
             if dep.phase not in ACTIVE:

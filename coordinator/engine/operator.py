@@ -26,7 +26,7 @@ from coordinator.engine.events import (
 from coordinator.engine.fleet import HostRecord
 from coordinator.engine.gate import host_gate
 from coordinator.engine.phases import ACTIVE, Phase, Trigger, allowed
-from coordinator.engine.state import EngineState, Outbox
+from coordinator.engine.state import Effects, EngineState
 from shared.evidence import (
     Created,
     GateRefusal,
@@ -60,7 +60,7 @@ class Operator:
         self.state = state
         self.driver = driver
 
-    def handle(self, request: OperatorRequest, now: float, out: Outbox) -> None:
+    def handle(self, request: OperatorRequest, now: float, out: Effects) -> None:
         handler = {
             "start": self._start,
             "promote": self._promote,
@@ -88,7 +88,7 @@ class Operator:
         self,
         request: OperatorRequest,
         now: float,
-        out: Outbox,
+        out: Effects,
         *,
         accepted: bool,
         changed: bool,
@@ -134,7 +134,7 @@ class Operator:
 
     # start -----------------------------------------------------------------------------
 
-    def _start(self, request: OperatorRequest, now: float, out: Outbox) -> tuple[bool, str]:
+    def _start(self, request: OperatorRequest, now: float, out: Effects) -> tuple[bool, str]:
         # Requests built in Python skip msgspec's decode-time checks; ids and versions end
         # up in command ids and directory names, so they are checked here too.
         if not re.fullmatch(DEPLOYMENT_ID_PATTERN, request.deployment_id):
@@ -254,7 +254,7 @@ class Operator:
             now=now,
         )
 
-    def preflight_reported(self, event: PreflightReported, now: float, out: Outbox) -> None:
+    def preflight_reported(self, event: PreflightReported, now: float, out: Effects) -> None:
         dep = self.state.deployments.get(event.deployment_id)
         entry = (
             None if dep is None else next((p for p in dep.preflight if p.name == event.name), None)
@@ -292,7 +292,7 @@ class Operator:
         if all(p.ok for p in dep.preflight):
             self._preflight_passed(dep, now, out)
 
-    def _preflight_passed(self, dep: Deployment, now: float, out: Outbox) -> None:
+    def _preflight_passed(self, dep: Deployment, now: float, out: Effects) -> None:
         records = [self.state.fleet.get(h) for h in sorted(dep.targets)]
         present = [r for r in records if r is not None]
         reasons = self._gate(dep.environment, dep.strategy, dep.version, present, now)
@@ -342,7 +342,7 @@ class Operator:
             raise _Refused(*reasons)
         return result.fields()
 
-    def _promote(self, request: OperatorRequest, now: float, out: Outbox) -> tuple[bool, str]:
+    def _promote(self, request: OperatorRequest, now: float, out: Effects) -> tuple[bool, str]:
         dep = self._find(request)
         if request.step is not None:
             if request.step > dep.step:
@@ -372,7 +372,7 @@ class Operator:
         self.driver.drive(dep, now, out)
         return True, f"promoted past {step.name}; now {dep.phase.value}"
 
-    def _approve(self, request: OperatorRequest, now: float, out: Outbox) -> tuple[bool, str]:
+    def _approve(self, request: OperatorRequest, now: float, out: Effects) -> tuple[bool, str]:
         dep = self._find(request)
         gated = dep.step + 1
         if request.step is not None and request.step in dep.approved:
@@ -397,7 +397,7 @@ class Operator:
         self.driver.drive(dep, now, out)
         return True, f"approved; {dep.steps[gated].name} deploying"
 
-    def _pause(self, request: OperatorRequest, now: float, out: Outbox) -> tuple[bool, str]:
+    def _pause(self, request: OperatorRequest, now: float, out: Effects) -> tuple[bool, str]:
         dep = self._find(request)
         if dep.phase is Phase.PAUSED:
             return False, "already paused"
@@ -416,7 +416,7 @@ class Operator:
         )
         return True, "paused"
 
-    def _resume(self, request: OperatorRequest, now: float, out: Outbox) -> tuple[bool, str]:
+    def _resume(self, request: OperatorRequest, now: float, out: Effects) -> tuple[bool, str]:
         dep = self._find(request)
         if dep.phase not in ACTIVE:
             raise _Refused(f"the deployment is {dep.phase.value}")
@@ -446,7 +446,7 @@ class Operator:
         self.driver.drive(dep, now, out)
         return True, f"resumed; now {dep.phase.value}"
 
-    def _rollback(self, request: OperatorRequest, now: float, out: Outbox) -> tuple[bool, str]:
+    def _rollback(self, request: OperatorRequest, now: float, out: Effects) -> tuple[bool, str]:
         dep = self.state.deployments.get(request.deployment_id)
         if dep is None:
             for entry in reversed(self.state.history):

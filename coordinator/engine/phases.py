@@ -200,7 +200,7 @@ def transition(deployment: str, phase: Phase, trigger: Trigger, paused_from: Pha
 
 
 class Log(Protocol):
-    """Where ``fire`` writes: the outbox of the event being handled (state.Outbox)."""
+    """Where ``fire`` writes: the outbox of the event being handled (state.Effects)."""
 
     def touch(self, deployment: Deployment) -> None: ...
 

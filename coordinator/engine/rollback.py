@@ -17,7 +17,7 @@ from coordinator.engine import bluegreen, canary
 from coordinator.engine.commands import FAILED_STATES, Commands
 from coordinator.engine.deployment import Deployment, RollbackState
 from coordinator.engine.phases import Fire, Phase, Trigger
-from coordinator.engine.state import EngineState, Outbox
+from coordinator.engine.state import Effects, EngineState
 from shared.kinds import EventKind
 
 
@@ -48,7 +48,7 @@ class Rollback:
         dep: Deployment,
         trigger: Trigger,
         now: float,
-        out: Outbox,
+        out: Effects,
         *,
         reason: str,
         evidence: dict[str, Any],
@@ -111,7 +111,7 @@ class Rollback:
             orders = canary.rollback_orders(sorted(hosts), stable)
         self.commands.send(dep, orders, now, out, purpose="rollback", step=-1)
 
-    def progress(self, dep: Deployment, now: float, out: Outbox) -> bool:
+    def progress(self, dep: Deployment, now: float, out: Effects) -> bool:
         timeout = self.state.policy(dep.environment).ack_timeout
         rollback = dep.rollback
         started = rollback.started if rollback is not None else now

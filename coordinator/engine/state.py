@@ -80,7 +80,7 @@ class Runtime:
         return sorted(h for h, c in self.members.items() if c == name)
 
 
-class Outbox:
+class Effects:
     """Actions of one handle() call, with the deployments it changed.
 
     ``drain`` puts the DeploymentChanged snapshots first: a shell that persists before

@@ -8,7 +8,7 @@ import pytest
 from coordinator.engine import IllegalTransition, Phase, Trigger
 from coordinator.engine.driver import Driver
 from coordinator.engine.phases import ACTIVE, PREVIOUS, TERMINAL, TRANSITIONS, allowed, transition
-from coordinator.engine.state import EngineState, Outbox
+from coordinator.engine.state import Effects, EngineState
 from shared.errors import RollguardError
 
 from .sim import Sim
@@ -117,7 +117,7 @@ def test_an_illegal_trigger_on_a_live_deployment_changes_nothing() -> None:
     engine_state: EngineState = sim.engine._state
     dep = engine_state.deployments["d1"]
     before = dep.copy()
-    out = Outbox()
+    out = Effects()
     with pytest.raises(IllegalTransition):
         Driver(engine_state).fire(dep, T.VERIFIED, sim.now, out, "not now")
     assert dep == before
