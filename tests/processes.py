@@ -83,11 +83,12 @@ def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval:
     last: Any = None
     while time.monotonic() < deadline:
         try:
-            last = probe()
+            found = probe()
         except (OSError, ValueError) as exc:  # not up yet
             last = exc
         else:
-            if last:
-                return last
+            if found:
+                return found
+            last = found
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")

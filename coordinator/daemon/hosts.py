@@ -15,15 +15,7 @@ from msgspec import Struct
 
 from coordinator.engine.fleet import Fleet, HostRecord, StatusChange
 from shared.messages import HostStatus, MetricBatch
-
-
-class CheckSample(Struct, kw_only=True):
-    """A host's latest sample of one check."""
-
-    ok: bool
-    time: float
-    values: dict[str, float]
-    error: str | None = None
+from shared.views import CheckView
 
 
 class HostActivity(Struct, kw_only=True):
@@ -31,7 +23,7 @@ class HostActivity(Struct, kw_only=True):
 
     agent_version: str
     last_seen: float
-    checks: dict[str, CheckSample] = {}
+    checks: dict[str, CheckView] = {}
     batches: int = 0
     last_seq: int | None = None
 
@@ -93,7 +85,7 @@ class HostRegistry:
             current = activity.checks.get(sample.check)
             if current is None or sample.time >= current.time:
                 # The sample's own dict: wire messages are never changed once decoded.
-                activity.checks[sample.check] = CheckSample(
+                activity.checks[sample.check] = CheckView(
                     ok=sample.ok, time=sample.time, values=sample.values, error=sample.error
                 )
         return True

@@ -131,10 +131,7 @@ def host_view(entry: HostEntry) -> HostView:
         labels=dict(record.labels),
         agent_version=activity.agent_version,
         last_seen=activity.last_seen,
-        checks={
-            name: CheckView(ok=c.ok, time=c.time, values=c.values, error=c.error)
-            for name, c in activity.checks.items()
-        },
+        checks=dict(activity.checks),
         batches=activity.batches,
         last_seq=activity.last_seq,
     )

@@ -204,7 +204,7 @@ def test_agent_process_sends_ready_and_watchdog_pings(
             [*script("rollguard-agent"), "--config", str(config)], tmp_path / "agent.log", env=env
         ) as agent,
     ):
-        received = []
+        received: list[bytes] = []
         while received.count(b"WATCHDOG=1") < 3:
             received.append(sock.recv(4096))
         assert received[0].startswith(b"READY=1\nSTATUS=collecting 4 checks")

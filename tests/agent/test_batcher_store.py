@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from agent.batcher import BATCH_BYTES, Batcher
 from agent.store import Store
 from shared.messages import MetricBatch, Sample, decode
@@ -114,7 +116,9 @@ def test_session_counter_rises_and_persists(state_dir: Path) -> None:
     assert Store.open(state_dir).next_session() == 3
 
 
-def test_command_records_are_bounded_and_keep_the_first_result(state_dir: Path) -> None:
+def test_command_records_are_bounded_and_keep_the_first_result(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import agent.store as store_module
 
     store = Store.open(state_dir)
@@ -129,12 +133,8 @@ def test_command_records_are_bounded_and_keep_the_first_result(state_dir: Path) 
         results.append(item[1])
         store.ack_result(item[0])
     assert results == [b"accepted", b"first", b"second"]
-    kept = store_module.COMMANDS_KEPT
-    store_module.COMMANDS_KEPT = 3
-    try:
-        for i in range(5):
-            store.remember_command(f"cmd-1000000{i}", "d", b"r")
-    finally:
-        store_module.COMMANDS_KEPT = kept
+    monkeypatch.setattr(store_module, "COMMANDS_KEPT", 3)
+    for i in range(5):
+        store.remember_command(f"cmd-1000000{i}", "d", b"r")
     assert store.command("cmd-00000001") is None
     assert store.command("cmd-10000004") == ("d", b"r")

@@ -111,7 +111,7 @@ def results(listener: Listener, command_id: str) -> list[CommandResult]:
 
 async def final(listener: Listener, command_id: str, count: int = 1) -> list[CommandResult]:
     """Wait for ``count`` non-accepted results of ``command_id``."""
-    return await listener.wait(
+    found: list[CommandResult] = await listener.wait(
         lambda: (
             (done := [r for r in results(listener, command_id) if r.state != "accepted"])
             and len(done) >= count
@@ -119,6 +119,7 @@ async def final(listener: Listener, command_id: str, count: int = 1) -> list[Com
         ),
         within=15,
     )
+    return found
 
 
 async def connected(agent: Agent) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -22,15 +23,16 @@ def script(path: Path, body: str) -> str:
 
 
 def command(action: str, deployment: str = "dep-1", **fields: object) -> Command:
-    return Command(
-        id=f"cmd-{action}-{deployment}",
-        host="host-a",
-        deployment=deployment,
-        action=action,
-        issued=1.0,
-        expires=2.0,
+    given: dict[str, Any] = {
+        "id": f"cmd-{action}-{deployment}",
+        "host": "host-a",
+        "deployment": deployment,
+        "action": action,
+        "issued": 1.0,
+        "expires": 2.0,
         **fields,
-    )  # type: ignore[arg-type]
+    }
+    return Command(**given)
 
 
 @pytest.fixture

@@ -43,14 +43,23 @@ def test_deltas_treat_a_decrease_as_a_reset() -> None:
 
 
 def test_status_classes_and_label_detection() -> None:
-    counts = {(("status", "200"),): 8.0, (("status", "502"),): 2.0, (("x", "1"),): 1.0}
+    counts: dict[tuple[tuple[str, str], ...], float] = {
+        (("status", "200"),): 8.0,
+        (("status", "502"),): 2.0,
+        (("x", "1"),): 1.0,
+    }
     label = promtext.status_label(counts, None)
     assert label == "status"
     assert promtext.by_status_class(counts, label) == {"2": 8.0, "5": 2.0, "?": 1.0}
 
 
 def test_bucket_counts_are_per_bucket_in_milliseconds() -> None:
-    counts = {(("le", "0.05"),): 3.0, (("le", "0.25"),): 5.0, (("le", "+Inf"),): 6.0}
+    counts: dict[tuple[tuple[str, str], ...], float] = {
+        (("le", "0.05"),): 3.0,
+        (("le", "0.25"),): 5.0,
+        (("le", "+Inf"),): 6.0,
+    }
     assert promtext.bucket_counts(counts, 1000.0) == ([50.0, 250.0], [3, 2, 1])
-    assert promtext.bucket_counts({(("le", "1"),): 1.0}, 1000.0) is None
+    one: dict[tuple[tuple[str, str], ...], float] = {(("le", "1"),): 1.0}
+    assert promtext.bucket_counts(one, 1000.0) is None
     assert math.inf not in (promtext.bucket_counts(counts, 1.0) or ([], []))[0]

@@ -15,7 +15,7 @@ def test_unanswered_commands_are_republished_with_backoff_and_same_bytes() -> No
     box = outbox()
     box.add("cmd-00000001", "web-1", b"payload", expires=1000.0, now=0.0)
     assert box.due(0.5) == []
-    times = []
+    times: list[float] = []
     now = 0.0
     while len(times) < 5:
         now += 0.05

@@ -38,7 +38,7 @@ def batch(host: str, **values: float) -> MetricBatch:
 
 def test_cohorts_follow_the_version_each_host_reports() -> None:
     recorder = SeriesRecorder(5.0)
-    versions = {"a": "2.0.0", "b": "1.0.0", "c": "9.9.9"}
+    versions: dict[str, str | None] = {"a": "2.0.0", "b": "1.0.0", "c": "9.9.9"}
     assert recorder.flush(0.0, [deployment()], versions) == []  # opens the first window
     recorder.observe(batch("a", requests=5, errors=1, traffic_requests=100, traffic_errors=2))
     recorder.observe(batch("b", requests=5, errors=0))

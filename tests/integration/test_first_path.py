@@ -10,10 +10,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from shared import topics
 from shared.mqtt import make_client
+from shared.views import HostList, HostView
 from tests.conftest import Broker
 from tests.processes import coordinator_config, mqtt_table, running, script, wait_for, write_config
 
@@ -34,8 +36,9 @@ class Api:
             body = response.read()
         return json.loads(body) if path.startswith("/api") else body.decode()
 
-    def host(self, name: str) -> dict[str, Any] | None:
-        return next((h for h in self.get("/api/v1/hosts")["hosts"] if h["host"] == name), None)
+    def host(self, name: str) -> HostView | None:
+        hosts = msgspec.convert(self.get("/api/v1/hosts"), HostList).hosts
+        return next((h for h in hosts if h.host == name), None)
 
     def counter(self, name: str, label: str) -> float:
         for line in self.get("/metrics").splitlines():
@@ -85,21 +88,17 @@ def test_agent_to_coordinator_through_the_real_broker(broker: Broker, tmp_path: 
             tmp_path / "agent.log",
         ) as agent:
             # Birth status, then cpu, memory and disk samples from psutil.
-            seen = wait_for(
-                lambda: (
-                    (h := api.host("host-a"))
-                    and {"cpu", "memory", "disk"} <= set(h["checks"])
-                    and h
-                ),
-                20,
-                "host-a's samples at the coordinator",
-            )
-            assert seen["online"] is True
-            assert seen["environment"] == "production"
-            assert seen["labels"] == {"zone": "a"}
-            assert 0.0 <= seen["checks"]["cpu"]["values"]["percent"] <= 100.0
-            assert 0.0 < seen["checks"]["memory"]["values"]["percent"] < 100.0
-            batches_before = seen["batches"]
+            def sampled() -> HostView | None:
+                host = api.host("host-a")
+                return host if host and {"cpu", "memory", "disk"} <= set(host.checks) else None
+
+            seen = wait_for(sampled, 20, "host-a's samples at the coordinator")
+            assert seen.online is True
+            assert seen.environment == "production"
+            assert seen.labels == {"zone": "a"}
+            assert 0.0 <= (seen.value("cpu", "percent") or -1.0) <= 100.0
+            assert 0.0 < (seen.value("memory", "percent") or -1.0) < 100.0
+            batches_before = seen.batches
 
             # A malformed payload and a 1 MiB payload are counted and ignored.
             asyncio.run(publish_as(broker, "host-a", [b"{not json", b"x" * (1024 * 1024)]))
@@ -112,13 +111,19 @@ def test_agent_to_coordinator_through_the_real_broker(broker: Broker, tmp_path: 
                 "the two bad messages to be counted",
             )
             # The coordinator is still alive and still ingesting.
-            wait_for(lambda: api.host("host-a")["batches"] > batches_before + 1, 10, "more batches")
+            wait_for(
+                lambda: (h := api.host("host-a")) and h.batches > batches_before + 1,
+                10,
+                "more batches",
+            )
             assert coordinator.poll() is None
 
             # SIGKILL the agent: its Will marks it offline within the keepalive window.
             agent.send_signal(signal.SIGKILL)
             agent.wait(5)
             wait_for(
-                lambda: api.host("host-a")["online"] is False, 15, "host-a offline by its Will"
+                lambda: (h := api.host("host-a")) and h.online is False,
+                15,
+                "host-a offline by its Will",
             )
             assert coordinator.poll() is None
