@@ -33,6 +33,7 @@ from coordinator.cli.client import (
     print_table,
     quote_path,
 )
+from shared import __version__
 from shared.errors import RollguardError
 from shared.phases import TERMINAL, Phase
 from shared.views import DeploymentList, DeploymentView, HostList, OperatorReplyView
@@ -43,7 +44,12 @@ from shared.views import DeploymentList, DeploymentView, HostList, OperatorReply
 def cmd_keys_generate(args: argparse.Namespace) -> int:
     from shared.signing import generate_keypair
 
-    private, public = generate_keypair(Path(args.dir))
+    try:
+        private, public = generate_keypair(Path(args.dir))
+    except ModuleNotFoundError as exc:
+        raise CliError(
+            f"generating keys needs {exc.name}: pip install 'rollguard[coordinator]'", EXIT_USAGE
+        ) from exc
     print(f"private key (coordinator only): {private}")
     print(f"public key (every agent):       {public}")
     return EXIT_OK
@@ -88,7 +94,48 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_setup(args: argparse.Namespace) -> int:
+    from coordinator.setup import install
+
+    def path(value: str | None) -> Path | None:
+        return Path(value) if value else None
+
+    steps: list[install.Step]
+    if args.role == "broker":
+        steps = install.broker_plan(Path(args.dir), args.hosts, user=args.user)
+    elif args.role == "coordinator":
+        steps = install.coordinator_plan(
+            Path(args.config_dir),
+            Path(args.state_dir),
+            user=args.user,
+            group=args.group,
+            mqtt_password=path(args.mqtt_password),
+            ca_file=path(args.ca),
+        )
+    else:
+        steps = install.agent_plan(
+            args.host,
+            Path(args.config_dir),
+            state_dir=Path(args.state_dir),
+            deploy_root=Path(args.deploy_root),
+            user=args.user,
+            mqtt_password=path(args.mqtt_password),
+            public_key=path(args.public_key),
+            ca_file=path(args.ca),
+        )
+    install.run(steps, dry_run=args.dry_run, echo=print)
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        import aiohttp  # noqa: F401  (the coordinator's extra)
+    except ModuleNotFoundError as exc:
+        raise CliError(
+            f"the demo runs a coordinator, which needs {exc.name}: "
+            "pip install 'rollguard[coordinator]'",
+            EXIT_USAGE,
+        ) from exc
     from coordinator.cli.demo import run_demo
 
     return run_demo(Path(args.dir), hosts=args.hosts, keep=args.keep)
@@ -446,6 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 done, 1 failure, 2 usage or config error, 3 rolled back "
         "(with --wait).",
     )
+    parser.add_argument("--version", action="version", version=f"rollguard {__version__}")
     _connection_options(parser, None)
     # The same options after the subcommand; SUPPRESS keeps a value given before it.
     common = _Parser(add_help=False)
@@ -555,6 +603,8 @@ def build_parser() -> argparse.ArgumentParser:
     credentials.add_argument("dir", help="directory for the passwd file and password files")
     credentials.add_argument("hosts", nargs="*", help="host ids")
 
+    _setup_parser(sub)
+
     demo = add(
         "demo",
         cmd_demo,
@@ -577,6 +627,80 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep everything running afterwards, to try the CLI against it (Ctrl-C stops)",
     )
     return parser
+
+
+def _setup_parser(sub: Any) -> None:
+    from coordinator.setup import install
+
+    setup = sub.add_parser(
+        "setup",
+        help="create the files a broker, coordinator or agent reads, owned and moded for "
+        "its user (idempotent; --dry-run prints what it would do)",
+    )
+    roles = setup.add_subparsers(dest="role", required=True, parser_class=_Parser)
+
+    def role(name: str, help_: str, user: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = roles.add_parser(name, help=help_, description=help_)
+        parser.add_argument(
+            "--dry-run", action="store_true", help="print what would change; change nothing"
+        )
+        parser.add_argument("--user", default=user, help=f"the daemon's user (default {user})")
+        parser.set_defaults(func=cmd_setup)
+        return parser
+
+    broker = role(
+        "broker",
+        "passwords for the service users and HOSTs, and the ACL, readable by Mosquitto",
+        install.BROKER_USER,
+    )
+    broker.add_argument("--dir", default=install.BROKER_DIR, help=f"default {install.BROKER_DIR}")
+    broker.add_argument("hosts", nargs="*", metavar="HOST", help="host ids")
+
+    coordinator = role(
+        "coordinator",
+        "the signing keys, the broker password and the API token, for the coordinator's user",
+        install.COORDINATOR_USER_NAME,
+    )
+    coordinator.add_argument(
+        "--group",
+        help="the operators' group that may read the API token (default: the user's primary group)",
+    )
+    coordinator.add_argument(
+        "--state-dir",
+        default=install.COORDINATOR_STATE_DIR,
+        help=f"default {install.COORDINATOR_STATE_DIR}",
+    )
+
+    agent = role(
+        "agent",
+        "the broker password, the coordinator's public key, the state directory and the "
+        "releases root, for the agent's user",
+        install.AGENT_USER_NAME,
+    )
+    agent.add_argument("host", metavar="HOST", help="this host's id (its broker username)")
+    agent.add_argument(
+        "--public-key", metavar="FILE", help="the coordinator's coordinator.pub to install"
+    )
+    agent.add_argument(
+        "--state-dir",
+        default=install.AGENT_STATE_DIR,
+        help=f"default {install.AGENT_STATE_DIR}",
+    )
+    agent.add_argument(
+        "--deploy-root",
+        default=install.DEPLOY_ROOT,
+        help=f"the releases root, deploy.root (default {install.DEPLOY_ROOT})",
+    )
+    for parser in (coordinator, agent):
+        parser.add_argument(
+            "--config-dir", default=install.CONFIG_DIR, help=f"default {install.CONFIG_DIR}"
+        )
+        parser.add_argument(
+            "--mqtt-password",
+            metavar="FILE",
+            help="the broker password file to install (from `rollguard setup broker`)",
+        )
+        parser.add_argument("--ca", metavar="FILE", help="the broker's CA certificate to install")
 
 
 def main(argv: list[str] | None = None) -> int:
