@@ -16,6 +16,7 @@ from typing import Final
 from agent import __version__
 from shared import logs
 from shared.config import AgentConfig, ConfigError, load
+from shared.config.files import AGENT_UNIT, agent_files
 from shared.errors import SignatureError
 
 EXIT_CONFIG: Final = 2
@@ -38,19 +39,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def check_files(config: AgentConfig, source: str) -> None:
-    """What the TOML cannot show: the files it names are there and usable."""
+def check_files(config: AgentConfig, source: str, *, unit: str | None = AGENT_UNIT) -> None:
+    """What the TOML cannot show: the files it names are there and usable, and the
+    releases root is one the agent (and its unit) may write."""
+    from agent.signature import load_public_key
+
     try:
-        config.mqtt.read_password()
+        agent_files(config, unit=unit)
+        assert config.public_key_file is not None  # agent_files requires it
+        load_public_key(config.public_key_file)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from exc
-    if config.public_key_file:
-        from agent.signature import load_public_key
-
-        try:
-            load_public_key(config.public_key_file)
-        except SignatureError as exc:
-            raise ConfigError(f"{source}: public_key_file: {exc}") from exc
+    except SignatureError as exc:
+        raise ConfigError(f"{source}: public_key_file: {exc}") from exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,6 +26,17 @@ def mqtt_table(mqtt: MqttConfig) -> dict[str, Any]:
     return {k: v for k, v in msgspec.to_builtins(mqtt).items() if v is not None}
 
 
+def public_key(tmp: Path) -> str:
+    """A coordinator public key under ``tmp`` (made once): an agent refuses to start
+    without one."""
+    from shared.signing import PUBLIC_KEY_NAME, generate_keypair
+
+    directory = tmp / "keys"
+    if not (directory / PUBLIC_KEY_NAME).exists():
+        generate_keypair(directory)
+    return str(directory / PUBLIC_KEY_NAME)
+
+
 def write_config(path: Path, data: dict[str, Any]) -> Path:
     path.write_text(to_toml(data), encoding="utf-8")
     return path

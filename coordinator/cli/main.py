@@ -34,6 +34,7 @@ from coordinator.cli.client import (
     quote_path,
 )
 from shared import __version__
+from shared.config.files import AGENT_UNIT
 from shared.errors import RollguardError
 from shared.phases import TERMINAL, Phase
 from shared.views import DeploymentList, DeploymentView, HostList, OperatorReplyView
@@ -67,24 +68,26 @@ def cmd_credentials(args: argparse.Namespace) -> int:
 def cmd_config_check(args: argparse.Namespace) -> int:
     import msgspec
 
-    from shared.config import AgentConfig, CoordinatorConfig, load
+    from shared.config import AgentConfig, CoordinatorConfig, load, load_any
 
     path = Path(args.file)
-    kind = args.kind
-    if kind is None:
+    config: AgentConfig | CoordinatorConfig
+    if args.kind == "agent":
+        config = load(AgentConfig, path)
+    elif args.kind == "coordinator":
+        config = load(CoordinatorConfig, path)
+    else:
         # An agent config names its host; a coordinator config never does.
-        try:
-            raw = msgspec.toml.decode(path.read_bytes())
-        except OSError as exc:
-            raise CliError(
-                f"{path}: cannot read config: {exc.strerror or exc}", EXIT_USAGE
-            ) from exc
-        except msgspec.DecodeError as exc:
-            raise CliError(f"{path}: not valid TOML: {exc}", EXIT_USAGE) from exc
-        kind = "agent" if isinstance(raw, dict) and "host" in raw else "coordinator"
-    config: AgentConfig | CoordinatorConfig = (
-        load(AgentConfig, path) if kind == "agent" else load(CoordinatorConfig, path)
-    )
+        config = load_any(path)
+    kind = "agent" if isinstance(config, AgentConfig) else "coordinator"
+    if not args.syntax_only:
+        # The files it names, as the daemon will read them at start.
+        if isinstance(config, AgentConfig):
+            from agent.main import check_files
+
+            check_files(config, str(path), unit=args.unit)
+        else:
+            _coordinator_files(config, path)
     if args.json:
         print_json(
             {"file": str(path), "kind": kind, "ok": True, "config": msgspec.to_builtins(config)}
@@ -92,6 +95,27 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     else:
         print(f"{path}: valid {kind} config")
     return EXIT_OK
+
+
+def _coordinator_files(config: Any, path: Path) -> None:
+    from shared.config import ConfigError
+    from shared.config.files import coordinator_files
+    from shared.errors import SignatureError
+
+    try:
+        coordinator_files(config)
+        if config.private_key_file:
+            from shared.signing import load_private_key
+
+            load_private_key(Path(config.private_key_file))
+    except ModuleNotFoundError as exc:
+        raise CliError(
+            f"{path}: checking the private key needs {exc.name}: "
+            "pip install 'rollguard[coordinator]'",
+            EXIT_USAGE,
+        ) from exc
+    except (ConfigError, SignatureError) as exc:
+        raise CliError(f"{path}: {exc}", EXIT_USAGE) from exc
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
@@ -589,6 +613,19 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     check.add_argument("--kind", choices=["agent", "coordinator"], help="default: detect")
     check.add_argument("--json", action="store_true", help="print the parsed config as JSON")
+    check.add_argument(
+        "--syntax-only",
+        action="store_true",
+        help="check only the config itself, not the files it names (for a config written "
+        "on another machine)",
+    )
+    check.add_argument(
+        "--unit",
+        default=AGENT_UNIT,
+        metavar="FILE",
+        help="the agent's systemd unit, whose ReadWritePaths must allow deploy.root "
+        "(default: %(default)s, when installed)",
+    )
     check.set_defaults(func=cmd_config_check)
 
     keys = sub.add_parser("keys", help="command-signing keys")

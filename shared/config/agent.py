@@ -195,7 +195,9 @@ class PublishConfig(_Config, kw_only=True, frozen=True):
 class DeployConfig(_Config, kw_only=True, frozen=True):
     # "releases": releases/<version>/ and an atomic `current` symlink; "hooks": argv hooks.
     strategy: Literal["releases", "hooks"] = "releases"
-    root: Annotated[str, Meta(pattern=r"^/")] = "/opt/app"
+    # The shipped unit lets the agent write here (ReadWritePaths=-/srv/app) and
+    # `rollguard setup agent` creates it for the agent's user.
+    root: Annotated[str, Meta(pattern=r"^/")] = "/srv/app"
     # argv lists, never a shell; placeholders {version} {slot} {root} {release}
     # {deployment} {host} are substituted per argument.
     restart_command: Argv = []

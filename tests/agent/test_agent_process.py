@@ -20,7 +20,7 @@ from shared import topics
 from shared.messages import HostStatus, MetricBatch, decode
 from tests.agent.conftest import listening
 from tests.conftest import Broker
-from tests.processes import mqtt_table, running, script, write_config
+from tests.processes import mqtt_table, public_key, running, script, write_config
 
 pytestmark = [pytest.mark.integration]
 
@@ -32,6 +32,7 @@ def config_file(tmp: Path, broker: Broker, **extra: Any) -> Path:
         "environment": "staging",
         "labels": {"zone": "eu-1"},
         "state_dir": str(tmp / "state"),
+        "public_key_file": public_key(tmp),
         "mqtt": mqtt,
         "log": {"level": "info", "format": "json"},
         "publish": {"linger": 0.1},

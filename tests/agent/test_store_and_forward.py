@@ -14,7 +14,7 @@ from shared import topics
 from shared.messages import MetricBatch, decode
 from tests.agent.conftest import Listener, listening
 from tests.conftest import Broker
-from tests.processes import mqtt_table, running, script, write_config
+from tests.processes import mqtt_table, public_key, running, script, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 METRICS = topics.metrics("host-a")
@@ -26,6 +26,7 @@ def config_file(tmp: Path, broker: Broker) -> Path:
         {
             "host": "host-a",
             "state_dir": str(tmp / "state"),
+            "public_key_file": public_key(tmp),
             "mqtt": mqtt_table(broker.mqtt("host-a")),
             "log": {"level": "info"},
             "publish": {"linger": 0.05},

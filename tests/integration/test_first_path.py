@@ -17,7 +17,15 @@ from shared import topics
 from shared.mqtt import make_client
 from shared.views import HostList, HostView
 from tests.conftest import Broker
-from tests.processes import coordinator_config, mqtt_table, running, script, wait_for, write_config
+from tests.processes import (
+    coordinator_config,
+    mqtt_table,
+    public_key,
+    running,
+    script,
+    wait_for,
+    write_config,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -57,6 +65,7 @@ def agent_config(tmp: Path, broker: Broker, host: str) -> Path:
             "environment": "production",
             "labels": {"zone": "a"},
             "state_dir": str(tmp / f"{host}-state"),
+            "public_key_file": public_key(tmp),
             "mqtt": mqtt,
             "log": {"level": "info", "format": "json"},
             "checks": {
