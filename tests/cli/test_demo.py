@@ -106,9 +106,9 @@ def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
     while time.monotonic() < deadline:
         line = process.stdout.readline()
         seen.append(line)
-        if "every host confirmed; baking" in line:
+        if re.search(r"host confirmed[^;]*; baking", line):
             break
-    assert processes_under(directory), "the demo's processes should be running"
+    assert processes_under(directory), "the demo's processes should be running:\n" + "".join(seen)
     process.send_signal(signal.SIGINT)
     rest, _ = process.communicate(timeout=30)
     assert process.returncode == 130, "".join(seen) + rest
@@ -129,3 +129,31 @@ def test_demo_refuses_to_wipe_a_directory_it_did_not_make(tmp_path: Path) -> Non
     assert result.returncode == 2
     assert "is not a rollguard demo directory" in result.stderr
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_sigterm_stops_a_kept_demo_and_every_process_it_started(tmp_path: Path) -> None:
+    """``rollguard demo --keep`` left running, then stopped the way a service manager or
+    ``kill`` stops it: its broker, app, coordinator and agents stop with it."""
+    directory = tmp_path / "demo"
+    process = subprocess.Popen(
+        [*script("rollguard"), "demo", "--keep", "--dir", str(directory)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=cli_env(),
+    )
+    assert process.stdout is not None
+    seen = []
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        seen.append(line)
+        if "everything keeps running" in line or not line:
+            break
+    assert "everything keeps running" in seen[-1], "".join(seen)
+    assert processes_under(directory), "the kept demo's processes should be running"
+    process.send_signal(signal.SIGTERM)
+    rest, _ = process.communicate(timeout=30)
+    assert process.returncode == 130, "".join(seen) + rest
+    assert "stopped every process" in rest
+    assert processes_under(directory) == []
