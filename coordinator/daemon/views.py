@@ -11,7 +11,6 @@ from coordinator.engine.deployment import CommandRecord, PreflightState, Step, T
 from shared.kinds import EventKind
 from shared.messages import Event
 from shared.views import (
-    CheckView,
     CommandView,
     DeploymentView,
     EventView,
