@@ -79,7 +79,7 @@ class Entry(msgspec.Struct, frozen=True, kw_only=True):
     rules: list[RuleLine] = []
 
 
-class Judged(msgspec.Struct, frozen=True, kw_only=True):
+class CohortJudged(msgspec.Struct, frozen=True, kw_only=True):
     """What one decision judged of one cohort: the rates over its whole window, with
     the confidence bounds the verdict used (entry ``number`` of the timeline)."""
 
@@ -205,7 +205,7 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
     end: float
     spans: list[Span]
     windows: list[Window]
-    judged: list[Judged]
+    judged: list[CohortJudged]
     timeline: list[Entry]
     hosts: list[HostRow]
 
@@ -303,10 +303,10 @@ def timeline_of(deployment: DeploymentView, events: Sequence[Logged]) -> list[En
 
 def _judged(
     number: int, time: float, cohort: str, rates: ErrorRateResult, latency: LatencyResult | None
-) -> Judged:
+) -> CohortJudged:
     numbers = rates.numbers
     counted = numbers.trials > 0
-    return Judged(
+    return CohortJudged(
         number=number,
         time=time,
         cohort=cohort,
@@ -323,11 +323,11 @@ def _judged(
     )
 
 
-def judged_of(events: Sequence[Logged], timeline: Sequence[Entry]) -> list[Judged]:
+def judged_of(events: Sequence[Logged], timeline: Sequence[Entry]) -> list[CohortJudged]:
     """The rate rules every decision judged, per cohort (the baseline's only where the
     engine consulted it), once per window."""
     numbers = {entry.seq: entry.number for entry in timeline}
-    out: list[Judged] = []
+    out: list[CohortJudged] = []
     seen: set[tuple[str, float, float]] = set()
     for event, facts in events:
         number = numbers.get(event.seq)
@@ -560,9 +560,9 @@ def report_json(report: Report) -> dict[str, Any]:
 
 __all__ = [
     "Cohort",
+    "CohortJudged",
     "Entry",
     "HostRow",
-    "Judged",
     "Report",
     "RuleLine",
     "Span",
