@@ -234,6 +234,17 @@ class EventList(View, kw_only=True, frozen=True):
     events: list[EventView]
 
 
+class DeliveryView(View, kw_only=True, frozen=True):
+    """One notifier delivery of an alert's notification to one webhook (its URL shown
+    only up to the host: the path carries the receiver's secret)."""
+
+    target: str
+    # The notification's kind: alert_fired or alert_resolved.
+    kind: str
+    outcome: Literal["sent", "failed", "dropped"]
+    time: float
+
+
 class AlertView(View, kw_only=True, frozen=True):
     """A threshold alert, open or resolved, with the evidence it fired on (its
     ``alert.fired`` event's)."""
@@ -247,9 +258,15 @@ class AlertView(View, kw_only=True, frozen=True):
     resolved: float | None = None
     message: str = ""
     evidence: AlertChange
+    # Who was told: the webhook deliveries of this firing since the coordinator
+    # started (every alert is also logged at warning, so the journal has it).
+    told: list[DeliveryView] = []
 
 
 class AlertList(View, kw_only=True, frozen=True):
+    """``GET /api/v1/alerts``: the firing alerts, then the recent resolved ones, newest
+    first in each."""
+
     alerts: list[AlertView]
 
 

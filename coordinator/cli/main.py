@@ -37,7 +37,7 @@ from shared import __version__
 from shared.config.files import AGENT_UNIT
 from shared.errors import RollguardError
 from shared.phases import TERMINAL, Phase
-from shared.views import DeploymentList, DeploymentView, HostList, OperatorReplyView
+from shared.views import AlertList, DeploymentList, DeploymentView, HostList, OperatorReplyView
 
 # -- local commands -----------------------------------------------------------------
 
@@ -57,10 +57,16 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_credentials(args: argparse.Namespace) -> int:
-    from coordinator.setup.credentials import generate
+    from coordinator.devfleet.broker import PROJECT_ACL
+    from coordinator.setup.credentials import coordinator_user, generate, reader_user, write_acl
 
-    passwd = generate(Path(args.dir), args.hosts)
+    services = [coordinator_user(node) for node in args.coordinator]
+    services += [reader_user(name) for name in args.reader]
+    directory = Path(args.dir)
+    passwd = generate(directory, args.hosts, services)
+    acl = write_acl(directory, PROJECT_ACL.read_text(encoding="utf-8"))
     print(f"mosquitto password file: {passwd}")
+    print(f"mosquitto ACL: {acl}")
     print(f"one <user>.password file per host and service user in {args.dir}")
     return EXIT_OK
 
@@ -196,6 +202,44 @@ def cmd_hosts(args: argparse.Namespace) -> int:
                 host.slot or "-",
                 *(f"{value:.1f}" if value is not None else "-" for value in gauges),
                 f"{errors * 100:.2f}%" if errors is not None else "-",
+            )
+        )
+    print_table(rows)
+    return EXIT_OK
+
+
+def _for(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    if not 1 <= args.limit <= 500:
+        raise CliError(f"--limit must be between 1 and 500, got {args.limit}", EXIT_USAGE)
+    data = client_for(args).request("GET", f"/api/v1/alerts?limit={args.limit}", AlertList)
+    if args.json:
+        print_json(data)
+        return EXIT_OK
+    if not data.alerts:
+        print("no alerts")
+        return EXIT_OK
+    now = time.time()
+    rows: list[tuple[str, ...]] = [("STATE", "SINCE (UTC)", "FOR", "HOST", "RULE", "WHAT", "TOLD")]
+    for alert in data.alerts:
+        end = alert.resolved if alert.resolved is not None else now
+        sent = sorted({d.target for d in alert.told if d.outcome == "sent"})
+        failed = sorted({d.target for d in alert.told if d.outcome != "sent"} - set(sent))
+        told = ", ".join([*sent, *(f"{t} (failed)" for t in failed)]) or "log only"
+        rows.append(
+            (
+                "FIRING" if alert.resolved is None else "resolved",
+                time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(alert.started)),
+                _for(max(0.0, end - alert.started)),
+                alert.host or "-",
+                alert.rule,
+                alert.message,
+                told,
             )
         )
     print_table(rows)
@@ -607,6 +651,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("hosts", cmd_hosts, "list the hosts the coordinator sees", json_flag=True)
 
+    alerts = add("alerts", cmd_alerts, "firing alerts, then recent resolved ones", json_flag=True)
+    alerts.add_argument("--limit", type=int, default=20, help="how many resolved ones (default 20)")
+
     config = sub.add_parser("config", help="configuration files")
     config_sub = config.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
     check = config_sub.add_parser("check", help="validate an agent or coordinator config")
@@ -639,6 +686,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     credentials.add_argument("dir", help="directory for the passwd file and password files")
     credentials.add_argument("hosts", nargs="*", help="host ids")
+    credentials.add_argument(
+        "--coordinator",
+        action="append",
+        default=[],
+        metavar="NODE",
+        help="a credential _coordinator-NODE for the coordinator on NODE (one per node of "
+        "an HA pair; repeatable)",
+    )
+    credentials.add_argument(
+        "--reader",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a read-only credential _operator-NAME (one per dashboard or mosquitto_sub "
+        "that runs at the same time as another; repeatable)",
+    )
 
     _setup_parser(sub)
 

@@ -26,8 +26,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from coordinator.daemon.eventhub import EventHub, ListenerLagged
 from coordinator.daemon.hosts import HostRegistry
+from coordinator.daemon.notify import Notifier
 from coordinator.daemon.telemetry import Telemetry
-from coordinator.daemon.views import deployment_view, event_view, host_view
+from coordinator.daemon.views import alert_view, deployment_view, event_view, host_view
 from coordinator.engine import Deployment, OperatorReply, OperatorRequest
 from coordinator.engine.state import decode_deployment
 from coordinator.store import Store, StoreError
@@ -35,6 +36,7 @@ from shared.config.coordinator import Strategy
 from shared.errors import RollguardError
 from shared.messages import Environment, Event, HostId, Version
 from shared.views import (
+    AlertList,
     DeploymentList,
     DeploymentReply,
     ErrorView,
@@ -53,6 +55,7 @@ class Daemon(Protocol):
     hub: EventHub
     hosts: HostRegistry
     telemetry: Telemetry
+    notifier: Notifier
 
     def readiness(self) -> tuple[bool, dict[str, Any]]: ...
 
@@ -72,6 +75,9 @@ COORDINATOR_KEY: web.AppKey[Daemon] = web.AppKey("coordinator")
 ACTIONS: Final = ("promote", "rollback", "pause", "resume", "approve")
 Actor = Annotated[str, Meta(min_length=1, max_length=128)]
 Reason = Annotated[str, Meta(max_length=1024)]
+# The most firing alerts one answer holds (one per host and rule: a fleet-wide incident
+# on 10,000 hosts is summarised by the first ones and the gauge).
+MAX_FIRING_ALERTS: Final = 1000
 
 
 class DeployRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -176,6 +182,29 @@ async def list_deployments(request: web.Request) -> web.Response:
     now = coordinator.clock()
     out = [deployment_view(decode_deployment(record.body), now) for record in records]
     return json_response(DeploymentList(deployments=out))
+
+
+async def list_alerts(request: web.Request) -> web.Response:
+    """The firing alerts (all of them), then the ``limit`` most recent resolved ones."""
+    coordinator = request.app[COORDINATOR_KEY]
+    try:
+        limit = int(request.query.get("limit", "50"))
+    except ValueError as exc:
+        raise web.HTTPBadRequest(reason="limit must be an integer") from exc
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise web.HTTPBadRequest(
+            reason=f"limit must be between 1 and {MAX_LIST_LIMIT}, got {limit}"
+        )
+    firing = await coordinator.store.alerts(active_only=True, limit=MAX_FIRING_ALERTS)
+    recent = await coordinator.store.alerts(limit=limit + len(firing))
+    resolved = [row for row in recent if row.resolved is not None][:limit]
+    environments = {e.record.host: e.record.environment for e in coordinator.hosts.entries()}
+    told = coordinator.notifier.alerts.told
+    views = [
+        alert_view(row, told(row.key, row.started), environments.get(row.host or ""))
+        for row in [*firing, *resolved]
+    ]
+    return json_response(AlertList(alerts=views))
 
 
 async def get_deployment(request: web.Request) -> web.Response:
@@ -302,4 +331,5 @@ def build_app(coordinator: Daemon, token: str) -> web.Application:
     app.router.add_get("/api/v1/deployments/{id}/events", deployment_events)
     app.router.add_post("/api/v1/deployments/{id}/{action}", act)
     app.router.add_get("/api/v1/events", events_stream)
+    app.router.add_get("/api/v1/alerts", list_alerts)
     return app

@@ -10,6 +10,11 @@ notifier, and dedupable after that": every notification carries an idempotency k
 repeated keys are dropped in-process (a daemon resuming after a crash may replay its
 last actions), and the key travels as the ``Idempotency-Key`` header so that receivers
 can dedupe across coordinator restarts.
+
+Every alert that fires is also logged at warning with its evidence, webhooks or not, so
+the journal shows it; the deliveries of each alert's notifications are remembered
+(:class:`AlertDeliveries`) for ``GET /api/v1/alerts`` to say who was told. With
+``http.public_url`` set, a notification about a deployment links to its page.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import msgspec
 from shared.config.coordinator import Environments, Webhook
 from shared.errors import RollguardError
 from shared.kinds import NotifyKind
+from shared.views import DeliveryView
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +81,8 @@ class Notification(msgspec.Struct, frozen=True, kw_only=True):
     # step_promoted, the alert key (and its firing) for alerts, the store's event id
     # for changes that can repeat (paused, resumed). Empty when the kind happens once.
     key: str = ""
+    # The deployment's page on the dashboard (http.public_url), when there is one.
+    link: str | None = None
 
     @property
     def idempotency_key(self) -> str:
@@ -121,6 +129,58 @@ class NotifierStats:
 
 
 OnOutcome = Callable[[Outcome, Notification, Webhook | None], None]
+Linker = Callable[[str], str | None]
+ALERT_KINDS: Final = frozenset({NotifyKind.ALERT_FIRED, NotifyKind.ALERT_RESOLVED})
+# The alerts whose deliveries are remembered (the oldest are forgotten first).
+REMEMBERED_ALERTS: Final = 1000
+
+
+def alert_key(notification: Notification) -> str:
+    """The store's key of the alert a notification is about (rule and host)."""
+    return f"{notification.evidence.get('rule', '')}:{notification.host or ''}"
+
+
+class AlertDeliveries:
+    """Who was told of each alert: the deliveries of its fired and resolved
+    notifications, by the alert's key and the time it fired. Kept in memory for the
+    last ``limit`` firings: a restarted coordinator knows only its own."""
+
+    def __init__(self, limit: int = REMEMBERED_ALERTS) -> None:
+        self._limit = limit
+        # key -> (fired at, deliveries)
+        self._by_key: OrderedDict[str, tuple[float, list[DeliveryView]]] = OrderedDict()
+
+    def record(self, outcome: Outcome, notification: Notification, webhook: Webhook) -> None:
+        if notification.kind not in ALERT_KINDS or outcome not in ("sent", "failed", "dropped"):
+            return
+        key = alert_key(notification)
+        if notification.kind is NotifyKind.ALERT_FIRED:
+            fired = notification.time
+        else:
+            fired_at = notification.evidence.get("fired_at")
+            fired = float(fired_at) if isinstance(fired_at, int | float) else notification.time
+        entry = self._by_key.get(key)
+        if entry is None or (notification.kind is NotifyKind.ALERT_FIRED and entry[0] != fired):
+            entry = (fired, [])
+            self._by_key[key] = entry
+        self._by_key.move_to_end(key)
+        entry[1].append(
+            DeliveryView(
+                target=_redact(webhook.url),
+                kind=notification.kind.value,
+                outcome=outcome,
+                time=time.time(),
+            )
+        )
+        while len(self._by_key) > self._limit:
+            self._by_key.popitem(last=False)
+
+    def told(self, key: str, started: float) -> list[DeliveryView]:
+        """The deliveries for the firing of alert ``key`` that started at ``started``."""
+        entry = self._by_key.get(key)
+        if entry is None or abs(entry[0] - started) > 1e-3:
+            return []
+        return list(entry[1])
 
 
 def targets_from_config(environments: Environments) -> dict[str, list[Webhook]]:
@@ -143,10 +203,13 @@ class Notifier:
         retry: RetryPolicy | None = None,
         remember: int = 10_000,
         on_outcome: OnOutcome | None = None,
+        link: Linker | None = None,
     ) -> None:
         self.retry = retry or RetryPolicy()
         self.stats = NotifierStats()
+        self.alerts = AlertDeliveries()
         self._on_outcome = on_outcome
+        self._link = link
         self._remember = remember
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._session: aiohttp.ClientSession | None = None
@@ -178,6 +241,19 @@ class Notifier:
         False when nothing was queued: a repeat of a key already seen, no target for
         the environment, or the notifier is closed.
         """
+        if notification.kind is NotifyKind.ALERT_FIRED:
+            # The journal shows every alert, whether or not anyone configured a webhook.
+            log.warning(
+                "alert fired: %s %s: %s %s",
+                notification.environment or "-",
+                notification.host or "-",
+                notification.message,
+                json.dumps(notification.evidence, sort_keys=True, default=str),
+            )
+        if notification.link is None and notification.deployment and self._link is not None:
+            notification = msgspec.structs.replace(
+                notification, link=self._link(notification.deployment)
+            )
         key = notification.idempotency_key
         if self._closed:
             log.warning("notifier closed, not sending %s", notification.kind)
@@ -314,6 +390,8 @@ class Notifier:
         )
 
     def _emit(self, outcome: Outcome, notification: Notification, webhook: Webhook | None) -> None:
+        if webhook is not None:
+            self.alerts.record(outcome, notification, webhook)
         if self._on_outcome is None:
             return
         try:
@@ -400,6 +478,8 @@ def slack_payload(n: Notification) -> dict[str, Any]:
         if value
     ]
     context.append(datetime.fromtimestamp(n.time, UTC).strftime("%Y-%m-%d %H:%M:%S UTC"))
+    if n.link:
+        context.append(f"<{n.link}|open the deployment>")
     blocks.append(
         {"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(context)}]}
     )

@@ -4,6 +4,13 @@ that must all succeed before a deployment starts.
 Each command runs as an argv, never through a shell, in a session of its own so that a
 timeout kills everything it started. Failures are outcomes, not exceptions: the daemon
 stores them with their output tail and feeds them to the engine's preflight gate.
+
+A command learns what it runs for (:class:`HookContext`): the deployment's id, version,
+previous version, environment and strategy, as ``ROLLGUARD_*`` environment variables and
+as the placeholders ``{deployment_id}``, ``{version}``, ``{previous_version}``,
+``{environment}`` and ``{strategy}`` in its argv (``["pg_dump", "-f",
+"/backups/before-{version}.sql"]``). Only those five names are replaced; any other brace
+is passed on as written.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import time
 from collections.abc import Mapping
@@ -27,6 +35,40 @@ TAIL_BYTES: Final = 4096
 # Once the command itself has exited, how long a descendant may keep its output open
 # before it is killed: long enough to flush, short enough not to hold a deployment.
 EXIT_GRACE: Final = 1.0
+
+
+class HookContext(msgspec.Struct, frozen=True, kw_only=True):
+    """The deployment a hook runs for."""
+
+    deployment_id: str
+    version: str
+    # What the target hosts ran before (the rollback target); "" for a first deployment.
+    previous_version: str | None
+    environment: str
+    strategy: str
+
+    def fields(self) -> dict[str, str]:
+        return {
+            "deployment_id": self.deployment_id,
+            "version": self.version,
+            "previous_version": self.previous_version or "",
+            "environment": self.environment,
+            "strategy": self.strategy,
+        }
+
+    def env(self) -> dict[str, str]:
+        """``ROLLGUARD_DEPLOYMENT_ID``, ``ROLLGUARD_VERSION``, ..."""
+        return {f"ROLLGUARD_{name.upper()}": value for name, value in self.fields().items()}
+
+    def expand(self, argv: list[str]) -> list[str]:
+        """``argv`` with the context's placeholders replaced, other braces left alone."""
+        values = self.fields()
+        return [_PLACEHOLDER.sub(lambda m: values[m.group(1)], arg) for arg in argv]
+
+
+_PLACEHOLDER: Final = re.compile(
+    r"\{(deployment_id|version|previous_version|environment|strategy)\}"
+)
 
 
 class PreflightOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,15 +94,18 @@ async def run_preflight(
     commands: list[PreflightCommand],
     *,
     env: Mapping[str, str] | None = None,
+    context: HookContext | None = None,
     tail_bytes: int = TAIL_BYTES,
 ) -> list[PreflightOutcome]:
     """Run ``commands`` in order, stopping at the first failure.
 
     A failed backup must stop the deployment, and the commands after it may depend on
-    it, so they are reported as skipped rather than run. ``env`` is added to the
-    coordinator's own environment (so ``PATH`` still finds the executables).
+    it, so they are reported as skipped rather than run. ``env`` (and the ``context``'s
+    variables) are added to the coordinator's own environment (so ``PATH`` still finds
+    the executables); the ``context``'s placeholders are replaced in each argv.
     """
-    full_env = {**os.environ, **env} if env else None
+    extra = {**(env or {}), **(context.env() if context else {})}
+    full_env = {**os.environ, **extra} if extra else None
     outcomes: list[PreflightOutcome] = []
     failed = False
     for command in commands:
@@ -69,7 +114,10 @@ async def run_preflight(
                 PreflightOutcome(name=command.name, argv=command.argv, ok=False, skipped=True)
             )
             continue
-        outcome = await run_one(command, env=full_env, tail_bytes=tail_bytes)
+        run = command
+        if context is not None:
+            run = msgspec.structs.replace(command, argv=context.expand(command.argv))
+        outcome = await run_one(run, env=full_env, tail_bytes=tail_bytes)
         outcomes.append(outcome)
         failed = not outcome.ok
     return outcomes

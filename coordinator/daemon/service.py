@@ -33,10 +33,11 @@ from coordinator.daemon.lease import Lease
 from coordinator.daemon.notify import Notifier, targets_from_config
 from coordinator.daemon.outbox import Outbox, signed_command
 from coordinator.daemon.pipeline import Commit, Pipeline
-from coordinator.daemon.preflight import PreflightOutcome, run_preflight
+from coordinator.daemon.preflight import HookContext, PreflightOutcome, run_preflight
 from coordinator.daemon.series import SeriesRecorder
 from coordinator.daemon.session import BrokerSession
 from coordinator.daemon.telemetry import Telemetry
+from coordinator.daemon.views import host_view
 from coordinator.engine import (
     CommandResultReceived,
     Engine,
@@ -96,7 +97,13 @@ class Coordinator:
         self.hub = EventHub()
         self.outbox = Outbox()
         self.store: Store = open_store(config.store, config.state_dir)
-        self.notifier = Notifier(targets_from_config(config.environments))
+        self.notifier = Notifier(
+            targets_from_config(config.environments),
+            on_outcome=lambda outcome, n, _: self.telemetry.notified(
+                outcome, n.environment, n.kind
+            ),
+            link=config.http.deployment_link,
+        )
         self.lease = Lease.from_config(config.ha, config.node) if config.ha.redis_url else None
         self.engine: Engine | None = None
         self.series = SeriesRecorder(max(1.0, config.engine.housekeeping * 4))
@@ -331,7 +338,19 @@ class Coordinator:
         task.add_done_callback(self._preflights.discard)
 
     async def _preflight(self, action: RunPreflight) -> None:
-        outcomes = await run_preflight(action.commands)
+        dep = self.engine.deployment(action.deployment_id) if self.engine else None
+        context = (
+            HookContext(
+                deployment_id=dep.id,
+                version=dep.version,
+                previous_version=dep.from_version,
+                environment=dep.environment,
+                strategy=dep.strategy,
+            )
+            if dep is not None
+            else None
+        )
+        outcomes = await run_preflight(action.commands, context=context)
         for outcome in outcomes:
             if outcome.skipped:
                 continue
@@ -352,6 +371,11 @@ class Coordinator:
         engine = self.engine
         phases = [d.phase for d in engine.deployments()] if engine is not None else []
         self.telemetry.refresh(self.hosts.online_count(), phases)
+        self.telemetry.refresh_alerts([a.rule for a in engine.alerts()] if engine else [])
+        self.telemetry.refresh_analysis(engine.judgements(self.clock()) if engine else {})
+        self.telemetry.refresh_hosts(
+            [host_view(e) for e in self.hosts.entries()], self.config.http.metrics_max_hosts
+        )
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         role = "leader" if self.leader else "standby"

@@ -5,13 +5,19 @@ becomes a field of :mod:`shared.views`. Renaming a field on either side fails he
 
 from __future__ import annotations
 
+import msgspec
+
 from coordinator.daemon.hosts import HostEntry
 from coordinator.engine import Deployment
 from coordinator.engine.deployment import CommandRecord, PreflightState, Step, TargetHost
+from coordinator.store import AlertRow
+from shared.evidence import AlertChange
 from shared.kinds import EventKind
 from shared.messages import Event
 from shared.views import (
+    AlertView,
     CommandView,
+    DeliveryView,
     DeploymentView,
     EventView,
     HostView,
@@ -133,4 +139,21 @@ def host_view(entry: HostEntry) -> HostView:
         checks=dict(activity.checks),
         batches=activity.batches,
         last_seq=activity.last_seq,
+    )
+
+
+def alert_view(
+    row: AlertRow, told: list[DeliveryView], environment: str | None = None
+) -> AlertView:
+    """A stored alert, with the evidence it fired on and who was told."""
+    return AlertView(
+        key=row.key,
+        host=row.host,
+        rule=row.rule,
+        environment=environment,
+        started=row.started,
+        resolved=row.resolved,
+        message=row.message,
+        evidence=msgspec.convert(row.evidence, AlertChange),
+        told=told,
     )

@@ -47,11 +47,13 @@ from coordinator.engine.events import (
     Tick,
 )
 from coordinator.engine.fleet import Fleet, HostRecord, StatusChange
+from coordinator.engine.judge import judge
 from coordinator.engine.operator import Operator
 from coordinator.engine.phases import ACTIVE, Phase
 from coordinator.engine.state import SNAPSHOT_FORMAT, Effects, EngineSnapshot, EngineState
 from shared.config.coordinator import CoordinatorConfig
 from shared.evidence import CommandAnswer, Restarted
+from shared.evidence import Judgement as JudgementEvidence
 from shared.kinds import EventKind
 from shared.messages import CommandResult, HostStatus, MetricBatch
 
@@ -176,6 +178,27 @@ class Engine:
 
     def alerts(self) -> list[FiringAlert]:
         return self._state.alerts.snapshot()
+
+    def judgements(self, now: float) -> dict[str, JudgementEvidence]:
+        """Each judged deployment's rules as its next decision would judge them at
+        ``now`` (for /metrics and the dashboard). Reading them changes nothing: not the
+        cohorts, not when the engine next wakes."""
+        state = self._state
+        cohorts = self._driver.cohorts
+        out: dict[str, JudgementEvidence] = {}
+        for dep in state.deployments.values():
+            runtime = state.runtimes.get(dep.id)
+            if runtime is None or not runtime.members or cohorts.judged_step(dep) is None:
+                continue
+            policy = state.policy(dep.environment)
+            canary = state.cohort_view(dep, runtime, "canary")
+            if not canary.hosts:
+                continue
+            baseline = state.cohort_view(dep, runtime, "baseline")
+            silence = state.silence(policy)
+            result = judge(policy, canary, baseline if baseline.hosts else None, silence, now)
+            out[dep.id] = result.evidence()
+        return out
 
     # Persistence -----------------------------------------------------------------------
 

@@ -209,6 +209,24 @@ class HttpConfig(_Config, kw_only=True, frozen=True):
     port: Port = 8470
     # Bearer token for /api, read from this file (first line).
     token_file: str | None = None
+    # Where people reach the dashboard (https://rollguard.example.com, behind the TLS
+    # proxy): notifications link to {public_url}/deployments/{id}. Empty: no link.
+    public_url: str = ""
+    # /metrics has per-host gauges for at most this many hosts (the first by id), so a
+    # large fleet cannot swamp Prometheus; rollguard_host_series_omitted counts the rest.
+    metrics_max_hosts: Annotated[int, Meta(ge=0, le=100_000)] = 1000
+
+    def __post_init__(self) -> None:
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"public_url must be an http:// or https:// URL, got {self.public_url!r}"
+            )
+
+    def deployment_link(self, deployment_id: str) -> str | None:
+        """The dashboard's page of a deployment, if the public URL is set."""
+        if not self.public_url:
+            return None
+        return f"{self.public_url.rstrip('/')}/deployments/{deployment_id}"
 
 
 class StoreConfig(_Config, kw_only=True, frozen=True):

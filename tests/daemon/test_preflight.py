@@ -96,3 +96,33 @@ def test_a_failing_preflight_command_refuses_the_deployment(make_fleet: FleetFac
     # Nothing reached a host.
     assert all(runs(fleet, h) == [] for h in HOSTS)
     assert {h: fleet.linked_version(h) for h in HOSTS} == dict.fromkeys(HOSTS, "1.0.0")
+
+
+def test_a_preflight_command_is_told_what_it_runs_for(make_fleet: FleetFactory) -> None:
+    script = (
+        'echo "id=$ROLLGUARD_DEPLOYMENT_ID v=$ROLLGUARD_VERSION'
+        ' from=$ROLLGUARD_PREVIOUS_VERSION env=$ROLLGUARD_ENVIRONMENT'
+        ' strategy=$ROLLGUARD_STRATEGY file=$1"'
+    )
+    fleet = make_fleet(
+        HOSTS,
+        coordinator_extra=preflight(
+            {"name": "backup", "argv": ["/bin/sh", "-c", script, "sh", "/backups/{version}.sql"]}
+        ),
+    )
+    started = fleet.deploy("2.0.0")
+    log = wait_for(
+        lambda: (
+            (found := events(fleet, started["id"]))
+            and any(e["kind"] == "preflight.reported" for e in found)
+            and found
+        ),
+        30,
+        "the preflight report in the event log",
+    )
+    reported = next(e for e in log if e["kind"] == "preflight.reported")
+    assert reported["evidence"]["ok"] is True
+    assert (
+        f"id={started['id']} v=2.0.0 from=1.0.0 env=production strategy=canary"
+        " file=/backups/2.0.0.sql"
+    ) in reported["evidence"]["output_tail"]
