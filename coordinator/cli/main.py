@@ -57,16 +57,10 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_credentials(args: argparse.Namespace) -> int:
-    from coordinator.devfleet.broker import PROJECT_ACL
-    from coordinator.setup.credentials import coordinator_user, generate, reader_user, write_acl
+    from coordinator.setup.credentials import generate
 
-    services = [coordinator_user(node) for node in args.coordinator]
-    services += [reader_user(name) for name in args.reader]
-    directory = Path(args.dir)
-    passwd = generate(directory, args.hosts, services)
-    acl = write_acl(directory, PROJECT_ACL.read_text(encoding="utf-8"))
+    passwd = generate(Path(args.dir), args.hosts)
     print(f"mosquitto password file: {passwd}")
-    print(f"mosquitto ACL: {acl}")
     print(f"one <user>.password file per host and service user in {args.dir}")
     return EXIT_OK
 
@@ -686,22 +680,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     credentials.add_argument("dir", help="directory for the passwd file and password files")
     credentials.add_argument("hosts", nargs="*", help="host ids")
-    credentials.add_argument(
-        "--coordinator",
-        action="append",
-        default=[],
-        metavar="NODE",
-        help="a credential _coordinator-NODE for the coordinator on NODE (one per node of "
-        "an HA pair; repeatable)",
-    )
-    credentials.add_argument(
-        "--reader",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="a read-only credential _operator-NAME (one per dashboard or mosquitto_sub "
-        "that runs at the same time as another; repeatable)",
-    )
 
     _setup_parser(sub)
 

@@ -78,6 +78,8 @@ Reason = Annotated[str, Meta(max_length=1024)]
 # The most firing alerts one answer holds (one per host and rule: a fleet-wide incident
 # on 10,000 hosts is summarised by the first ones and the gauge).
 MAX_FIRING_ALERTS: Final = 1000
+# The most resolved alerts one answer holds.
+MAX_ALERTS_LIMIT: Final = 500
 
 
 class DeployRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -191,9 +193,9 @@ async def list_alerts(request: web.Request) -> web.Response:
         limit = int(request.query.get("limit", "50"))
     except ValueError as exc:
         raise web.HTTPBadRequest(reason="limit must be an integer") from exc
-    if not 1 <= limit <= MAX_LIST_LIMIT:
+    if not 1 <= limit <= MAX_ALERTS_LIMIT:
         raise web.HTTPBadRequest(
-            reason=f"limit must be between 1 and {MAX_LIST_LIMIT}, got {limit}"
+            reason=f"limit must be between 1 and {MAX_ALERTS_LIMIT}, got {limit}"
         )
     firing = await coordinator.store.alerts(active_only=True, limit=MAX_FIRING_ALERTS)
     recent = await coordinator.store.alerts(limit=limit + len(firing))
