@@ -23,7 +23,7 @@ from shared.kinds import EventKind
 from shared.phases import Phase
 
 # Why a deployment holds for an operator.
-HoldReason = Literal["fleet_incident", "missing_data", "inconclusive"]
+HoldReason = Literal["fleet_incident", "missing_data", "inconclusive", "unreachable"]
 
 
 class Verdict(enum.Enum):
@@ -215,6 +215,9 @@ class Transition(_Strict, kw_only=True, frozen=True):
     step: int
     bake_elapsed: float
     bake_length: float
+    # Target hosts the deployment could not reach (offline or silent past the grace):
+    # not commanded, not waited for, converged when they return.
+    unreachable: list[str] = []
 
 
 class Judged(Transition, kw_only=True, frozen=True):
@@ -271,6 +274,11 @@ class Held(Judgement, kw_only=True, frozen=True, omit_defaults=True):
     bake_elapsed: float | None = None
     bake_length: float | None = None
     reason: HoldReason | None = None
+    # A hold for unreachable hosts: those counted against the tolerated share. When no
+    # judged host was reachable there is no judgement (``outcome`` None).
+    unreachable: list[str] = []
+    outcome: Outcome | None = None  # type: ignore[assignment]
+    rules: list[RuleResult] = []
 
 
 class Promoted(Judged, kw_only=True, frozen=True):
@@ -377,6 +385,19 @@ class Restarted(_Strict, kw_only=True, frozen=True):
     bake_length: float
 
 
+class Converging(_Strict, kw_only=True, frozen=True):
+    """A host that came back is commanded to the version it should run now: the
+    running deployment's target for it, the stable version after a rollback, the new
+    one after a completion (``because`` says which)."""
+
+    command: str
+    action: str
+    version: str | None
+    reported_version: str | None
+    because: Literal["deployment", "rolled_back", "completed"]
+    session: int
+
+
 class CommandAnswer(_Strict, kw_only=True, frozen=True):
     """An agent's answer to a command (for an unknown command: id, state and detail)."""
 
@@ -473,6 +494,7 @@ Evidence = (
     | Created
     | GateRefusal
     | Restarted
+    | Converging
     | CommandAnswer
     | OperatorAnswer
     | PreflightReport
@@ -519,6 +541,7 @@ EVIDENCE_TYPES: Final[dict[EventKind, type[Evidence]]] = {
     _K.DEPLOYMENT_ROLLING_BACK: RollbackStarted,
     _K.DEPLOYMENT_ROLLED_BACK: RollbackEnded,
     _K.DEPLOYMENT_COMPLETED: Judged,
+    _K.HOST_CONVERGING: Converging,
     _K.COMMAND_SUCCEEDED: CommandAnswer,
     _K.COMMAND_FAILED: CommandAnswer,
     _K.COMMAND_REJECTED: CommandAnswer,

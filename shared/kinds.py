@@ -51,6 +51,8 @@ class EventKind(enum.StrEnum):
     DEPLOYMENT_ROLLING_BACK = "deployment.rolling_back"
     DEPLOYMENT_ROLLED_BACK = "deployment.rolled_back"
     DEPLOYMENT_COMPLETED = "deployment.completed"
+    # A host that came back is commanded to the version it should run now.
+    HOST_CONVERGING = "host.converging"
     # An agent's answer to a command ("command.<state>"), or one that fits no command.
     COMMAND_SUCCEEDED = "command.succeeded"
     COMMAND_FAILED = "command.failed"
@@ -153,6 +155,7 @@ def notify_kind(kind: EventKind) -> NotifyKind | None:
             | K.DEPLOYMENT_ROLLBACK_DONE
             | K.DEPLOYMENT_CREATED
             | K.DEPLOYMENT_RESUMED_AFTER_RESTART
+            | K.HOST_CONVERGING
             | K.COMMAND_SUCCEEDED
             | K.COMMAND_FAILED
             | K.COMMAND_REJECTED

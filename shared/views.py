@@ -24,8 +24,9 @@ from shared.kinds import EventKind
 from shared.messages import Action, Environment, Slot
 from shared.phases import Phase
 
-# Why a command was sent: to roll the new version out, or to take it back.
-Purpose = Literal["rollout", "rollback"]
+# Why a command was sent: to roll the new version out, to take it back, or to bring a
+# host that came back to the version it should run now.
+Purpose = Literal["rollout", "rollback", "converge"]
 # Where a command stands (shared.evidence.CommandState is a decision's record of one).
 CommandStatus = Literal[
     "pending", "accepted", "succeeded", "failed", "rejected", "timed_out", "cancelled"
@@ -165,6 +166,9 @@ class DeploymentView(View, kw_only=True, frozen=True):
     rollback_version: str | None = None
     rollback_reason: str | None = None
     rollback_started: float | None = None
+    # Target hosts it could not reach (offline or silent past the grace): not commanded
+    # or waited for; each is converged to the version it should run when it returns.
+    unreachable: list[str] = []
     # The last decision in words.
     summary: str = ""
 

@@ -105,6 +105,7 @@ def deployment_view(dep: Deployment, now: float) -> DeploymentView:
         rollback_version=rollback.version if rollback else None,
         rollback_reason=rollback.reason if rollback else None,
         rollback_started=rollback.started if rollback else None,
+        unreachable=list(dep.unreachable),
         summary=dep.summary,
     )
 

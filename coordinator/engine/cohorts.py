@@ -64,6 +64,9 @@ class Cohorts:
         for host in dep.targets:
             if host not in ordered:
                 runtime.members[host] = "baseline"
+        for host in dep.unreachable:
+            # Not reached by its step (or its rollback): neither judged nor compared.
+            runtime.members.pop(host, None)
         for host, cohort in runtime.members.items():
             windows = self.state.windows.get(host)
             if windows is None:

@@ -117,23 +117,6 @@ class Commands:
         out.touch(dep)
         self.cohorts.rebuild(dep)
 
-    def resend(
-        self, dep: Deployment, command: CommandRecord, now: float, out: Effects, why: str
-    ) -> None:
-        """Replace a command the agent can no longer accept (expired while its host was
-        away) by a fresh one with a new id."""
-        self.cancel(dep, command, out, why)
-        order = Order(
-            host=command.host,
-            action=command.action,
-            version=command.version,
-            slot=command.slot,
-            expect_version=command.expect_version,
-            expect_slot=command.expect_slot,
-            confirm_status=command.confirm_status,
-        )
-        self.send(dep, [order], now, out, purpose=command.purpose, step=command.step)
-
     def cancel(self, dep: Deployment, command: CommandRecord, out: Effects, why: str) -> None:
         command.state = "cancelled"
         command.detail = why

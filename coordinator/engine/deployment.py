@@ -25,7 +25,8 @@ CommandStatus = Literal[
     "pending", "accepted", "succeeded", "failed", "rejected", "timed_out", "cancelled"
 ]
 FINAL_STATES = frozenset({"succeeded", "failed", "rejected", "timed_out", "cancelled"})
-Purpose = Literal["rollout", "rollback"]
+# "converge": a host that came back, brought to the version it should run now.
+Purpose = Literal["rollout", "rollback", "converge"]
 
 
 class Order(Struct, frozen=True, kw_only=True):
@@ -171,6 +172,13 @@ class Deployment(Struct, kw_only=True, omit_defaults=True):
     # The shell must have reported every preflight command by then (PREFLIGHT).
     preflight_deadline: float | None = None
     finished: float | None = None
+    # Target hosts it could not reach (offline or silent past the grace) when a step or
+    # the rollback would have commanded them: not commanded, not waited for, not
+    # judged; each is converged to the version it should run when it returns.
+    unreachable: list[str] = []
+    # Unreachable hosts an operator chose to go on without (resuming a hold for them):
+    # they no longer count against the policy's tolerated share.
+    accepted_unreachable: list[str] = []
     # The last decision in words, for `rollguard status`.
     summary: str = ""
     # Layout 1 (up to snapshot format 1 and the deployment rows written with it) kept
@@ -232,8 +240,17 @@ class Deployment(Struct, kw_only=True, omit_defaults=True):
         return [c for c in self.commands.values() if c.purpose == "rollout"]
 
     def ordered_hosts(self) -> set[str]:
-        """Hosts that were sent a rollout order (whether it was confirmed or not)."""
-        return {c.host for c in self.commands.values() if c.purpose == "rollout"}
+        """Hosts that were sent the new version (whether it was confirmed or not): by a
+        step's order, or by converging a host that came back mid-rollout."""
+        return {
+            c.host
+            for c in self.commands.values()
+            if c.purpose == "rollout" or (c.purpose == "converge" and c.version == self.version)
+        }
+
+    def mark_unreachable(self, hosts: set[str] | list[str]) -> None:
+        """Add ``hosts`` to the ones it could not reach (kept sorted, once each)."""
+        self.unreachable = sorted(set(self.unreachable) | set(hosts))
 
     def current_step(self) -> Step | None:
         return self.steps[self.step] if 0 <= self.step < len(self.steps) else None

@@ -27,10 +27,17 @@ from coordinator.engine.deployment import (
 from coordinator.engine.errors import EngineError
 from coordinator.engine.judge import Judgement, Outcome
 from coordinator.engine.phases import TERMINAL, Log, Phase, Trigger, fire
+from coordinator.engine.reach import (
+    Reach,
+    deploy_order,
+    latest_finished,
+    ordered_by_now,
+    rollback_order,
+)
 from coordinator.engine.rollback import Rollback
 from coordinator.engine.state import Effects, EngineState
 from shared.config.coordinator import EnvironmentPolicy
-from shared.evidence import CommandState, HealthResult, HoldReason, Verdict
+from shared.evidence import CommandState, Converging, HealthResult, HoldReason, Verdict
 from shared.kinds import EventKind
 
 # A deployment settles within a handful of transitions per event; more is a bug.
@@ -46,7 +53,8 @@ class Driver:
         self.state = state
         self.cohorts = Cohorts(state)
         self.commands = Commands(state, self.cohorts)
-        self.rollback = Rollback(state, self.commands, self.fire)
+        self.reach = Reach(state)
+        self.rollback = Rollback(state, self.commands, self.reach, self.fire)
 
     def fire(
         self,
@@ -136,6 +144,7 @@ class Driver:
             if phase is Phase.DEPLOYING and not self.commands.waiting(dep):
                 return self._confirm_step(dep, now, out)
             return False
+        self._drop_unreachable(dep, now, out)
         failures: list[CommandState] = []
         for command in dep.rollout_commands():
             if command.state in FAILED_STATES or self.commands.expire(dep, command, now, out):
@@ -168,6 +177,8 @@ class Driver:
         if phase is Phase.BAKING:
             return self._baking(dep, result, now, out)
         if phase is Phase.HELD:
+            if dep.hold_reason == "unreachable":
+                return self._unreachable_cleared(dep, result, now, out)
             if dep.hold_reason == "missing_data" and result is not None:
                 if result.outcome is Outcome.FLEET:
                     return self._hold(dep, "fleet_incident", result, now, out)
@@ -190,23 +201,46 @@ class Driver:
     def _confirm_step(self, dep: Deployment, now: float, out: Effects) -> bool:
         step = dep.steps[dep.step]
         mine = self.commands.attempt(dep)
-        if len(mine) < len(step.orders) or not all(self.commands.confirmed(c) for c in mine):
+        if not all(self.commands.confirmed(c) for c in mine):
+            return False
+        skipped = set(dep.unreachable)
+        confirmed = {c.host for c in mine}
+        if any(o.host not in confirmed and o.host not in skipped for o in step.orders):
             return False
         dep.bake.restart(step.bake)
+        unreachable = sorted(o.host for o in step.orders if o.host not in confirmed)
+        away = f" ({', '.join(unreachable)} unreachable, not waited for)" if unreachable else ""
         self.fire(
             dep,
             Trigger.ACKED,
             now,
             out,
-            f"step {step.name}: every host confirmed; baking {step.bake:g} s",
-            evidence={"hosts": sorted(c.host for c in mine)},
+            f"step {step.name}: every reachable host confirmed{away}; baking {step.bake:g} s",
+            evidence={"hosts": sorted(confirmed), "unreachable": unreachable},
         )
         self.cohorts.open_window(dep, now)
         return True
 
     def _baking(self, dep: Deployment, result: Judgement | None, now: float, out: Effects) -> bool:
         if result is None:
-            raise EngineError(f"deployment {dep.id} is baking with nobody to judge")
+            if not dep.unreachable:
+                raise EngineError(f"deployment {dep.id} is baking with nobody to judge")
+            # Every judged host of the steps so far was unreachable when its order would
+            # have gone out: nothing to judge the version on. A person decides.
+            if not set(dep.unreachable) <= set(dep.accepted_unreachable):
+                return self._hold_unreachable(dep, now, out)
+            if dep.bake.at(now) + EPSILON < dep.bake.length:
+                return False
+            self.fire(
+                dep,
+                Trigger.BAKE_PASSED,
+                now,
+                out,
+                f"step {dep.steps[dep.step].name}: no judged host was reachable; going on "
+                "as the operator chose",
+                evidence={"unreachable": list(dep.unreachable)},
+            )
+            return True
         if result.outcome is Outcome.FLEET:
             return self._hold(dep, "fleet_incident", result, now, out)
         if result.outcome is Outcome.MISSING:
@@ -215,6 +249,8 @@ class Driver:
             return False
         step = dep.steps[dep.step]
         if result.outcome is Outcome.PASS:
+            if dep.step + 1 < len(dep.steps) and self._too_many_away(dep, now):
+                return self._hold_unreachable(dep, now, out, result)
             self.fire(
                 dep,
                 Trigger.BAKE_PASSED,
@@ -290,6 +326,170 @@ class Driver:
             self.cohorts.open_window(dep, now)
         return changed
 
+    # Hosts that are away ---------------------------------------------------------------
+
+    def _drop_unreachable(self, dep: Deployment, now: float, out: Effects) -> None:
+        """Stop waiting for the current step's commands to hosts that became unreachable
+        (offline, or silent past the grace): their ack timeout would otherwise fail a
+        good step. They are listed, not judged, and converged when they return."""
+        if dep.phase is not Phase.DEPLOYING:
+            return
+        dropped = []
+        for command in self.commands.attempt(dep):
+            if not self.commands.awaited(command) or self.reach.reachable(command.host, now):
+                continue
+            self.commands.cancel(dep, command, out, "host unreachable; converged when it returns")
+            dropped.append(command.host)
+        if dropped:
+            dep.mark_unreachable(dropped)
+            self.cohorts.runtime(dep).waiting = None
+            self.cohorts.rebuild(dep)
+
+    def _too_many_away(self, dep: Deployment, now: float) -> bool:
+        _, share = self.reach.share(dep, now)
+        return share > self.state.policy(dep.environment).unreachable_share + EPSILON
+
+    def _hold_unreachable(
+        self, dep: Deployment, now: float, out: Effects, result: Judgement | None = None
+    ) -> bool:
+        """Hold for an operator: more target hosts unreachable than the policy tolerates
+        (or none of the judged ones left). Never a rollback: nothing says the version is
+        bad."""
+        hosts, share = self.reach.share(dep, now)
+        tolerated = self.state.policy(dep.environment).unreachable_share
+        message = (
+            f"{len(hosts)} of {len(dep.targets)} target hosts unreachable ({share:.0%}, "
+            f"the policy tolerates {tolerated:.0%}): {', '.join(hosts)}; held (resume to "
+            "go on without them, or roll back)"
+            if result is not None
+            else f"no judged host is reachable ({', '.join(dep.unreachable)}); held (resume "
+            "to go on, or roll back)"
+        )
+        self.fire(
+            dep,
+            Trigger.HOLD,
+            now,
+            out,
+            message,
+            evidence={
+                "reason": "unreachable",
+                "unreachable": hosts,
+                **(result.fields() if result is not None else {}),
+            },
+            notify=(EventKind.DEPLOYMENT_HELD, "warning"),
+        )
+        dep.hold = Hold(reason="unreachable")
+        return True
+
+    def _unreachable_cleared(
+        self, dep: Deployment, result: Judgement | None, now: float, out: Effects
+    ) -> bool:
+        """A hold for unreachable hosts ends by itself once few enough are away."""
+        if result is None or self._too_many_away(dep, now):
+            return False
+        self.fire(
+            dep,
+            Trigger.CLEARED,
+            now,
+            out,
+            "enough target hosts reachable again; the deployment goes on",
+            evidence={**result.fields(), "unreachable": self.reach.share(dep, now)[0]},
+            notify=(EventKind.DEPLOYMENT_RESUMED, "info"),
+        )
+        return True
+
+    def send_first_step(self, dep: Deployment, now: float, out: Effects) -> None:
+        """The first step's orders, to the hosts reachable now (the gate has just seen
+        every target online; one may have gone since)."""
+        step = dep.steps[0]
+        reachable = [o for o in step.orders if self.reach.reachable(o.host, now)]
+        dep.mark_unreachable({o.host for o in step.orders} - {o.host for o in reachable})
+        self.commands.send(dep, reachable, now, out, purpose="rollout", step=0)
+
+    def converge(self, host: str, session: int, now: float, out: Effects) -> None:
+        """A host came back (its birth status): bring it to the version it should run
+        now. While a deployment runs: its current target for the host (the new version
+        once a step has ordered it, the stable one otherwise; the stable one while rolling
+        back). Otherwise: the version the environment's last deployment left (the new one
+        after a completion, the stable one after a rollback). One command at a time per
+        host; none when it already runs that version."""
+        record = self.state.fleet.get(host)
+        if record is None or not record.online:
+            return
+        dep = self.state.active_in(record.environment)
+        if dep is not None and host not in dep.targets:
+            return
+        because: str
+        if dep is not None:
+            if dep.phase is Phase.PREFLIGHT:
+                return
+            because = "deployment"
+            if dep.phase is Phase.ROLLING_BACK:
+                stable = dep.rollback.version if dep.rollback is not None else dep.from_version
+                version, order, purpose = stable, rollback_order(host, stable), "rollback"
+            elif ordered_by_now(dep, host):
+                version, order, purpose = dep.version, deploy_order(host, dep.version), "converge"
+            else:
+                version = dep.from_version
+                order, purpose = rollback_order(host, version), "converge"
+        else:
+            dep = latest_finished(self.state, record.environment, host)
+            if dep is None:
+                return
+            if dep.phase is Phase.COMPLETED:
+                because = "completed"
+                version, order = dep.version, deploy_order(host, dep.version)
+            else:
+                because = "rolled_back"
+                version = dep.rollback.version if dep.rollback is not None else dep.from_version
+                order = rollback_order(host, version)
+            purpose = "converge"
+        if version is None or dep.strategy == "blue-green":
+            # Blue-green hosts carry two slots: bringing one back is a deploy to the
+            # inactive slot and a switch, which a person starts (see the README).
+            return
+        if record.version == version:
+            return
+        ttl = self.state.config.command_ttl
+        for command in list(dep.commands.values()):
+            if command.host != host or command.final:
+                continue
+            if now - command.issued < ttl:
+                return  # one in flight already (re-published by id until answered)
+            self.commands.cancel(dep, command, out, "expired while the host was away")
+        self.commands.send(
+            dep,
+            [order],
+            now,
+            out,
+            purpose="rollback" if purpose == "rollback" else "converge",
+            step=-1 if purpose == "rollback" else dep.step,
+        )
+        command = dep.commands[f"{dep.id}-c{dep.counter:04d}"]
+        if dep.phase in TERMINAL:
+            self.state.runtimes.pop(dep.id, None)
+        out.record(
+            now,
+            EventKind.HOST_CONVERGING,
+            f"{host} is back (session {session}) on {record.version}: {order.action} to "
+            f"{version}, "
+            + {
+                "deployment": f"what {dep.id} has it run now",
+                "completed": f"what {dep.id} completed",
+                "rolled_back": f"what {dep.id} rolled back to",
+            }[because],
+            deployment=dep.id,
+            host=host,
+            evidence=Converging(
+                command=command.id,
+                action=order.action,
+                version=version,
+                reported_version=record.version,
+                because=because,  # type: ignore[arg-type]
+                session=session,
+            ),
+        )
+
     def _alert_once(
         self, dep: Deployment, result: Judgement | None, now: float, out: Effects
     ) -> None:
@@ -364,10 +564,15 @@ class Driver:
     ) -> None:
         """Send the next step's orders (after a passed bake or an approve)."""
         step = dep.steps[dep.step + 1]
-        hosts = [o.host for o in step.orders]
+        reachable = [o for o in step.orders if self.reach.reachable(o.host, now)]
+        skipped = sorted(o.host for o in step.orders if o not in reachable)
+        hosts = [o.host for o in reachable]
         message = f"promoted to {step.name} ({len(hosts)} hosts)"
+        if skipped:
+            message = f"{message}; {', '.join(skipped)} unreachable, not commanded"
         if reason:
             message = f"{message}: {reason}"
+        dep.mark_unreachable(skipped)
         self.fire(
             dep,
             trigger,
@@ -379,17 +584,20 @@ class Driver:
                 "hosts": hosts,
                 "percent": step.percent,
                 "next_step": step.index,
+                "unreachable": skipped,
                 **(evidence or {}),
             },
             notify=(EventKind.DEPLOYMENT_PROMOTED, "info"),
         )
         dep.step = step.index
-        self.commands.send(dep, list(step.orders), now, out, purpose="rollout", step=step.index)
+        self.commands.send(dep, reachable, now, out, purpose="rollout", step=step.index)
 
     def _verify(self, dep: Deployment, result: Judgement | None, now: float, out: Effects) -> bool:
         expected_slot = {o.host: o.expect_slot for o in dep.steps[-1].orders}
+        # A host it could not reach is not waited for: it is converged when it returns.
+        away = self.reach.away(dep, now) | set(dep.unreachable)
         wrong = {}
-        for host in sorted(dep.targets):
+        for host in sorted(set(dep.targets) - away):
             record = self.state.fleet.get(host)
             if (
                 record is None
@@ -412,13 +620,29 @@ class Driver:
         missing = {} if result is None else result.missing
         if wrong or unhealthy or missing:
             return False
+        pending = sorted(
+            h for h in away if (r := self.state.fleet.get(h)) is None or r.version != dep.version
+        )
+        dep.mark_unreachable(pending)
+        reached = len(dep.targets) - len(pending)
+        if pending:
+            message = (
+                f"completed: {reached} hosts report {dep.version} and are healthy; "
+                f"{', '.join(pending)} unreachable, will be brought to {dep.version} "
+                "when it returns"
+            )
+        else:
+            message = f"completed: every host ({reached}) reports {dep.version} and is healthy"
         self.fire(
             dep,
             Trigger.VERIFIED,
             now,
             out,
-            f"completed: every host ({len(dep.targets)}) reports {dep.version} and is healthy",
-            evidence=result.fields() if result is not None else {},
+            message,
+            evidence={
+                **(result.fields() if result is not None else {}),
+                "unreachable": pending,
+            },
             notify=(EventKind.DEPLOYMENT_COMPLETED, "info"),
         )
         return True

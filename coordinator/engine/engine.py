@@ -276,6 +276,7 @@ class Engine:
         record = state.fleet.get(batch.host)
         environment = record.environment if record is not None else None
         limits = state.limits(environment or "production")
+        self._driver.reach.saw(batch.host, now)
         dep = state.deployment_of(batch.host)
         for sample in batch.samples:
             delta = windows.ingest(sample, now, limits)
@@ -287,6 +288,8 @@ class Engine:
 
     def _status(self, status: HostStatus, now: float, out: Effects) -> None:
         state = self._state
+        before = state.fleet.get(status.host)
+        session = before.session if before is not None else None
         change = state.fleet.apply(status, now)
         if change is StatusChange.STALE:
             return
@@ -294,22 +297,17 @@ class Engine:
             change is StatusChange.NEW and not status.online
         ):
             out.extend(state.alerts.status(status.host, status.environment, status.online, now))
+        if status.online:
+            self._driver.reach.saw(status.host, now)
+        if status.online and (session is None or status.session > session):
+            # A host back (a new session: its birth status; or first heard of, as after
+            # the coordinator's restart) runs what it should run now, whether or not a
+            # deployment is running.
+            self._driver.converge(status.host, status.session, now, out)
         dep = state.deployment_of(status.host)
         if dep is None:
             return
         online_changed = change in (StatusChange.WENT_OFFLINE, StatusChange.CAME_ONLINE)
-        if change is StatusChange.CAME_ONLINE and dep.phase is Phase.ROLLING_BACK:
-            ttl = state.config.command_ttl
-            for command in list(dep.commands.values()):
-                if (
-                    command.host == status.host
-                    and command.purpose == "rollback"
-                    and not command.final
-                    and now - command.issued >= ttl
-                ):
-                    self._driver.commands.resend(
-                        dep, command, now, out, "expired while the host was away"
-                    )
         # A host going offline or coming back may change a verdict: judge fully. Any
         # other status only confirms commands.
         self._driver.commands.heard_from(dep, status.host)
@@ -366,6 +364,7 @@ class Engine:
             if command.state == "pending":
                 command.state = "accepted"
             return
+        self._driver.reach.saw(command.host, now)
         command.state = result.state
         command.detail = result.detail[:1024]
         command.answered = now

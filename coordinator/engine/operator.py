@@ -320,7 +320,7 @@ class Operator:
             f"preflight passed; deploying {step.name} to {len(step.orders)} hosts",
             evidence={"preflight": [{"name": p.name, "ok": p.ok} for p in dep.preflight]},
         )
-        self.driver.commands.send(dep, list(step.orders), now, out, purpose="rollout", step=0)
+        self.driver.send_first_step(dep, now, out)
 
     # gates on a running deployment -----------------------------------------------------
 
@@ -425,6 +425,10 @@ class Operator:
         # Resuming a pause returns to the paused phase (which may be a hold); resuming
         # a hold ends it.
         hold = dep.hold_reason if dep.phase is Phase.HELD else None
+        if hold == "unreachable":
+            # Go on without the hosts away now: they no longer count against the share.
+            away, _ = self.driver.reach.share(dep, now)
+            dep.accepted_unreachable = sorted(set(dep.accepted_unreachable) | set(away))
         self.driver.fire(
             dep,
             Trigger.RESUME,

@@ -4,8 +4,10 @@ The guide's manual rollback, automated: identify the last stable version (what t
 hosts ran before, or the history's last completed deployment for one that finished),
 stop the deployment (its unanswered commands are cancelled), revert every host that
 got or may have got the new version, verify that every target host reports the stable
-version, then notify. A host that is offline cannot answer: the rollback waits for it
-and re-issues its command if it expired meanwhile. Any other command that fails or
+version, then notify. A host that is unreachable (offline, or silent past the grace)
+cannot answer, and the rollback is not held up by it: it finishes when every reachable
+host reports the stable version, lists the others, and frees the environment; each of
+them is rolled back when it returns (Driver.converge). Any other command that fails or
 stays unanswered ends in FAILED, for a person, who can retry.
 """
 
@@ -17,14 +19,16 @@ from coordinator.engine import bluegreen, canary
 from coordinator.engine.commands import FAILED_STATES, Commands
 from coordinator.engine.deployment import Deployment, RollbackState
 from coordinator.engine.phases import Fire, Phase, Trigger
+from coordinator.engine.reach import Reach
 from coordinator.engine.state import Effects, EngineState
 from shared.kinds import EventKind
 
 
 class Rollback:
-    def __init__(self, state: EngineState, commands: Commands, fire: Fire) -> None:
+    def __init__(self, state: EngineState, commands: Commands, reach: Reach, fire: Fire) -> None:
         self.state = state
         self.commands = commands
+        self.reach = reach
         self.fire = fire
 
     def stable_version(self, dep: Deployment) -> str | None:
@@ -105,6 +109,9 @@ class Rollback:
                 if c.purpose == "rollback" and self.commands.confirmed(c)
             }
             hosts -= done
+        away = {h for h in hosts if not self.reach.reachable(h, now)}
+        dep.mark_unreachable(away)
+        hosts -= away
         if dep.strategy == "blue-green":
             orders = bluegreen.rollback_orders(dep.targets, sorted(hosts))
         else:
@@ -116,14 +123,15 @@ class Rollback:
         rollback = dep.rollback
         started = rollback.started if rollback is not None else now
         reason = rollback.reason if rollback is not None else None
-        attempt = self.commands.attempt(dep)
-        for command in attempt:
-            record = self.state.fleet.get(command.host)
-            if not command.final and record is not None and not record.online:
-                # An offline host cannot answer; it is rolled back when it returns.
-                command.deadline = max(command.deadline, now + timeout)
+        away = self.reach.away(dep, now)
+        for command in self.commands.attempt(dep):
+            if command.host in away and self.commands.awaited(command):
+                # An unreachable host cannot answer; it is rolled back when it returns.
+                self.commands.cancel(dep, command, out, "host unreachable; rolled back on return")
+                dep.mark_unreachable([command.host])
                 continue
             self.commands.expire(dep, command, now, out)
+        attempt = self.commands.attempt(dep)
         failed = [c for c in attempt if c.state in FAILED_STATES]
         waiting = [c for c in attempt if c not in failed and not self.commands.confirmed(c)]
         late = [c for c in waiting if c.state == "succeeded" and now >= c.deadline]
@@ -137,7 +145,7 @@ class Rollback:
             else {}
         )
         off = {}
-        for host in sorted(dep.targets):
+        for host in sorted(set(dep.targets) - away):
             record = self.state.fleet.get(host)
             if record is not None and (
                 record.version != stable
@@ -155,12 +163,22 @@ class Rollback:
             for name, window in self.state.plain_checks(host).items()
             if window.last_ok is False
         )
+        # Away and (as far as anyone knows) not on the stable version: rolled back when
+        # they return.
+        pending = sorted(
+            h
+            for h in away
+            if (r := self.state.fleet.get(h)) is None
+            or r.version != stable
+            or (expected_slot.get(h) is not None and r.slot != expected_slot[h])
+        )
         evidence = {
             "stable_version": stable,
             "reason": reason,
             "commands": [self.commands.evidence(c) for c in attempt],
             "not_on_stable": off,
             "unhealthy": unhealthy,
+            "unreachable": pending,
         }
         if failed or off:
             self.fire(
@@ -176,12 +194,20 @@ class Rollback:
             )
             return True
         health = f"; still unhealthy: {', '.join(unhealthy)}" if unhealthy else "; healthy"
+        if pending:
+            dep.mark_unreachable(pending)
+            where = (
+                f"{len(dep.targets) - len(pending)} hosts on {stable}{health}; "
+                f"{', '.join(pending)} unreachable, will be rolled back when it returns"
+            )
+        else:
+            where = f"every host reports {stable}{health}"
         self.fire(
             dep,
             Trigger.ROLLBACK_DONE,
             now,
             out,
-            f"rolled back: every host reports {stable}{health} (reason: {reason})",
+            f"rolled back: {where} (reason: {reason})",
             evidence=evidence,
             notify=(EventKind.DEPLOYMENT_ROLLED_BACK, "warning" if unhealthy else "info"),
         )

@@ -333,18 +333,23 @@ def host_missing(
 ) -> tuple[float, str] | None:
     """Since when this host has had no data, and why; None while it has data.
 
-    Offline by its Will counts from the moment it went offline; a silent required check
-    from ``intervals`` of its interval after its last sample (after ``reference``, the
-    window's start, for a check not seen yet). Nothing counts before ``silence.since``:
-    the engine's own downtime is not the host's silence.
+    The grace is counted from the host's last sample, whatever arrived after: offline
+    by its Will counts from its last sample before the Will (a partition's Will comes a
+    keepalive after the silence began), or from the Will for a host that sent none; a
+    silent required check is noticed ``intervals`` of its interval after its last sample
+    (after ``reference``, the window's start, for a check not seen yet) and counts from
+    that sample. Nothing counts before ``silence.since``: the engine's own downtime is
+    not the host's silence.
     """
     if record is not None and not record.online:
-        return max(record.changed_at, silence.since), "offline"
+        seen = [w.last_seen for w in checks.values() if w.last_seen is not None]
+        last_sign = min(record.changed_at, max(seen)) if seen else record.changed_at
+        return max(last_sign, silence.since), "offline"
     for check in policy.required_checks:
         window = checks.get(check)
         last = window.last_seen if window is not None else None
         start = max(last if last is not None else reference, silence.since)
         deadline = start + silence.intervals * silence.interval(check)
         if now >= deadline:
-            return deadline, f"silent: no {check} sample since {start:.0f}"
+            return start, f"silent: no {check} sample since {start:.0f}"
     return None

@@ -62,6 +62,7 @@ HOLD_WORDS: Final[Mapping[HoldReason | str, str]] = {
     "inconclusive": "inconclusive",
     "missing_data": "missing data",
     "fleet_incident": "fleet-wide incident",
+    "unreachable": "too many hosts unreachable",
 }
 VERDICT_ORDER: Final = {"fail": 0, "inconclusive": 1, "no_data": 2, "pass": 3}
 

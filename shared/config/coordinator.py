@@ -94,6 +94,10 @@ class EnvironmentPolicy(_Config, kw_only=True, frozen=True):
     missing_data_grace: Seconds = 300.0
     # A command not acknowledged (succeeded or failed) within this fails the step.
     ack_timeout: Seconds = 300.0
+    # A host offline (its Will) or silent for the missing-data grace is unreachable: a
+    # step neither commands nor waits for it. Past this share of the deployment's target
+    # hosts unreachable, the step holds for an operator instead of going on.
+    unreachable_share: Fraction = 0.1
     # At the end of a bake an inconclusive verdict extends the bake once by this
     # fraction of it, then holds for an operator.
     inconclusive_extension: Annotated[float, Meta(ge=0, le=10)] = 0.5

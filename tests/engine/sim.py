@@ -91,6 +91,8 @@ class SimHost:
     offset: float = 0.0
     # Commands received in order (id, action, version/slot), for assertions.
     history: list[tuple[str, str, str | None]] = field(default_factory=list)
+    # Virtual time of the last batch the coordinator received from it.
+    last_sent: float | None = None
 
     def status(self, now: float, online: bool = True) -> HostStatus:
         return HostStatus(
@@ -307,6 +309,7 @@ class Sim:
 
     def _publish(self, host: SimHost, samples: list[Sample]) -> None:
         host.seq += 1
+        host.last_sent = self.now
         batch = MetricBatch(host=host.name, session=host.session, seq=host.seq, samples=samples)
         if self.log_samples and self.down_until is None:
             self.sample_log.extend((self.now, host.name, sample) for sample in samples)
@@ -412,6 +415,26 @@ class Sim:
         will = host.status(self.now, online=False)
         will = msgspec.structs.replace(will, version=host.connected_version, time=host.connected_at)
         self.feed(HostStatusReceived(status=will))
+
+    def partition(self, name: str, will_after: float = 90.0) -> None:
+        """The host is cut off: nothing from it arrives and no command reaches it. The
+        broker notices a keepalive and a half later and publishes its Will then."""
+        host = self.hosts[name]
+        host.alive = False
+        session = host.session
+
+        def will() -> None:
+            if not host.alive and host.session == session:
+                status = host.status(self.now, online=False)
+                self.feed(
+                    HostStatusReceived(
+                        status=msgspec.structs.replace(
+                            status, version=host.connected_version, time=host.connected_at
+                        )
+                    )
+                )
+
+        self.at(self.now + will_after, will)
 
     def revive(self, name: str) -> None:
         host = self.hosts[name]

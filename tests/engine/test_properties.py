@@ -126,7 +126,10 @@ class Oracle:
             self.problems.append(f"{record.kind}: went to {record.evidence['to']}, not {target}")
 
     def _rolled_back(self, now: float) -> None:
+        # A host away is rolled back when it returns (test_unreachable.py); the rest now.
         for host in self.sim.hosts.values():
+            if not host.alive:
+                continue
             if host.version != STABLE or (self.blue_green and host.slot != "blue"):
                 self.problems.append(
                     f"{now}: rolled back but {host.name} runs {host.version} on {host.slot}"
@@ -140,10 +143,14 @@ class Oracle:
         start = rules["error_rate"]["window_start"]
         judged = sorted(rules["error_rate"]["hosts"])
         inactive = self._judging_inactive_slot()
+        # A host the deployment could not reach is listed, not judged.
+        dep = self.sim.engine.deployment("d1")
+        away = set(dep.unreachable) if dep is not None else set()
         truth = sorted(
             h.name
             for h in self.sim.hosts.values()
             if (h.slots.get("green") == NEW if inactive else h.version == NEW)
+            and h.name not in away
         )
         if judged != truth:
             self.problems.append(f"{now}: judged {judged} but {truth} run the new version")
@@ -301,7 +308,12 @@ def test_the_oracle_catches_an_engine_that_promotes_regardless(monkeypatch: Any)
 
     monkeypatch.setattr(cohorts, "judge", blind)
     monkeypatch.setattr(cohorts, "quick_failures", lambda *args, **kwargs: [])
-    config = make_config(COMPRESSED.format(approval="false"))
+    # Tolerating the one dead host of four, so that the blind engine goes on promoting.
+    config = make_config(
+        COMPRESSED.format(approval="false").replace(
+            "[environments.production]\n", "[environments.production]\nunreachable_share = 0.5\n"
+        )
+    )
     sim = Sim(hosts=4, config=config, profiles={NEW: Profile(error_rate=0.3)})
     sim.log_samples = True
     oracle = Oracle(sim, "production")

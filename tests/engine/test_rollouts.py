@@ -208,19 +208,33 @@ def test_canary_host_dying_mid_bake_holds_then_rolls_back_after_the_grace() -> N
     hold = sim.first("deployment.hold")
     assert hold.time == 1800.0
     assert hold.evidence["reason"] == "missing_data"
-    assert hold.evidence["missing"] == {dying: {"since": 1800.0, "why": "offline"}}
+    # The grace counts from the host's last sample before its Will, not from the Will.
+    last_sample = sim.hosts[dying].last_sent
+    assert last_sample is not None
+    assert hold.evidence["missing"] == {dying: {"since": last_sample, "why": "offline"}}
     assert sim.notifications("deployment.held")[0].time == 1800.0
     fail = sim.first("deployment.fail")
-    assert fail.time == 1800.0 + grace
+    assert fail.time == pytest.approx(last_sample + grace)
     assert fail.evidence["failed"] == ["missing_data"]
     assert rule(fail, MissingDataResult).hosts == [dying]
     # Nothing was promoted meanwhile, and the bake clock stopped at the hold.
     assert not sim.records("deployment.next_step")
     assert fail.evidence["bake_elapsed"] == pytest.approx(1800.0 - (T0 + DELAY))
-    # The dead host cannot answer: the rollback waits for it and finishes once it is back.
-    assert sim.phase("d1") == "rolled_back"
+    # The dead host cannot answer: the rollback finishes without it and lists it...
     done = sim.first("deployment.rollback_done")
-    assert 2400.0 <= done.time <= 2400.0 + 20
+    assert done.time < 2400.0
+    assert done.evidence["unreachable"] == [dying]
+    assert f"{dying} unreachable, will be rolled back when it returns" in done.message
+    assert not [
+        c
+        for c in sim.commands_for("d1")
+        if c.host == dying and c.action == "rollback" and c.issued < 2400.0
+    ]
+    # ...and when it returns, it is converged to the stable version.
+    sim.run_until(2400.0 + 30)
+    converging = sim.first("host.converging")
+    assert converging.host == dying and converging.time == 2400.0
+    assert converging.evidence["because"] == "rolled_back"
     assert set(sim.versions().values()) == {"1.0.0"}
 
 

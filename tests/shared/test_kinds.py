@@ -34,6 +34,7 @@ STORED = {
     "deployment.missing",
     "deployment.fleet",
     "deployment.resumed_after_restart",
+    "host.converging",
     "deployment.started",
     "deployment.promoted",
     "deployment.paused",

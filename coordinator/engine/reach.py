@@ -1,0 +1,84 @@
+"""Which hosts a deployment can reach now, and what a host that comes back should run.
+
+A host is unreachable when its agent's Will said it is offline, or when nothing has
+come from it (a sample, a status, a command's answer) for the environment's
+missing-data grace: a partition that the broker has not noticed yet. A step neither
+commands nor waits for an unreachable host, a rollback or a completion finishes
+without it, and when it comes back (its birth status, a new session) it is brought to
+the version it should run now, by a command with evidence like any other.
+
+The last sign of life is derived state: after a restore it starts again at the
+engine's own restart, so the coordinator's downtime never makes a host unreachable.
+"""
+
+from __future__ import annotations
+
+from coordinator.engine.deployment import Deployment, Order
+from coordinator.engine.phases import Phase
+from coordinator.engine.state import EngineState
+
+
+class Reach:
+    def __init__(self, state: EngineState) -> None:
+        self.state = state
+        # Engine time of the latest sign of life of each host.
+        self.heard: dict[str, float] = {}
+
+    def saw(self, host: str, now: float) -> None:
+        """A sample, an online status or an answer from ``host`` at ``now``."""
+        self.heard[host] = now
+
+    def last_sign(self, host: str) -> float:
+        """When ``host`` last showed it is alive (never before the engine's start)."""
+        record = self.state.fleet.get(host)
+        since = self.state.since if self.state.since is not None else self.state.now
+        times = [since, self.heard.get(host, since)]
+        if record is not None and record.online:
+            times.append(record.changed_at)
+        return max(times)
+
+    def reachable(self, host: str, now: float) -> bool:
+        record = self.state.fleet.get(host)
+        if record is None or not record.online:
+            return False
+        grace = self.state.policy(record.environment).missing_data_grace
+        return now - self.last_sign(host) < grace
+
+    def away(self, dep: Deployment, now: float) -> set[str]:
+        """The deployment's target hosts that are unreachable now."""
+        return {h for h in dep.targets if not self.reachable(h, now)}
+
+    def share(self, dep: Deployment, now: float) -> tuple[list[str], float]:
+        """The target hosts that count against the policy's tolerated share (unreachable
+        now, or skipped by a step, and not accepted by an operator) and their share."""
+        counted = (self.away(dep, now) | set(dep.unreachable)) - set(dep.accepted_unreachable)
+        total = max(1, len(dep.targets))
+        return sorted(counted), len(counted) / total
+
+
+def latest_finished(state: EngineState, environment: str, host: str) -> Deployment | None:
+    """The environment's most recently finished deployment that covered ``host``
+    (completed or rolled back; what a returning host should match)."""
+    finished = [
+        d
+        for d in state.deployments.values()
+        if d.environment == environment
+        and d.phase in (Phase.COMPLETED, Phase.ROLLED_BACK)
+        and host in d.targets
+    ]
+    return max(finished, key=lambda d: d.finished or 0.0) if finished else None
+
+
+def ordered_by_now(dep: Deployment, host: str) -> bool:
+    """Whether the plan has reached ``host``: it is in one of the steps sent so far."""
+    if dep.phase is Phase.PREFLIGHT:
+        return False
+    return any(o.host == host for step in dep.steps[: dep.step + 1] for o in step.orders)
+
+
+def deploy_order(host: str, version: str) -> Order:
+    return Order(host=host, action="deploy", version=version, expect_version=version)
+
+
+def rollback_order(host: str, version: str | None) -> Order:
+    return Order(host=host, action="rollback", version=version, expect_version=version)
