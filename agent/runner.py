@@ -1,8 +1,8 @@
 """Runs every check at its interval, with jitter, each under its timeout, concurrently.
 
-One scheduler task wakes when the next run is due (and at least every 5 s, which is
-the collection loop's heartbeat for the watchdog) and starts each due run as its own
-task, so a check that hangs is cut off by its timeout and never delays another. Run k
+One scheduler task wakes when the next run is due, and only then (while it waits it
+is parked: alive for the watchdog without waking to say so), and starts each due run
+as its own task, so a check that hangs is cut off by its timeout and never delays another. Run k
 of a check is due at ``start + k * interval + U(0, jitter * interval)``: a fleet does not
 measure in lockstep and the average interval stays exact. A run still going when the
 next is due (a check that ignores cancellation) makes that slot a failed sample
@@ -23,7 +23,8 @@ from agent.events import wait_event
 from shared.messages import Sample
 
 log = logging.getLogger(__name__)
-HEARTBEAT_PERIOD: Final = 5.0
+# With no checks at all, the loop waits this long at a time (or until stopped).
+IDLE_WAIT: Final = 3600.0
 
 
 class _Counting:
@@ -68,12 +69,14 @@ class Runner:
         *,
         jitter: float,
         heartbeat: Callable[[], None] = lambda: None,
+        park: Callable[[], None] = lambda: None,
         rng: random.Random | None = None,
     ) -> None:
         self.checks = list(checks)
         self.sink = sink
         self.jitter = jitter
         self.heartbeat = heartbeat
+        self.park = park
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self.runs = 0
 
@@ -88,17 +91,19 @@ class Runner:
                         self._start(schedule)
                         schedule.advance(current)
                 self.heartbeat()
-                wake = min((s.due for s in schedules), default=current + HEARTBEAT_PERIOD)
-                delay = min(max(wake - time.monotonic(), 0.0), HEARTBEAT_PERIOD)
-                await wait_event(stop, delay)
+                # Sleep until the next check is due, however far: parked, the loop
+                # counts as alive for the watchdog without waking to say so.
+                wake = min((s.due for s in schedules), default=current + IDLE_WAIT)
+                self.park()
+                await wait_event(stop, max(wake - time.monotonic(), 0.0))
+                self.heartbeat()
         finally:
             await self._stop_runs(schedules)
 
     def _start(self, schedule: _Schedule) -> None:
         check = schedule.check
         if schedule.task is not None and not schedule.task.done():
-            log.warning("check %s: the previous run is still going; skipping this one",
-                        check.name)
+            log.warning("check %s: the previous run is still going; skipping this one", check.name)
             self.sink.emit(check.failure(now(), "previous run still running past its timeout"))
             return
         self.runs += 1

@@ -9,8 +9,10 @@ memory, disk, system, network, application with 5 probes) and a public key loade
   each check (counted by the application samples reaching an operator subscriber).
   ``linger`` is 0, so runs go out as separate batches, as they do at the guide's
   unaligned intervals. CPU is the sum over the agent's threads (schedstat, ns).
-* idle phase: the same agent with hour-long intervals: the cost of merely running
-  (timers, MQTT keepalive), per second.
+* idle phase: the same agent with hour-long intervals, under the unit's watchdog
+  (WatchdogSec=120: a ping every 60 s to a notify socket) and the default MQTT
+  keepalive (30 s), watched for two keepalives: the cost of merely running, per second,
+  and how often it wakes up (context switches of all its threads, per minute).
 
 Derived share of one core at the guide's intervals (cpu, memory, system 60 s, disk
 300 s, network 30 s, application 10 s):
@@ -28,6 +30,7 @@ import http.server
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -49,7 +52,9 @@ HOST = "bench-agent"
 CYCLE_INTERVAL = 0.5
 WARMUP_CYCLES = 6
 CYCLES = 80
-IDLE_SECONDS = 12.0
+IDLE_SECONDS = 65.0
+# The shipped unit's WatchdogSec (deploy/rollguard-agent.service).
+WATCHDOG_USEC = 120_000_000
 GUIDE_INTERVALS = {
     "cpu": 60,
     "memory": 60,
@@ -160,10 +165,31 @@ class Counter:
             time.sleep(0.02)
 
 
-def start_agent(config: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_agent(
+    config: Path, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     binary = Path(sys.executable).parent / "rollguard-agent"
     with log.open("ab") as out:
-        return subprocess.Popen([str(binary), "--config", str(config)], stdout=out, stderr=out)
+        return subprocess.Popen(
+            [str(binary), "--config", str(config)],
+            stdout=out,
+            stderr=out,
+            env={**os.environ, **(env or {})},
+        )
+
+
+def switches(pid: int) -> int:
+    """Context switches of every thread so far: each wake-up is at least one."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as fh:
+                for line in fh:
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        total += int(line.split()[1])
+        except OSError:
+            pass  # a thread that just ended
+    return total
 
 
 def stop_agent(process: subprocess.Popen[bytes]) -> None:
@@ -199,16 +225,23 @@ def main() -> int:
             finally:
                 stop_agent(agent)
             # Idle phase: the same agent, checks due once an hour (after a first round).
+            notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            notify.bind(str(tmp / "notify"))
             idle = start_agent(
-                agent_config(tmp, broker, app.server_port, 3600.0), tmp / "agent-idle.log"
+                agent_config(tmp, broker, app.server_port, 3600.0),
+                tmp / "agent-idle.log",
+                env={"NOTIFY_SOCKET": str(tmp / "notify"), "WATCHDOG_USEC": str(WATCHDOG_USEC)},
             )
             try:
                 time.sleep(3.0)  # start-up and the first round are not idling
                 idle_cpu0, idle_t0 = cpu_ns(idle.pid), time.monotonic()
+                idle_sw0 = switches(idle.pid)
                 time.sleep(IDLE_SECONDS)
                 idle_cpu1, idle_t1 = cpu_ns(idle.pid), time.monotonic()
+                idle_sw1 = switches(idle.pid)
             finally:
                 stop_agent(idle)
+                notify.close()
         finally:
             app.shutdown()
             broker.stop()
@@ -228,6 +261,7 @@ def main() -> int:
         "rss_mb": round(rss_kb / 1024, 1),
         "cpu_s_per_cycle": round(cpu_per_cycle, 5),
         "idle_cpu_s_per_s": round(idle_rate, 6),
+        "idle_wakeups_per_min": round((idle_sw1 - idle_sw0) * 60 / (idle_t1 - idle_t0), 1),
         "core_share_pct": round(share * 100, 4),
         "core_share_pct_upper": round(upper * 100, 4),
         "target_rss_mb": TARGET_RSS_MB,

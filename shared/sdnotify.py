@@ -29,21 +29,34 @@ async def _wait(event: asyncio.Event, seconds: float) -> None:
 
 
 class Heartbeat:
-    """The last time each named loop made progress (monotonic seconds)."""
+    """The last time each named loop made progress (monotonic seconds).
+
+    A loop beats when it works and parks when it waits for its next piece of work (a
+    check due in an hour, a batch to send): a parked loop is not stale however long it
+    waits, so no loop has to wake up only to say it is alive. A loop that never comes
+    back from a call (not parked) goes stale after its limit.
+    """
 
     def __init__(self) -> None:
         self._beats: dict[str, float] = {}
+        self._parked: set[str] = set()
 
     def beat(self, name: str) -> None:
         self._beats[name] = time.monotonic()
+        self._parked.discard(name)
+
+    def park(self, name: str) -> None:
+        """``name`` waits for its next work: progress, until it beats again."""
+        self._beats[name] = time.monotonic()
+        self._parked.add(name)
 
     def stale(self, limits: Mapping[str, float]) -> list[str]:
-        """The loops that have not beaten within their limit (or never)."""
+        """The loops, not parked, that have not beaten within their limit (or never)."""
         current = time.monotonic()
         return [
             name
             for name, limit in limits.items()
-            if current - self._beats.get(name, float("-inf")) > limit
+            if name not in self._parked and current - self._beats.get(name, float("-inf")) > limit
         ]
 
 

@@ -83,3 +83,13 @@ async def test_pings_stop_while_a_loop_is_stale_and_resume_after(tmp_path: Path)
             stop.set()
             await asyncio.wait_for(task, 2)
             notifier.close()
+
+
+def test_a_parked_loop_is_never_stale_and_a_working_one_is() -> None:
+    heartbeat = Heartbeat()
+    heartbeat.park("collect")  # waiting an hour for its next check
+    heartbeat.beat("mqtt")
+    # A zero limit makes every loop stale unless it is parked.
+    assert heartbeat.stale({"collect": 0.0, "mqtt": -1.0}) == ["mqtt"]
+    heartbeat.beat("collect")  # back at work: its limit applies again
+    assert heartbeat.stale({"collect": -1.0}) == ["collect"]
