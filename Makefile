@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test lint bench venv clean
+.PHONY: demo test lint bench venv clean wheel wheelhouse
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,5 +30,17 @@ lint: venv
 bench: venv
 	@for b in bench/*; do [ -x "$$b" ] && [ -f "$$b" ] && echo "== $$b" && $$b; done
 
+# dist/: the rollguard wheel (README: Walkthrough). build/ goes first: setuptools packs
+# whatever an earlier build left there, modules removed since included.
+wheel: venv
+	rm -rf build dist
+	$(BIN)/pip wheel --quiet --no-deps -w dist .
+
+# wheelhouse/: rollguard and every dependency with all extras, as wheels, for hosts
+# without a package index: pip install --no-index --find-links wheelhouse rollguard
+wheelhouse: wheel
+	rm -rf wheelhouse
+	$(BIN)/pip wheel --quiet -w wheelhouse "$$(ls dist/rollguard-*.whl)[coordinator,postgres,redis]"
+
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache build dist wheelhouse

@@ -77,7 +77,8 @@ def test_the_demo_runs_from_an_installed_wheel(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path, env=env, timeout=120)
     run(
-        [str(venv / "bin" / "pip"), "install", "--quiet", str(wheel)],
+        # The demo runs a coordinator: the wheel with the coordinator's extra.
+        [str(venv / "bin" / "pip"), "install", "--quiet", f"{wheel}[coordinator]"],
         cwd=tmp_path,
         env=env,
         timeout=600,
