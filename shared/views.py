@@ -274,6 +274,37 @@ class AlertList(View, kw_only=True, frozen=True):
     alerts: list[AlertView]
 
 
+# -- the dashboard's fleet --------------------------------------------------------------
+
+
+class FleetGroupView(View, kw_only=True, frozen=True):
+    """The hosts of one environment and zone, summarised."""
+
+    environment: str
+    zone: str
+    hosts: int
+    online: int
+    # Online, with every check passing in its last sample.
+    healthy: int
+    # Version -> how many hosts of the group run it ("-" for none yet).
+    versions: dict[str, int]
+
+
+class FleetView(View, kw_only=True, frozen=True):
+    """``GET /api/v1/fleet``: the whole fleet summarised by environment and zone, and
+    one page of the hosts that match the filter (never all of 10,000)."""
+
+    total: int
+    online: int
+    healthy: int
+    groups: list[FleetGroupView]
+    # The hosts matching the filter, and the page of them shown.
+    matched: int
+    page: int
+    pages: int
+    hosts: list[HostView]
+
+
 class StreamError(View, kw_only=True, frozen=True):
     """The ``error`` event the stream sends before it ends (the client resumes with
     ``?after=SEQ``)."""

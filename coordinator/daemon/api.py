@@ -1,7 +1,9 @@
 """The coordinator's HTTP API on aiohttp.
 
 ``/healthz``, ``/readyz`` and ``/metrics`` are open (for probes and Prometheus); every
-``/api/`` route needs the bearer token, compared in constant time. Errors are JSON
+``/api/`` route needs the bearer token, compared in constant time, or the dashboard's
+cookie holding it (coordinator/daemon/dashboard/auth.py: a POST with the cookie must
+come from the dashboard's own script). Errors are JSON
 ``{"error": "...", "reasons": [...]}``: 400 for a malformed request (naming the
 field), 401 for a bad token, 404 for an unknown deployment, 409 for a request the
 engine refused (with its reasons), 503 while the coordinator holds or is standby (or
@@ -24,6 +26,8 @@ from aiohttp import web
 from msgspec import Meta
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from coordinator.daemon.dashboard import auth
+from coordinator.daemon.dashboard.routes import add_routes as add_dashboard
 from coordinator.daemon.eventhub import EventHub, ListenerLagged
 from coordinator.daemon.hosts import HostRegistry
 from coordinator.daemon.notify import Notifier
@@ -115,10 +119,15 @@ def token_middleware(token: str) -> Any:  # aiohttp's Middleware protocol
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith("/api/"):
-            given = request.headers.get("Authorization", "").encode()
-            # Constant-time comparison: the token never leaks through timing.
-            if not hmac.compare_digest(given, expected):
-                return error(401, "missing or invalid bearer token")
+            given = request.headers.get("Authorization", "")
+            if given or not auth.has_cookie(request, token):
+                # Constant-time comparison: the token never leaks through timing.
+                if not hmac.compare_digest(given.encode(), expected):
+                    return error(401, "missing or invalid bearer token")
+            elif (refused := auth.cross_site(request)) is not None:
+                # The dashboard's cookie: a request that changes something must come
+                # from the dashboard's own script.
+                return error(403, refused)
         try:
             return await handler(request)
         except web.HTTPException as exc:
@@ -334,4 +343,5 @@ def build_app(coordinator: Daemon, token: str) -> web.Application:
     app.router.add_post("/api/v1/deployments/{id}/{action}", act)
     app.router.add_get("/api/v1/events", events_stream)
     app.router.add_get("/api/v1/alerts", list_alerts)
+    add_dashboard(app, coordinator, token)
     return app

@@ -154,20 +154,20 @@ class AlertDeliveries:
         if notification.kind not in ALERT_KINDS or outcome not in ("sent", "failed", "dropped"):
             return
         key = alert_key(notification)
-        if notification.kind is NotifyKind.ALERT_FIRED:
+        if notification.kind == NotifyKind.ALERT_FIRED:
             fired = notification.time
         else:
             fired_at = notification.evidence.get("fired_at")
             fired = float(fired_at) if isinstance(fired_at, int | float) else notification.time
         entry = self._by_key.get(key)
-        if entry is None or (notification.kind is NotifyKind.ALERT_FIRED and entry[0] != fired):
+        if entry is None or (notification.kind == NotifyKind.ALERT_FIRED and entry[0] != fired):
             entry = (fired, [])
             self._by_key[key] = entry
         self._by_key.move_to_end(key)
         entry[1].append(
             DeliveryView(
                 target=_redact(webhook.url),
-                kind=notification.kind.value,
+                kind=str(notification.kind),
                 outcome=outcome,
                 time=time.time(),
             )
@@ -241,7 +241,7 @@ class Notifier:
         False when nothing was queued: a repeat of a key already seen, no target for
         the environment, or the notifier is closed.
         """
-        if notification.kind is NotifyKind.ALERT_FIRED:
+        if notification.kind == NotifyKind.ALERT_FIRED:
             # The journal shows every alert, whether or not anyone configured a webhook.
             log.warning(
                 "alert fired: %s %s: %s %s",

@@ -232,6 +232,7 @@ async def test_payload_shapes_for_both_formats(receiver: Receiver) -> None:
         },
         "time": 1_700_000_000.0,
         "key": "",
+        "link": None,
     }
     key = rolled_back().idempotency_key
     assert slack.headers["Idempotency-Key"] == key
