@@ -245,21 +245,22 @@ async function stream() {
 
 // -- the chart: canary versus baseline --------------------------------------------------
 
-const CHART = { width: 900, height: 300, pad: 44, gap: 60 };
+const CHART = { width: 900, height: 300, pad: 58, gap: 40 };
 
 function drawChart() {
   const chart = $("chart");
   chart.setAttribute("data-points", String(state.windows.length));
+  // [title, the number of a cohort, its label, the least top of the scale]
   const plots = [
-    ["error rate", (c) => c.error_rate, (v) => pct(v, 1)],
-    ["p95 latency", (c) => c.p95_ms, (v) => `${num(v, 0)} ms`],
+    ["error rate", (c) => c.error_rate, (v) => pct(v, 1), 0.01],
+    ["p95 latency", (c) => c.p95_ms, (v) => `${num(v, 0)} ms`, 10],
   ];
   const width = (CHART.width - CHART.gap) / 2;
   const nodes = [];
   const windows = [...state.windows].sort((a, b) => a.end - b.end);
   const t0 = windows.length ? windows[0].start : 0;
   const t1 = windows.length ? windows[windows.length - 1].end : 1;
-  plots.forEach(([title, pick, label], index) => {
+  plots.forEach(([title, pick, label, least], index) => {
     const x0 = index * (width + CHART.gap) + CHART.pad;
     const x1 = index * (width + CHART.gap) + width - 12;
     const y0 = CHART.height - 28;
@@ -269,7 +270,7 @@ function drawChart() {
       const v = pick(w.cohorts[name] || {});
       if (v !== null && v !== undefined) top = Math.max(top, v);
     }
-    top = top > 0 ? top * 1.15 : 1;
+    top = Math.max(top * 1.15, least);
     const x = (t) => x0 + ((t - t0) / Math.max(1e-9, t1 - t0)) * (x1 - x0);
     const y = (v) => y0 - (v / top) * (y0 - y1);
     nodes.push(svg("text", { x: x0, y: 14, class: "chart-title" }));
