@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page
 
+from coordinator.devfleet.broker import mosquitto_binary
 from coordinator.devfleet.fleet import DevFleet, wait_for
+from tests.conftest import service_missing
 from tests.dashboard.conftest import HOSTS, token
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -151,3 +153,28 @@ def test_watch_a_canary_and_roll_it_back_from_the_page(
     assert deployment_id in page.content()
     # The refused approve is the only failed request (the browser logs its 409).
     assert [e for e in errors if "409 (Conflict)" not in e] == [], errors
+
+
+def test_firing_alerts_are_on_the_page_with_who_was_told(browser: Browser, tmp_path: Path) -> None:
+    if mosquitto_binary() is None:
+        service_missing("the mosquitto binary")
+    # Every host's memory is over 1 %: each fires a memory alert; no webhook is set.
+    extra = {"alerts": {"memory_percent": 1.0}}
+    with DevFleet(tmp_path / "alerting", ["db-1", "db-2"], coordinator_extra=extra) as fleet:
+        fleet.wait_ready(60)
+        wait_for(lambda: len(fleet.api.get("/api/v1/alerts")["alerts"]) >= 2, 40, "two alerts")
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        try:
+            page = context.new_page()
+            log_in(page, fleet)
+            page.wait_for_selector("#alerts tbody tr.firing", timeout=30_000)
+            rows = page.locator("#alerts tbody tr.firing")
+            assert rows.count() == 2
+            text = page.inner_text("#alerts")
+            assert "FIRING" in text
+            assert "memory" in text
+            assert "db-1" in text
+            assert "log" in text  # no webhook: the journal is who was told
+            assert "2 firing" in page.inner_text("#alerts-count")
+        finally:
+            context.close()
