@@ -191,6 +191,11 @@ class BaselineShown(_Strict, kw_only=True, frozen=True, omit_defaults=True):
     showing: list[str] | None = None
     baseline_share: float | None = None
     canary_share: float | None = None
+    # Baseline hosts left out of a rate (the one pulling it up most, the one pulling it
+    # down most), so that no one host excuses or blames a release.
+    excluded: list[str] | None = None
+    # The baseline has no data yet to confirm or refute the breach: judged by then.
+    pending_until: float | None = None
 
 
 # -- judgements and transitions -------------------------------------------------------

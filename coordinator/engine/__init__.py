@@ -20,6 +20,7 @@ from coordinator.engine.deployment import CommandRecord, Deployment, HistoryEntr
 from coordinator.engine.engine import Engine
 from coordinator.engine.errors import EngineError, SnapshotError
 from coordinator.engine.events import (
+    BrokerConnectivity,
     CommandResultReceived,
     EngineEvent,
     HostStatusReceived,
@@ -34,6 +35,7 @@ from coordinator.engine.state import EngineSnapshot, decode_snapshot, encode_sna
 
 __all__ = [
     "TRANSITIONS",
+    "BrokerConnectivity",
     "CancelCommand",
     "CommandRecord",
     "CommandResultReceived",

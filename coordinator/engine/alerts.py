@@ -8,7 +8,12 @@ streaks. One notification per state change, so a flapping metric cannot flood an
 
 Rates are pooled over the host's last ``rate_window`` seconds of samples and judged
 with the same confidence bounds as a deployment: a breach needs the lower bound over
-the threshold, clearing needs the estimate at or under it. Offline (by the agent's
+the threshold, clearing needs the estimate at or under it. The window slides on the
+engine's clock: a sample counts from its arrival for ``rate_window`` seconds, and one
+timed before the window (a backlog replayed late, a clock far behind) is not counted,
+so no host's clock, ahead or behind, can keep a sample in the window. A rate alert
+whose window has emptied (the host sent no requests for ``rate_window``) resolves at
+the next tick: nothing supports it any more. Offline (by the agent's
 Will) fires at once, since the Will is already a definite fact; silence fires when a
 check the host reports has not arrived for ``silent_intervals`` of its interval.
 Checks on a blue-green inactive slot (suffixed ``_blue``/``_green``) serve no traffic
@@ -68,11 +73,18 @@ class _At:
 @dataclass
 class _HostState:
     streaks: dict[str, _Streaks] = field(default_factory=dict)
-    # Each sample's counts, by the sample's time.
+    # Each sample's counts, by the engine time it arrived (so in order).
     recent: deque[tuple[float, Tally]] = field(default_factory=deque)
     # The sums of ``recent``, kept as samples enter and leave the window.
     total: Tally = field(default_factory=Tally)
-    newest: float = 0.0
+    # Engine time of the last sample with requests (or of the first sample at all).
+    last_requests: float = 0.0
+
+    def slide(self, now: float, window: float) -> None:
+        """Take out what arrived more than ``window`` seconds before ``now``."""
+        recent = self.recent
+        while recent and recent[0][0] < now - window:
+            self.total.add_counts(recent.popleft()[1], -1)
 
 
 BREACH, CLEAR, NEUTRAL = "breach", "clear", "neutral"
@@ -107,7 +119,9 @@ class Alerts:
         """Judge one sample; return the alerts it fires or resolves."""
         if not self.policy.enabled or base_check(sample.check) != sample.check:
             return []
-        state = self._hosts.setdefault(host, _HostState())
+        state = self._hosts.get(host)
+        if state is None:
+            state = self._hosts[host] = _HostState(last_requests=now)
         at = _At(host, environment, now)
         out: list[EngineAction] = []
         policy = self.policy
@@ -160,12 +174,12 @@ class Alerts:
 
     def _rates(self, at: _At, state: _HostState, sample: Sample) -> list[EngineAction]:
         policy = self.policy
-        tally = tally_sample(sample, policy.latency_ms, sketch=False)
-        state.recent.append((sample.time, tally))
-        state.total.add_counts(tally)
-        state.newest = max(state.newest, sample.time)
-        while state.recent and state.recent[0][0] < state.newest - policy.rate_window:
-            state.total.add_counts(state.recent.popleft()[1], -1)
+        state.slide(at.now, policy.rate_window)
+        if sample.time >= at.now - policy.rate_window:
+            tally = tally_sample(sample, policy.latency_ms, sketch=False)
+            state.recent.append((at.now, tally))
+            state.total.add_counts(tally)
+            state.last_requests = at.now
         total = state.total
         out: list[EngineAction] = []
         if total.requests:
@@ -249,12 +263,20 @@ class Alerts:
         interval: Callable[[str], float],
         since: float,
         now: float,
+        *,
+        listening: bool = True,
     ) -> list[EngineAction]:
-        """Silence: an online host whose check has not arrived for N intervals."""
+        """Silence: an online host whose check has not arrived for N intervals; and rate
+        alerts whose window has slid empty resolve. Not ``listening`` (the coordinator
+        is disconnected from the broker), silence is nobody's: it neither fires nor
+        resolves, and no rate alert resolves for want of requests."""
         if not self.policy.enabled:
             return []
         out: list[EngineAction] = []
         for host, environment, online in hosts:
+            if not listening:
+                continue
+            out += self._slide(_At(host, environment, now))
             silent = []
             if online:
                 for name, window in sorted(checks(host).items()):
@@ -274,6 +296,30 @@ class Alerts:
                 ),
                 evidence=AlertChange(rule="silent", checks=silent),
             )
+        return out
+
+    def _slide(self, at: _At) -> list[EngineAction]:
+        state = self._hosts.get(at.host)
+        if state is None:
+            return []
+        window = self.policy.rate_window
+        state.slide(at.now, window)
+        if at.now - state.last_requests <= window:
+            return []
+        out: list[EngineAction] = []
+        for rule, empty in (
+            ("error_rate", not state.total.requests),
+            ("latency", not state.total.latency_n),
+        ):
+            if empty and (at.host, rule) in self.firing:
+                state.streaks.pop(rule, None)
+                out += self._set(
+                    at,
+                    rule,
+                    fire=False,
+                    message=f"no requests in the last {window:g} s",
+                    evidence=AlertChange(rule=rule),
+                )
         return out
 
     def _judge(

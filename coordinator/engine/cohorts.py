@@ -116,9 +116,12 @@ class Cohorts:
         result: Judgement,
         now: float,
     ) -> float | None:
-        """When a judged fact changes by time alone: a missing host's grace ends, or a
-        reporting host's required check falls silent."""
+        """When a judged fact changes by time alone: a missing host's grace ends, a
+        reporting host's required check falls silent, or the wait for the baseline's
+        data ends."""
         times = [since + policy.missing_data_grace for since, _ in result.missing.values()]
+        if result.decide_by is not None:
+            times.append(result.decide_by)
         silence = self.state.silence(policy)
         reference = dep.window_start if dep.window_start is not None else now
         for host in runtime.cohort("canary"):

@@ -38,6 +38,7 @@ from coordinator.engine.deployment import Deployment, HistoryEntry
 from coordinator.engine.driver import Driver
 from coordinator.engine.errors import EngineError, SnapshotError
 from coordinator.engine.events import (
+    BrokerConnectivity,
     CommandResultReceived,
     EngineEvent,
     HostStatusReceived,
@@ -106,6 +107,8 @@ class Engine:
                 self._operator.preflight_reported(event, now, out)
             case Tick():
                 self._tick(now, out)
+            case BrokerConnectivity(connected=connected):
+                self._connectivity(connected, now, out)
             case _:
                 raise EngineError(f"not an engine event: {type(event).__name__}")
         return out.drain(now)
@@ -279,6 +282,9 @@ class Engine:
         self._driver.reach.saw(batch.host, now)
         dep = state.deployment_of(batch.host)
         for sample in batch.samples:
+            # Numbers no host can plausibly send count nowhere (windows.untrusted).
+            if not windows.trusted(sample, now, limits):
+                continue
             delta = windows.ingest(sample, now, limits)
             out.extend(state.alerts.observe(batch.host, environment, sample, now))
             if delta is not None and dep is not None:
@@ -380,6 +386,19 @@ class Engine:
         )
         self._driver.drive(dep, now, out, full=result.state != "succeeded")
 
+    def _connectivity(self, connected: bool, now: float, out: Effects) -> None:
+        """The shell's session with the broker went down or came back: while down no
+        missing-data clock runs (EngineState.silence); back, every host's silence is
+        counted afresh from now, and deployments are judged again (a hold for missing
+        data clears once every judged host has data again)."""
+        state = self._state
+        if connected == state.broker_connected:
+            return
+        state.broker_connected = connected
+        if connected:
+            state.since = now
+        self._tick(now, out)
+
     def _tick(self, now: float, out: Effects) -> None:
         state = self._state
         for dep in list(state.deployments.values()):
@@ -396,5 +415,6 @@ class Engine:
                 state.config.engine.interval,
                 state.since if state.since is not None else now,
                 now,
+                listening=state.broker_connected,
             )
         )

@@ -70,6 +70,16 @@ class Tick(_Event, frozen=True, kw_only=True, tag="tick"):
     """Time passed: the shell sends one at ``next_wakeup()`` (or sooner)."""
 
 
+class BrokerConnectivity(_Event, frozen=True, kw_only=True, tag="broker"):
+    """The shell's own session with the broker went down (``connected`` False) or is
+    up again, subscribed (True). While it is down no host's silence is the host's
+    fault: no missing-data clock runs and no silence alert fires. When it is back every
+    host gets a fresh grace, counted from then. The engine starts connected; a shell
+    that activates it while disconnected says so first."""
+
+    connected: bool
+
+
 EngineEvent = (
     HostStatusReceived
     | MetricsReceived
@@ -77,4 +87,5 @@ EngineEvent = (
     | OperatorRequest
     | PreflightReported
     | Tick
+    | BrokerConnectivity
 )

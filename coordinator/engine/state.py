@@ -177,8 +177,11 @@ class EngineState:
         self.runtimes: dict[str, Runtime] = {}
         self.now = 0.0
         # Nothing before this engine time counts as a host's silence: the engine's start,
-        # or its restore.
+        # its restore, or the shell's reconnection to the broker.
         self.since: float | None = None
+        # Whether the shell's session with the broker is up (BrokerConnectivity): while
+        # it is down, nothing counts as a host's silence.
+        self.broker_connected = True
 
     # Lookups -------------------------------------------------------------------------
 
@@ -194,13 +197,17 @@ class EngineState:
                 "memory": policy.memory_percent,
                 "disk": policy.disk_percent,
             },
+            max_count=self.config.engine.max_count,
         )
 
     def silence(self, policy: EnvironmentPolicy) -> Silence:
+        since = self.since if self.since is not None else self.now
         return Silence(
             interval=self.config.engine.interval,
             intervals=policy.silent_intervals,
-            since=self.since if self.since is not None else self.now,
+            # Disconnected from the broker, the engine hears nobody: silence starts now,
+            # at every moment, so no clock runs until the shell is back.
+            since=since if self.broker_connected else self.now,
         )
 
     def host_windows(self, host: str) -> HostWindows:

@@ -77,6 +77,10 @@ def _small_count_limit(trials: int) -> int:
     return 0
 
 
+# Beyond this many trials a bound's width is under 1e-100: the estimate itself.
+MAX_TRIALS: Final = 10**200
+
+
 def wilson(events: int, trials: int, confidence: float) -> Bounds:
     """One-sided bounds at ``confidence`` on the proportion ``events / trials``."""
     if trials <= 0:
@@ -84,8 +88,11 @@ def wilson(events: int, trials: int, confidence: float) -> Bounds:
     if not 0 <= events <= trials:
         raise ValueError(f"events must be within 0..trials, got {events}/{trials}")
     z = z_score(confidence)
-    n = float(trials)
-    p = events / n
+    # int / int is exact for any size; beyond float range the bounds are the estimate
+    # anyway (the engine never counts that many: windows.untrusted), so n is capped
+    # rather than overflowing.
+    p = events / trials
+    n = float(min(trials, MAX_TRIALS))
     z2 = z * z
     centre = p + z2 / (2 * n)
     spread = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
@@ -160,7 +167,7 @@ class LatencySketch:
         self.total = 0
 
     def _index(self, value_ms: float) -> int:
-        if math.isinf(value_ms):
+        if math.isinf(value_ms) or math.isnan(value_ms):
             return self._INFINITE
         if value_ms <= self.FLOOR_MS:
             return self._FLOOR_INDEX

@@ -10,6 +10,20 @@ over it are slow; for a histogram, a bucket wholly above it is surely slow and a
 that straddles it possibly slow, so a failure is never claimed on a straddling bucket
 and a pass never ignores one.
 
+Untrusted numbers: every number a host sends is checked before it is counted (the
+wire schema bounds them too; the engine does not rely on it). A sample with a value
+that is not a finite number, a negative count, more requests (or latencies) than its
+check's interval can plausibly hold (``EngineConfig.max_count``), or a gauge percent
+outside 0..100 counts in no window, streak or alert: it is a sign of life of its host
+and nothing more. So one batch cannot overflow a sum, roll back a release, or excuse
+one; a host sending such samples has no data and is never promoted on them.
+
+Times: a window opens on the engine's clock and is emptied then, so whatever arrives
+after counts unless its own time says it was measured before the start (a backlog
+flushed late). A host's clock running ahead changes nothing (what arrived before the
+window opened was emptied with it), and silence is judged on arrival, never on a host's
+clock: no sample time can hold a window open or keep a host looking alive.
+
 Check names: a sample's ``check`` is what the agent measured. For blue-green, the
 inactive slot's checks are told apart by a ``_blue`` / ``_green`` suffix on the check
 name (``application_green``) until the wire carries the slot itself.
@@ -17,7 +31,9 @@ name (``application_green``) until the wire carries the slot itself.
 
 from __future__ import annotations
 
+import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -30,6 +46,8 @@ GAUGE_CHECKS: Final = ("cpu", "memory", "disk")
 SLOTS: Final[tuple[Slot, ...]] = ("blue", "green")
 # Batches remembered per host to drop MQTT QoS 1 duplicates.
 DEDUP_DEPTH: Final = 64
+# The values that count requests (probes, and real traffic scraped from the app).
+COUNT_VALUES: Final = ("requests", "errors", "traffic_requests", "traffic_errors")
 
 
 def slot_check(check: str, slot: Slot | None) -> str:
@@ -52,10 +70,43 @@ def base_check(check: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Thresholds a host's samples are counted against (its environment's policy)."""
+    """Thresholds a host's samples are counted against (its environment's policy), and
+    the bounds of what a sample can plausibly say."""
 
     latency_ms: float
     gauges: dict[str, float]
+    # The most requests one sample of a (base) check can count.
+    max_count: Callable[[str], float] = lambda check: math.inf
+
+
+def untrusted(sample: Sample, max_count: float) -> str | None:
+    """Why ``sample``'s numbers cannot be believed (None: they can). ``max_count``: the
+    most requests or latencies one sample of its check can plausibly count."""
+    for name, value in sample.values.items():
+        if not math.isfinite(value):
+            return f"{name} is not a finite number"
+    for name in COUNT_VALUES:
+        count = sample.values.get(name)
+        if count is not None and not 0 <= count <= max_count:
+            return f"{name} {count:g} is outside 0..{max_count:g} for one interval"
+    if sample.check in GAUGE_CHECKS:
+        for name, value in sample.values.items():
+            if (name == "percent" or name.startswith("percent_")) and not 0 <= value <= 100:
+                return f"{name} {value:g} is outside 0..100"
+    if len(sample.latencies_ms) > max_count:
+        return f"{len(sample.latencies_ms)} latencies are more than {max_count:g}"
+    if not all(math.isfinite(v) and v >= 0 for v in sample.latencies_ms):
+        return "a latency is not a finite number of ms"
+    histogram = sample.histogram
+    if histogram is not None:
+        if not all(math.isfinite(b) and b >= 0 for b in histogram.bounds):
+            return "a histogram bound is not a finite number of ms"
+        if any(c < 0 for c in histogram.counts):
+            return "a histogram count is negative"
+        total = sum(histogram.counts)
+        if total > max_count:
+            return f"histogram counts {total} are more than {max_count:g}"
+    return None
 
 
 @dataclass(slots=True)
@@ -102,6 +153,14 @@ class Tally:
         self.slow_possible += sign * other.slow_possible
 
 
+def _count(value: float | None) -> int:
+    """A count as an int; 0 for nothing, a negative or a non-finite value (``untrusted``
+    keeps those from being counted; this keeps a direct call from raising)."""
+    if value is None or not math.isfinite(value) or value < 0:
+        return 0
+    return int(value)
+
+
 def tally_sample(sample: Sample, latency_ms: float, *, sketch: bool = True) -> Tally:
     """One sample's contribution to a window (``sketch`` False: counts only)."""
     tally = Tally(samples=1, failures=0 if sample.ok else 1)
@@ -109,12 +168,8 @@ def tally_sample(sample: Sample, latency_ms: float, *, sketch: bool = True) -> T
     if "requests" in values or "traffic_requests" in values:
         # Probes and real traffic (scraped from the app) are both trials of the same
         # error rate; real traffic usually brings far more of them.
-        tally.requests = max(0, int(values.get("requests", 0.0))) + max(
-            0, int(values.get("traffic_requests", 0.0))
-        )
-        errors = max(0, int(values.get("errors", 0.0))) + max(
-            0, int(values.get("traffic_errors", 0.0))
-        )
+        tally.requests = _count(values.get("requests")) + _count(values.get("traffic_requests"))
+        errors = _count(values.get("errors")) + _count(values.get("traffic_errors"))
         # More errors than requests is a broken agent; never count a rate over 100 %.
         tally.errors = min(tally.requests, errors)
     for latency in sample.latencies_ms:
@@ -161,12 +216,24 @@ class CheckWindow:
     last_error: str | None = None
     # Engine time of the latest sample's arrival (silence is judged on arrival).
     last_seen: float | None = None
+    # What the latest sample in the window added: the canary-versus-baseline comparison
+    # leaves it out to judge both cohorts over a span they both have data for.
+    last_delta: Tally | None = None
 
 
 class HostWindows:
     """Every check of one host."""
 
-    __slots__ = ("_batches", "_seen_batches", "checks", "host", "plain", "slotted", "start")
+    __slots__ = (
+        "_batches",
+        "_seen_batches",
+        "checks",
+        "host",
+        "plain",
+        "slotted",
+        "start",
+        "untrusted",
+    )
 
     def __init__(self, host: str) -> None:
         self.host = host
@@ -177,6 +244,8 @@ class HostWindows:
         self.slotted: dict[str, dict[str, CheckWindow]] = {}
         self._batches: deque[tuple[int, int]] = deque()
         self._seen_batches: set[tuple[int, int]] = set()
+        # Samples not trusted (see ``untrusted``), by reason.
+        self.untrusted: dict[str, int] = {}
 
     def duplicate(self, session: int, seq: int) -> bool:
         """Whether this batch was seen already; remembers it if not."""
@@ -194,6 +263,7 @@ class HostWindows:
         self.start = start
         for window in self.checks.values():
             window.tally = Tally()
+            window.last_delta = None
             window.fail_streak = 0
             window.over_streak = 0
 
@@ -201,8 +271,25 @@ class HostWindows:
         self.open(0.0)
         self.start = None
 
+    def trusted(self, sample: Sample, now: float, limits: Limits) -> bool:
+        """Whether ``sample``'s numbers can be counted. One that cannot is still a sign
+        of life of its check (silence is judged on arrival) and is counted by reason."""
+        reason = untrusted(sample, limits.max_count(base_check(sample.check)))
+        if reason is None:
+            return True
+        window = self.checks.get(sample.check)
+        if window is None:
+            window = self._create(sample.check)
+        window.last_seen = now
+        self.untrusted[reason] = self.untrusted.get(reason, 0) + 1
+        if len(self.untrusted) > DEDUP_DEPTH:
+            # Reasons carry the value: keep the most recent few.
+            del self.untrusted[next(iter(self.untrusted))]
+        return False
+
     def ingest(self, sample: Sample, now: float, limits: Limits) -> Tally | None:
-        """Take one sample; return what it added to the window (None: before the window)."""
+        """Take one sample ``trusted`` accepted; return what it added to the window
+        (None: before the window)."""
         window = self.checks.get(sample.check)
         if window is None:
             window = self._create(sample.check)
@@ -219,6 +306,7 @@ class HostWindows:
             window.over_streak = window.over_streak + 1 if value > limit else 0
         delta = tally_sample(sample, limits.latency_ms)
         window.tally.merge(delta)
+        window.last_delta = delta
         return delta
 
     def get(self, check: str) -> CheckWindow | None:

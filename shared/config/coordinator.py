@@ -92,6 +92,10 @@ class EnvironmentPolicy(_Config, kw_only=True, frozen=True):
     silent_intervals: Annotated[int, Meta(ge=1)] = 3
     # How long a canary host may have no data before the deployment fails.
     missing_data_grace: Seconds = 300.0
+    # A canary breach is judged against the baseline's data of the same window; while
+    # the baseline has none yet, the decision waits this many of the check's intervals
+    # from the window's start before it blames the release.
+    baseline_wait_intervals: Annotated[int, Meta(ge=0, le=100)] = 3
     # A command not acknowledged (succeeded or failed) within this fails the step.
     ack_timeout: Seconds = 300.0
     # A host offline (its Will) or silent for the missing-data grace is unreachable: a
@@ -200,6 +204,14 @@ class EngineConfig(_Config, kw_only=True, frozen=True):
     housekeeping: Seconds = 5.0
     # Finished deployments remembered per environment (for manual rollback and history).
     history_limit: Annotated[int, Meta(ge=1, le=10000)] = 100
+    # Requests per second one host can plausibly serve: a sample counting more requests
+    # (or latencies) than this over its check's interval is not trusted and counts in no
+    # verdict and no alert (nor does one with a value that is not a finite number).
+    max_request_rate: Annotated[float, Meta(gt=0)] = 100000.0
+
+    def max_count(self, check: str) -> float:
+        """The most requests one sample of ``check`` can plausibly count."""
+        return self.max_request_rate * self.interval(check)
 
     def interval(self, check: str) -> float:
         named = self.check_intervals.get(check)

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from coordinator.engine import EngineAction, Record
-from coordinator.engine.phases import ACTIVE
+from coordinator.engine.phases import ACTIVE, Phase
 from shared.kinds import EventKind
 from shared.phases import TERMINAL
 
@@ -138,7 +138,10 @@ def test_hosts_and_the_coordinator_coming_and_going_never_wedge_a_rollout(
             if answer is not None:
 
                 def reply(answer: str = answer) -> None:
-                    if sim.down_until is None:
+                    if sim.down_until is not None:
+                        # The coordinator is down: the person tries again a bit later.
+                        sim.at(sim.now + OPERATOR_DELAY, partial(reply, answer))
+                    elif sim.engine.phase("d1") is Phase.HELD:
                         sim.operator(answer, "d1", reason="on call")
 
                 sim.at(now + OPERATOR_DELAY, reply)
@@ -151,7 +154,7 @@ def test_hosts_and_the_coordinator_coming_and_going_never_wedge_a_rollout(
     assert reply.accepted, reply.reasons
     for fault in events:
         sim.at(fault.time, partial(apply, sim, fault))
-    crashes = sum(f.length for f in events if f.kind == "crash")
+    crashes = sum(f.length + OPERATOR_DELAY for f in events if f.kind == "crash")
     limit = START + bound(sim, environment, crashes)
     sim.run_until(HORIZON)
     # Every host returns; after a quiet period the fleet has converged.
