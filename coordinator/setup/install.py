@@ -310,8 +310,8 @@ def packaged_acl() -> bytes:
 def broker_plan(directory: Path, hosts: Sequence[str], *, user: str = BROKER_USER) -> list[Step]:
     """Passwords for the service users and ``hosts``, the ACL, readable by ``user``."""
     checked = tuple(validate_host_id(host) for host in hosts)
-    readers = Owner(ROOT, user)
-    readers.ids()
+    Owner.of(user).ids()
+    readers = Owner(ROOT, Owner.of(user).group)
     private = Owner(ROOT, ROOT)
     steps: list[Step] = [
         Directory(directory, readers, 0o750),
