@@ -222,12 +222,16 @@ class Coordinator:
         self.engine = engine
         now = self.clock()
         # The fleet comes from the broker's retained statuses, kept in the registry as
-        # they arrive; a new engine learns them before anything else.
+        # they arrive; a new engine learns them before anything else. A host that came
+        # back meanwhile is converged by a command stored and published by that step;
+        # only the commands stored before are re-sent here, by id.
+        stored = {a.command_id for a in engine.outstanding() if isinstance(a, SendCommand)}
         for status in self.hosts.replay():
             self.step(HostStatusReceived(status=status), now)
         for action in engine.outstanding():
             if isinstance(action, SendCommand):
-                await self._resend_stored(action.command_id, action.host)
+                if action.command_id in stored:
+                    await self._resend_stored(action.command_id, action.host)
             elif isinstance(action, RunPreflight):
                 self._start_preflight(action)
         log.warning(

@@ -75,3 +75,39 @@ def test_a_baseline_agent_killed_mid_bake_is_listed_then_converged(
     assert converging[0]["evidence"]["because"] == "completed"
     assert converging[0]["evidence"]["version"] == "2.0.0"
     assert_nothing_executed_twice(fleet)
+
+
+def test_a_host_back_while_the_coordinator_was_down_is_converged_on_restart(
+    make_fleet: FleetFactory,
+) -> None:
+    """The coordinator rebuilds the fleet from the retained statuses when it restarts:
+    a host that came back meanwhile is converged then, by one command."""
+    fleet = make_fleet(HOSTS, coordinator_extra=TOLERANT)
+    started = fleet.deploy("2.0.0")
+    deployment = started["id"]
+    dead = started["steps"][2]["orders"][0]["host"]
+    fleet.wait_state(deployment, {"baking"}, 30)
+    fleet.kill(dead, signal.SIGKILL)
+    final = wait_settled(fleet, deployment, 150)
+    assert final["state"] == "completed", final["summary"]
+    assert final["unreachable"] == [dead]
+
+    fleet.kill("coordinator", signal.SIGKILL)
+    fleet.start_agent(dead)
+    wait_for(
+        lambda: (s := retained_statuses(fleet).get(dead)) is not None and s.online,
+        30,
+        f"{dead} back online",
+    )
+    assert fleet.linked_version(dead) == STABLE
+    fleet.start_coordinator()
+
+    wait_for(lambda: fleet.linked_version(dead) == "2.0.0", 60, f"{dead} converged")
+    converging = wait_for(
+        lambda: [e for e in events(fleet, deployment) if e["kind"] == "host.converging"],
+        15,
+        "the convergence to be stored",
+    )
+    assert [(e["host"], e["evidence"]["because"]) for e in converging] == [(dead, "completed")]
+    assert runs(fleet, dead) == [(deployment, "2.0.0")]
+    assert_nothing_executed_twice(fleet)
