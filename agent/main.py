@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import os
 import signal
@@ -45,6 +46,7 @@ def check_files(config: AgentConfig, source: str, *, unit: str | None = AGENT_UN
     from agent.signature import load_public_key
 
     try:
+        check_drivers(config)
         agent_files(config, unit=unit)
         assert config.public_key_file is not None  # agent_files requires it
         load_public_key(config.public_key_file)
@@ -52,6 +54,21 @@ def check_files(config: AgentConfig, source: str, *, unit: str | None = AGENT_UN
         raise ConfigError(f"{source}: {exc}") from exc
     except SignatureError as exc:
         raise ConfigError(f"{source}: public_key_file: {exc}") from exc
+
+
+# The checks whose driver comes with an extra: (config section, module, extra).
+DRIVERS: Final = (("database", "psycopg", "postgres"), ("cache", "redis", "redis"))
+
+
+def check_drivers(config: AgentConfig) -> None:
+    """A configured database or cache check needs its driver, which a plain
+    ``pip install rollguard`` leaves out."""
+    for section, module, extra in DRIVERS:
+        if getattr(config.checks, section) is not None and importlib.util.find_spec(module) is None:
+            raise ConfigError(
+                f"checks.{section} needs {module}, which is not installed: "
+                f"pip install 'rollguard[{extra}]'"
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

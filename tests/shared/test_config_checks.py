@@ -108,3 +108,24 @@ def test_the_coordinators_files_are_checked(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"mqtt.password_file .*pw: No such file"):
         coordinator_files(config)
+
+
+def test_a_check_whose_driver_is_not_installed_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    _, public = generate_keypair(tmp_path / "keys")
+    config = loads(
+        AgentConfig,
+        f'host = "web-1"\npublic_key_file = "{public}"\n'
+        '[checks.database]\nurl = "postgresql://db/app"\n',
+    )
+    check_files(config, "a.toml", unit=None)  # psycopg is installed here
+    # A host installed without the extra: the driver is not there.
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "psycopg" else real(name)
+    )
+    with pytest.raises(ConfigError, match=r"pip install 'rollguard\[postgres\]'"):
+        check_files(config, "a.toml", unit=None)
