@@ -39,6 +39,7 @@ from coordinator.daemon.session import BrokerSession
 from coordinator.daemon.telemetry import Telemetry
 from coordinator.daemon.views import host_view
 from coordinator.engine import (
+    BrokerConnectivity,
     CommandResultReceived,
     Engine,
     EngineAction,
@@ -116,6 +117,8 @@ class Coordinator:
         self._results: list[CommandResult] = []
         self._result_writer: asyncio.Task[None] | None = None
         self._store_opened = asyncio.Event()
+        # What the engine was last told of the broker session (it starts connected).
+        self._told_connected = True
         self.session = BrokerSession(
             config,
             clock=clock,
@@ -221,6 +224,8 @@ class Coordinator:
         engine, restored = await restore_engine(self.store, self.config)
         self.engine = engine
         now = self.clock()
+        self._told_connected = True
+        self._tell_connectivity(now)
         # The fleet comes from the broker's retained statuses, kept in the registry as
         # they arrive; a new engine learns them before anything else. A host that came
         # back meanwhile is converged by a command stored and published by that step;
@@ -411,6 +416,7 @@ class Coordinator:
         gc_full_due = time.monotonic() + GC_FULL_EVERY
         while True:
             now = self.clock()
+            self._tell_connectivity(now)
             for _command_id, host, payload in self.outbox.due(now):
                 await self.session.publish_command(host, payload)
             if (mono := time.monotonic()) >= gc_due and not self.pipeline.pending():
@@ -438,6 +444,23 @@ class Coordinator:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, deadline - self.clock()))
+
+    def _tell_connectivity(self, now: float) -> None:
+        """Tell the engine when our broker session went down or came back: while we hear
+        nobody, no host's silence is its fault (the engine stops its missing-data clocks
+        and gives every host a fresh grace when we are back). Checked before every tick,
+        so no tick judges silence the engine has not been told about."""
+        connected = self.session.connected
+        if self.engine is not None and connected != self._told_connected:
+            self._told_connected = connected
+            log.warning(
+                "broker session %s: %s",
+                "back" if connected else "lost",
+                "hosts get a fresh missing-data grace"
+                if connected
+                else "missing-data clocks stopped until it is back",
+            )
+            self.step(BrokerConnectivity(connected=connected), now)
 
     def _record_series(self, engine: Engine, now: float) -> None:
         records = self.series.flush(now, engine.deployments(), self.hosts.versions())
