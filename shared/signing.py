@@ -6,8 +6,8 @@ emptied and keys in sorted order, so both sides derive them identically from the
 decoded Struct, whatever the sender's field order or whitespace.
 
 ``cryptography`` is imported inside the functions that need it: the agent takes the
-canonical encoding and signature parsing from here but verifies with its own small
-verifier (``agent.ed25519``) to stay inside its memory budget.
+canonical encoding and signature parsing from here but verifies with libsodium
+(PyNaCl, ``agent.signature``) to stay inside its memory budget.
 """
 
 from __future__ import annotations
