@@ -458,7 +458,17 @@ class AlertChange(_Strict, kw_only=True, frozen=True, omit_defaults=True):
     duration: float | None = None
 
 
-class CohortNumbers(_Strict, kw_only=True, frozen=True):
+class GaugeSpread(_Strict, kw_only=True, frozen=True):
+    """One gauge (``cpu``, ``memory``, ``disk`` percent) over a cohort's hosts in one
+    window: the mean of its samples and the highest (disk: a host's fullest mount)."""
+
+    hosts: int
+    samples: int
+    mean: float
+    max: float
+
+
+class CohortNumbers(_Strict, kw_only=True, frozen=True, omit_defaults=True):
     hosts: int
     requests: int
     errors: int
@@ -466,6 +476,8 @@ class CohortNumbers(_Strict, kw_only=True, frozen=True):
     p50_ms: float | None
     p95_ms: float | None
     p99_ms: float | None
+    # Gauge name -> its spread; empty in windows recorded before gauges were.
+    gauges: dict[str, GaugeSpread] = {}
 
 
 class AnalysisWindow(_Strict, kw_only=True, frozen=True):

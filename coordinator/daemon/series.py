@@ -3,7 +3,8 @@ numbers of ``rollguard deploy --wait``.
 
 While a deployment runs, every few seconds the shell records one ``analysis.window``
 event per deployment with each cohort's pooled application numbers over that stretch:
-requests and errors (probes and real traffic) and latency quantiles. This is a view of
+requests and errors (probes and real traffic), latency quantiles, and the CPU, memory
+and disk gauges (mean and highest over the cohort's hosts). This is a view of
 the same samples the engine judges, not an input to any decision; the engine's own
 evidence travels with its decisions.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from coordinator.engine import Deployment, Record
+from coordinator.engine.windows import GAUGE_CHECKS, gauge_value
 from shared.kinds import EventKind
 from shared.messages import MetricBatch, Sample
 
@@ -42,6 +44,11 @@ class _Tally:
     errors: int = 0
     # (latency in ms, weight): raw probe latencies weigh 1, histogram buckets their count.
     latencies: list[tuple[float, int]] = field(default_factory=list)
+    # Gauge check -> host -> its percent samples in the window.
+    gauges: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+
+    def add_gauge(self, host: str, check: str, value: float) -> None:
+        self.gauges.setdefault(check, {}).setdefault(host, []).append(value)
 
     def add(self, host: str, sample: Sample) -> None:
         values = sample.values
@@ -70,7 +77,21 @@ class _Tally:
             "p50_ms": weighted_quantile(self.latencies, 0.50),
             "p95_ms": weighted_quantile(self.latencies, 0.95),
             "p99_ms": weighted_quantile(self.latencies, 0.99),
+            "gauges": {
+                check: _spread(hosts) for check, hosts in sorted(self.gauges.items()) if hosts
+            },
         }
+
+
+def _spread(hosts: dict[str, list[float]]) -> dict[str, Any]:
+    """One gauge over a cohort's hosts: as shared.evidence.GaugeSpread."""
+    values = [v for samples in hosts.values() for v in samples]
+    return {
+        "hosts": len(hosts),
+        "samples": len(values),
+        "mean": round(sum(values) / len(values), 3),
+        "max": max(values),
+    }
 
 
 def weighted_quantile(points: list[tuple[float, int]], q: float) -> float | None:
@@ -99,6 +120,15 @@ class SeriesRecorder:
         if not memberships:
             return
         for sample in batch.samples:
+            if sample.check in GAUGE_CHECKS:
+                value = gauge_value(sample)
+                if value is None or not 0 <= value <= 100:
+                    continue  # the engine refuses such a sample too
+                for key in memberships:
+                    self._tallies.setdefault(key, _Tally()).add_gauge(
+                        batch.host, sample.check, value
+                    )
+                continue
             if sample.check != "application":
                 continue
             for key in memberships:

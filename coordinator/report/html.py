@@ -7,7 +7,15 @@ from collections.abc import Iterable
 from html import escape
 from typing import Final
 
-from coordinator.report.model import Entry, HostRow, Report, RuleLine, StepRow, fact_rows
+from coordinator.report.model import (
+    Entry,
+    HostRow,
+    Report,
+    RuleLine,
+    StepRow,
+    VerdictRow,
+    fact_rows,
+)
 from coordinator.report.svg import chart_svg, colour
 from coordinator.report.words import clock, duration, millis, offset, rate, stamp
 
@@ -61,6 +69,9 @@ ul.rules { margin: 4px 0 0; padding-left: 0; list-style: none; }
 .ok { color: #2f9e44; font-weight: 600; }
 .bad { color: #e03131; font-weight: 600; }
 .note { color: #495057; font-size: 13px; margin: 8px 0 0; }
+table.verdicts td.v { white-space: nowrap; font-weight: 700; text-transform: uppercase;
+  font-size: 11.5px; letter-spacing: .04em; }
+table.verdicts tr.fail td { background: #fff5f5; }
 footer { color: #868e96; font-size: 12px; margin-top: 26px; }
 """
 
@@ -118,8 +129,9 @@ def _threshold_note(report: Report) -> str:
     return (
         f'<p class="note">Thresholds: {text}{_e(confidence)}. Each point is one analysis '
         f"window ({count} in all) of the canary (hosts on the new version) and the "
-        "baseline (hosts still on the old one); shaded: held or paused (yellow), rolling "
-        "back (red). Numbered markers are the decisions in the timeline below.</p>"
+        "baseline (hosts still on the old one); the gauges show the highest host of each "
+        "cohort; shaded: held or paused (yellow), rolling back (red). Numbered markers are "
+        "the decisions in the timeline below.</p>"
     )
 
 
@@ -156,6 +168,35 @@ def _entry(entry: Entry, start: float) -> str:
 def _table(head: Iterable[str], rows: Iterable[str]) -> str:
     header = "".join(f"<th>{_e(h)}</th>" for h in head)
     return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _verdict_row(row: VerdictRow) -> str:
+    tint = VERDICT_COLOURS.get(row.verdict, "#868e96")
+    label = row.verdict.replace("_", " ")
+    enforced = "" if row.enforced else '<br><span class="muted">reported only</span>'
+    return (
+        f'<tr class="{_e(row.verdict)}"><td><code>{_e(row.rule)}</code></td>'
+        f"<td>{_e(row.canary)}</td><td>{_e(row.baseline)}</td><td>{_e(row.threshold)}</td>"
+        f'<td class="v" style="color:{tint}" title="{_e(row.message)}">{_e(label)}'
+        f"{enforced}</td></tr>"
+    )
+
+
+def _verdicts(report: Report) -> str:
+    v = report.verdicts
+    if v is None:
+        return '<p class="note">No rule has been judged yet.</p>'
+    table = _table(
+        ["rule", "canary", "baseline", "threshold", "verdict"],
+        (_verdict_row(row) for row in v.rows),
+    ).replace("<table>", '<table class="verdicts">', 1)
+    marker = next((e for e in report.timeline if e.number == v.number), None)
+    number = _number(marker) if marker is not None else f"#{v.number}"
+    return (
+        f'<p class="note">{number}What decision #{v.number} ({_e(v.label)}, '
+        f"{_e(offset(v.time, report.start))}) judged of the canary, the baseline over the "
+        "same window beside it.</p>" + table
+    )
 
 
 def _step(row: StepRow) -> str:
@@ -228,6 +269,8 @@ def render_html(report: Report) -> str:
 <p class="outcome">{_e(s.outcome)}</p>
 {_facts(report)}
 </header>
+<h2>Verdicts</h2>
+<section class="card" id="verdicts">{_verdicts(report)}</section>
 <h2>Canary versus baseline</h2>
 <section class="card" id="chart">
 {chart_svg(report)}

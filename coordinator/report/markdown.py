@@ -9,8 +9,8 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Final
 
-from coordinator.report.model import Entry, Report, Window, fact_rows
-from coordinator.report.svg import latency_series
+from coordinator.report.model import Cohort, Entry, Report, Window, fact_rows
+from coordinator.report.panels import latency_series
 from coordinator.report.words import clock, duration, millis, offset, rate, stamp
 
 # More windows than this are thinned evenly (the first and last always kept).
@@ -52,6 +52,31 @@ def render_markdown(report: Report) -> str:
     facts = fact_rows(s, text=md, strong=lambda value: f"**{value}**", code=code)
     out += _table(["", ""], facts)
 
+    out += ["", "## Verdicts", ""]
+    v = report.verdicts
+    if v is None:
+        out.append("No rule has been judged yet.")
+    else:
+        out += [
+            f"What decision **{v.number}** ({md(v.label)}, {offset(v.time, report.start)}) "
+            "judged of the canary, the baseline over the same window beside it:",
+            "",
+        ]
+        out += _table(
+            ["rule", "canary", "baseline", "threshold", "verdict"],
+            (
+                [
+                    code(row.rule),
+                    md(row.canary),
+                    md(row.baseline),
+                    md(row.threshold),
+                    f"**{md(row.verdict.replace('_', ' ').upper())}**"
+                    + ("" if row.enforced else " (reported only)"),
+                ]
+                for row in v.rows
+            ),
+        )
+
     q_name, latency_of = latency_series(t.latency_quantile)
     out += ["", "## Canary versus baseline", ""]
     limits: list[str] = []
@@ -86,6 +111,8 @@ def render_markdown(report: Report) -> str:
                 "baseline hosts",
                 "baseline errors",
                 f"baseline {q_name}",
+                "canary cpu/mem/disk peak",
+                "baseline cpu/mem/disk peak",
             ],
             (
                 [
@@ -97,6 +124,8 @@ def render_markdown(report: Report) -> str:
                     str(w.baseline.hosts),
                     _errors(w.baseline.errors, w.baseline.requests, w.baseline.error_rate),
                     millis(latency_of(w.baseline)),
+                    _gauges(w.canary),
+                    _gauges(w.baseline),
                 ]
                 for w in rows
             ),
@@ -190,6 +219,13 @@ def render_markdown(report: Report) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def _gauges(cohort: Cohort) -> str:
+    peaks = [cohort.gauges.get(name) for name in ("cpu", "memory", "disk")]
+    if not any(peaks):
+        return "-"
+    return "/".join(f"{g.max:.0f}" if g is not None else "-" for g in peaks) + " %"
 
 
 def _errors(errors: int, requests: int, value: float | None) -> str:

@@ -13,6 +13,12 @@ from typing import Any, Final, NamedTuple
 
 import msgspec
 
+from coordinator.report.verdicts import (
+    Pooled,
+    VerdictRow,
+    Verdicts,
+    verdicts_of,
+)
 from coordinator.report.words import (
     STATE_WORDS,
     RuleLine,
@@ -28,10 +34,13 @@ from coordinator.report.words import (
     transition_of,
 )
 from shared.evidence import (
+    GAUGE_RESULTS,
     AnalysisWindow,
     CohortNumbers,
     ErrorRateResult,
     Evidence,
+    GaugeResult,
+    GaugeSpread,
     LatencyResult,
     NoEvidence,
 )
@@ -49,6 +58,8 @@ class Cohort(msgspec.Struct, frozen=True, kw_only=True):
     p50_ms: float | None = None
     p95_ms: float | None = None
     p99_ms: float | None = None
+    # Gauge name (cpu, memory, disk) -> mean and highest percent over the cohort's hosts.
+    gauges: dict[str, GaugeSpread] = {}
 
 
 class Window(msgspec.Struct, frozen=True, kw_only=True):
@@ -142,6 +153,9 @@ class Thresholds(msgspec.Struct, frozen=True, kw_only=True):
     latency_ms: float | None = None
     latency_quantile: float | None = None
     confidence: float | None = None
+    # Gauge name -> the percent a host must stay under, for ``gauge_consecutive`` samples.
+    gauges: dict[str, float] = {}
+    gauge_consecutive: int | None = None
 
 
 class Summary(msgspec.Struct, frozen=True, kw_only=True):
@@ -208,9 +222,12 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
     judged: list[CohortJudged]
     timeline: list[Entry]
     hosts: list[HostRow]
+    # The verdict table at the top; None until a rule has been judged.
+    verdicts: Verdicts | None = None
 
 
-REPORT_FORMAT: Final = 1
+# 2: the verdict table, gauges in the windows.
+REPORT_FORMAT: Final = 2
 
 
 class Logged(NamedTuple):
@@ -244,6 +261,7 @@ def _cohort(numbers: CohortNumbers | None) -> Cohort:
         p50_ms=numbers.p50_ms,
         p95_ms=numbers.p95_ms,
         p99_ms=numbers.p99_ms,
+        gauges=dict(numbers.gauges),
     )
 
 
@@ -348,12 +366,14 @@ def judged_of(events: Sequence[Logged], timeline: Sequence[Entry]) -> list[Cohor
 
 
 def thresholds_of(events: Sequence[Logged]) -> Thresholds:
-    """The limits from the latest decision that judged the rates."""
+    """The limits from the latest decision that judged each rule."""
     error_rate: float | None = None
     enforced = True
     latency_ms: float | None = None
     quantile: float | None = None
     confidence: float | None = None
+    gauges: dict[str, float] = {}
+    consecutive: int | None = None
     for _, facts in events:
         for rule in rules_of(facts):
             if isinstance(rule, ErrorRateResult):
@@ -363,12 +383,45 @@ def thresholds_of(events: Sequence[Logged]) -> Thresholds:
             elif isinstance(rule, LatencyResult):
                 latency_ms = rule.numbers.latency_ms
                 quantile = rule.numbers.quantile
+            elif isinstance(rule, GaugeResult):
+                gauges[rule.rule] = rule.numbers.limit
+                consecutive = rule.numbers.consecutive
     return Thresholds(
         error_rate=error_rate,
         error_rate_enforced=enforced,
         latency_ms=latency_ms,
         latency_quantile=quantile,
         confidence=confidence,
+        gauges=gauges,
+        gauge_consecutive=consecutive,
+    )
+
+
+def pooled(windows: Sequence[Window], cohort: str, start: float, end: float) -> Pooled | None:
+    """One cohort's windows ending within ``start``..``end`` pooled: requests and errors
+    summed, each gauge's highest and its samples' mean (the quantiles are not pooled)."""
+    inside = [w for w in windows if start < w.end <= end + 1e-6]
+    cohorts = [w.canary if cohort == "canary" else w.baseline for w in inside]
+    if not cohorts:
+        return None
+    requests = sum(c.requests for c in cohorts)
+    errors = sum(c.errors for c in cohorts)
+    gauges: dict[str, GaugeSpread] = {}
+    for name in GAUGE_RESULTS:
+        spreads = [c.gauges[name] for c in cohorts if name in c.gauges]
+        samples = sum(g.samples for g in spreads)
+        if samples:
+            gauges[name] = GaugeSpread(
+                hosts=max(g.hosts for g in spreads),
+                samples=samples,
+                mean=sum(g.mean * g.samples for g in spreads) / samples,
+                max=max(g.max for g in spreads),
+            )
+    return Pooled(
+        requests=requests,
+        errors=errors,
+        error_rate=errors / requests if requests else None,
+        gauges=gauges,
     )
 
 
@@ -550,6 +603,11 @@ def build_report(
         judged=judged_of(stored, timeline),
         timeline=timeline,
         hosts=hosts_of(d, hosts),
+        verdicts=verdicts_of(
+            stored,
+            {entry.seq: (entry.number, entry.label) for entry in timeline},
+            lambda cohort, start, end: pooled(windows, cohort, start, end),
+        ),
     )
 
 
@@ -569,6 +627,8 @@ __all__ = [
     "StepRow",
     "Summary",
     "Thresholds",
+    "VerdictRow",
+    "Verdicts",
     "Window",
     "build_report",
     "clock",

@@ -18,9 +18,10 @@ import msgspec
 from coordinator.daemon.series import SeriesRecorder
 from coordinator.daemon.views import deployment_view
 from coordinator.engine import EngineAction, EngineEvent, MetricsReceived, Record
+from shared.messages import Sample
 from shared.phases import Phase
 from shared.views import DeploymentView, EventView, HostView
-from tests.engine.sim import Profile, Sim
+from tests.engine.sim import Profile, Sim, SimHost
 
 SCRIPT = '<script>alert("x")</script>'
 HOSTILE = f"{SCRIPT} | *bold* [link](javascript:alert(1)) `code` & <b>"
@@ -49,6 +50,15 @@ class _RecordingSim(Sim):
         self.series = SeriesRecorder(WINDOW)
         self.windows: list[tuple[float, Record]] = []
         super().__init__(**kwargs)  # type: ignore[arg-type]
+
+    def _gauge_samples(self, host: SimHost) -> list[Sample]:
+        """The simulator's CPU and memory, and a disk filling a little per host (not
+        drawn from the simulator's random stream, so its runs stay as they were)."""
+        index = int(host.name.rsplit("-", 1)[-1])
+        disk = Sample(
+            check="disk", time=self.now, ok=True, values={"percent": 40.0 + 2.5 * (index % 4)}
+        )
+        return [*super()._gauge_samples(host), disk]
 
     def feed(self, event: EngineEvent) -> list[EngineAction]:
         if isinstance(event, MetricsReceived):
@@ -108,6 +118,33 @@ def bad_canary() -> Run:
     # A request after the fact, refused: the timeline shows refusals too.
     assert not sim.operator("pause", "d1", actor="bob", reason="too late").accepted
     return _run(sim, "d1")
+
+
+@functools.cache
+def cpu_hot() -> Run:
+    """2.1.0 runs its canary host's CPU at 95 %: rolled back on the cpu rule."""
+    sim = _RecordingSim(hosts=HOSTS, profiles={BAD: Profile(cpu=95.0)})
+    sim.run_until(START)
+    assert sim.start("d3", BAD, actor="alice", reason="CHG-3").accepted
+    assert sim.finish("d3", 2 * 3600) == "rolled_back"
+    return _run(sim, "d3")
+
+
+@functools.cache
+def short_rollback() -> Run:
+    """A deployment over in under a minute: paused, resumed and rolled back by hand a
+    fraction of a second apart, so that its markers crowd one spot of the chart."""
+    sim = _RecordingSim(hosts=HOSTS)
+    sim.run_until(START)
+    assert sim.start("d4", GOOD, actor="alice", reason="CHG-4").accepted
+    sim.run_until(START + 30)
+    for action, at in (("pause", 31.0), ("resume", 31.2), ("pause", 31.4), ("resume", 31.6)):
+        sim.run_until(START + at)
+        assert sim.operator(action, "d4", actor="bob", reason=action).accepted, action
+    sim.run_until(START + 31.8)
+    assert sim.operator("rollback", "d4", actor="bob", reason="looks wrong").accepted
+    assert sim.finish("d4", START + 120) == "rolled_back"
+    return _run(sim, "d4")
 
 
 @functools.cache

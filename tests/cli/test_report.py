@@ -13,7 +13,20 @@ import pytest
 from coordinator.report import build_report, render
 from coordinator.report.markdown import md, thin
 from coordinator.report.model import Cohort, Report, Window, logged, windows_of
-from coordinator.report.svg import nice_ceiling, time_step, value_ticks
+from coordinator.report.svg import (
+    LEFT,
+    MARKER_R,
+    PLOT_W,
+    Box,
+    chart_layout,
+    gutter_labels,
+    nice_ceiling,
+    place_markers,
+    time_step,
+    value_ticks,
+)
+from coordinator.report.words import rules_of
+from shared.evidence import ErrorRateResult, RollbackStarted
 from tests.cli.samples import (
     BAD,
     GOOD,
@@ -23,9 +36,11 @@ from tests.cli.samples import (
     START,
     Run,
     bad_canary,
+    cpu_hot,
     good_rollout,
     hostile,
     in_progress,
+    short_rollback,
 )
 
 
@@ -128,10 +143,15 @@ def test_html_is_self_contained_with_the_chart() -> None:
     assert "<script" not in html.lower()
     assert not re.search(r"""(src|href)=["']?https?:""", html)
     assert "<link" not in html
-    # The lines, the threshold, the judged window and both decision markers.
-    assert html.count("<polyline") == 4  # canary and baseline, two panels
-    assert "rollback over 1.00%" in html
-    assert "rollback over 1,000 ms at p95" in html
+    # The panels, their thresholds, the judged windows and both decision markers.
+    for title in (
+        "Error rate — rollback over 1.00%",
+        "Latency (p95) — rollback over 1,000 ms at p95",
+        "CPU, highest host — rollback over 80 % for 3 samples in a row",
+        "Memory, highest host — rollback over 90 % for 3 samples in a row",
+        "Disk (fullest mount), highest host — rollback over 90 % for 3 samples in a row",
+    ):
+        assert f">{title}" in html, title
     for entry in r.timeline:
         if entry.marked:
             assert f"#{entry.number} +" in html and entry.label in html
@@ -173,7 +193,7 @@ def test_markdown_has_the_same_content_and_escapes_it() -> None:
 
 def test_json_carries_everything_verbatim() -> None:
     data = json.loads(render(report(hostile(bad_canary())), "json"))
-    assert data["format"] == 1
+    assert data["format"] == 2
     assert data["summary"]["actor"] == HOSTILE
     assert data["summary"]["state"] == "rolled_back"
     assert len(data["windows"]) == len(
@@ -201,7 +221,8 @@ def test_a_good_rollout_renders_every_step() -> None:
     text = render(r, "md")
     for name in ("10%", "25%", "50%", "100%"):
         assert f"{name} passed" in text
-    assert render(r, "html").count("<polyline") == 4
+    assert r.verdicts is not None and r.verdicts.kind == "deployment.verified"
+    assert {row.verdict for row in r.verdicts.rows if row.enforced} <= {"pass", "no_data"}
 
 
 def test_evidence_not_of_its_kind_degrades_instead_of_failing() -> None:
@@ -261,3 +282,190 @@ def test_time_steps_give_at_most_ten_ticks() -> None:
 def test_md_escapes_markup_only() -> None:
     assert md("error_rate: 1/2 | <b>") == "error\\_rate: 1/2 \\| &lt;b&gt;"
     assert md("line\nbreak") == "line break"
+
+
+# -- the verdict table --------------------------------------------------------------------
+
+
+def test_the_verdict_table_is_the_deciding_judgement_failures_first() -> None:
+    run = bad_canary()
+    r = report(run)
+    v = r.verdicts
+    assert v is not None
+    fail = next(e for e in r.timeline if e.kind == "deployment.fail")
+    assert (v.number, v.kind, v.label, v.outcome) == (fail.number, fail.kind, fail.label, "fail")
+    facts = next(e for e in run.events if e.kind == "deployment.fail").facts()
+    assert isinstance(facts, RollbackStarted)
+    # Every rule the engine judged of the canary has its row, the failure on top.
+    assert sorted(row.rule for row in v.rows) == sorted(x.rule for x in rules_of(facts))
+    rows = {row.rule: row for row in v.rows}
+    assert v.rows[0].rule == "error_rate" and v.rows[0].verdict == "fail"
+    assert [row.verdict for row in v.rows[1:]].count("fail") == 0
+    judged = next(x for x in facts.rules if isinstance(x, ErrorRateResult))
+    error = rows["error_rate"]
+    assert error.canary_value == judged.numbers.estimate
+    assert error.threshold_value == 0.01
+    n = judged.numbers
+    assert error.canary == f"{n.estimate:.2%} ({n.events}/{n.trials}), at least {n.lower:.2%}"
+    assert error.threshold == "1.00% at 99.9% confidence"
+    # The baseline's own result of the rule the engine consulted.
+    shown = facts.baseline["error_rate"].rule
+    assert isinstance(shown, ErrorRateResult)
+    assert error.baseline_value == shown.numbers.estimate
+    assert error.baseline.startswith(f"0% (0/{shown.numbers.trials:,})")
+    assert error.baseline.endswith("; not the same breach")
+    # Gauges: the highest host of each cohort over the judged window, from the windows.
+    for gauge, limit in (("cpu", 80.0), ("memory", 90.0), ("disk", 90.0)):
+        row = rows[gauge]
+        assert row.verdict == "pass" and row.threshold_value == limit
+        assert row.threshold == f"{limit:g} % for 3 samples in a row"
+        inside = [w for w in r.windows if judged.window_start < w.end <= judged.window_end]
+        canary_peak = max(w.canary.gauges[gauge].max for w in inside if gauge in w.canary.gauges)
+        baseline_peak = max(
+            w.baseline.gauges[gauge].max for w in inside if gauge in w.baseline.gauges
+        )
+        assert (row.canary_value, row.baseline_value) == (canary_peak, baseline_peak)
+        assert row.canary.startswith(f"peak {canary_peak:.1f} %, mean ")
+
+
+def test_a_cpu_breach_tops_the_table_and_shows_on_its_chart() -> None:
+    run = cpu_hot()
+    r = report(run)
+    assert r.summary.rollback_reason is not None
+    assert r.summary.rollback_reason.startswith("cpu: ")
+    v = r.verdicts
+    assert v is not None and v.label == "rollback: cpu"
+    cpu = v.rows[0]
+    assert (cpu.rule, cpu.verdict, cpu.threshold_value) == ("cpu", "fail", 80.0)
+    assert cpu.canary_value is not None and cpu.canary_value > 80.0
+    canary_host = run.deployment.steps[0].orders[0].host
+    assert cpu.canary == f"{canary_host} peaked at {cpu.canary_value:.1f} %"
+    assert cpu.baseline_value is not None and cpu.baseline_value < 80.0
+    assert cpu.baseline.startswith("0 of 9 hosts over; peak ")
+    # The windows carry the canary's hot CPU and the baseline's normal one.
+    peaks = [w.canary.gauges["cpu"].max for w in r.windows if "cpu" in w.canary.gauges]
+    assert peaks and min(peaks) > 80.0
+    base = [w.baseline.gauges["cpu"].max for w in r.windows if "cpu" in w.baseline.gauges]
+    assert base and max(base) < 80.0
+    html = render(r, "html")
+    assert ">CPU, highest host — rollback over 80 % for 3 samples in a row</text>" in html
+    # The canary's CPU points, with their values in their tips.
+    for peak in peaks:
+        assert "canary at " in html and f": {peak:.0f} %</title>" in html
+    assert '<tr class="fail"><td><code>cpu</code></td>' in html
+
+
+def test_markdown_and_json_carry_the_same_verdict_table() -> None:
+    r = report(cpu_hot())
+    v = r.verdicts
+    assert v is not None
+    text = render(r, "md")
+    table = text.split("## Verdicts", 1)[1].split("## Canary versus baseline", 1)[0]
+    lines = [line for line in table.splitlines() if line.startswith("| `")]
+    assert [line.split(" | ")[0] for line in lines] == [f"| `{row.rule}`" for row in v.rows]
+    for line, row in zip(lines, v.rows, strict=True):
+        assert f"**{row.verdict.replace('_', ' ').upper()}**" in line
+        assert md(row.threshold) in line and md(row.canary) in line
+    data = json.loads(render(r, "json"))
+    assert data["verdicts"]["number"] == v.number
+    assert data["verdicts"]["rows"] == [msgspec.to_builtins(row) for row in v.rows]
+    html = render(r, "html")
+    assert html.index('id="verdicts"') < html.index('id="chart"')  # at the top
+    for row in v.rows:
+        assert f"<td><code>{row.rule}</code></td>" in html
+
+
+def test_no_verdict_table_before_a_judgement() -> None:
+    run = in_progress(bad_canary(), START + 1)
+    r = build_report(run.deployment, run.events, run.hosts, generated=run.now)
+    assert r.verdicts is None
+    assert "No rule has been judged yet." in render(r, "html")
+    assert "No rule has been judged yet." in render(r, "md")
+
+
+# -- nothing written on the chart overlaps -----------------------------------------------
+
+
+def overlapping(boxes: list[Box]) -> list[tuple[Box, Box]]:
+    return [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1 :] if a.overlaps(b)]
+
+
+def test_a_short_deployment_s_markers_do_not_overlap() -> None:
+    r = report(short_rollback())
+    assert r.summary.duration is not None and r.summary.duration < 60
+    layout = chart_layout(r)
+    marked = [e for e in r.timeline if e.marked]
+    assert len(marked) == len(layout.markers) == 6
+    # Five decisions within a second: a few pixels apart on the axis...
+    xs = sorted(m.x for m in layout.markers)
+    assert xs[4] - xs[0] < 4 * 2 * MARKER_R
+    # ...and still no two markers (nor any text) on each other.
+    assert overlapping(layout.boxes) == []
+    for a in layout.markers:
+        assert a.cx - MARKER_R >= LEFT and a.cx + MARKER_R <= LEFT + PLOT_W + MARKER_R
+        for b in layout.markers:
+            if a.number < b.number and a.cy == b.cy:
+                assert abs(a.cx - b.cx) >= 2 * MARKER_R + 2
+    # The ones pushed aside keep their time: a leader runs from the circle to it.
+    pushed = [m for m in layout.markers if m.cx != m.x]
+    assert pushed
+    svg = "\n".join(layout.parts)
+    for m in pushed:
+        assert f'points="{m.cx:.1f},{m.cy + MARKER_R:.1f} {m.x:.1f},' in svg
+
+
+@pytest.mark.parametrize("sample", [bad_canary, cpu_hot, good_rollout, short_rollback])
+def test_no_text_on_the_chart_overlaps(sample: object) -> None:
+    assert callable(sample)
+    layout = chart_layout(report(sample()))
+    assert overlapping(layout.boxes) == []
+    assert {b.kind for b in layout.boxes} >= {"marker", "gutter", "title", "legend", "axis"}
+
+
+def test_markers_at_one_instant_spread_within_the_plot() -> None:
+    places = place_markers([(n, 500.0) for n in range(1, 31)])
+    assert len(places) == 30
+    for a in places:
+        assert LEFT <= a.cx <= LEFT + PLOT_W
+        for b in places:
+            if a.number < b.number and a.cy == b.cy:
+                assert abs(a.cx - b.cx) >= 21.0 - 1e-9
+    # At the right edge they are pushed back left, in order.
+    edge = place_markers([(n, LEFT + PLOT_W) for n in range(1, 11)])
+    assert all(p.cx <= LEFT + PLOT_W for p in edge)
+    rows: dict[float, list[float]] = {}
+    for p in edge:
+        rows.setdefault(p.cy, []).append(p.cx)
+    assert all(xs == sorted(xs) for xs in rows.values())
+    # More than the rows hold: evenly spread, still inside the plot.
+    many = place_markers([(n, 300.0 + n) for n in range(200)])
+    assert all(LEFT <= p.cx <= LEFT + PLOT_W for p in many)
+
+
+def test_threshold_labels_take_the_gutter_from_the_ticks() -> None:
+    ticks = [(100.0, "0%"), (60.0, "0.5%"), (20.0, "1%")]
+    kept, placed = gutter_labels(ticks, [(63.0, "0.60%"), (58.0, "0.55%")])
+    assert placed == [(58.0, "0.55%"), (70.0, "0.60%")]  # pushed apart
+    assert kept == [(100.0, "0%"), (20.0, "1%")]  # the covered tick is left out
+
+
+def test_the_verdict_table_escapes_what_the_evidence_says() -> None:
+    run = bad_canary()
+    replace = msgspec.structs.replace
+
+    def poisoned(evidence: dict[str, object]) -> dict[str, object]:
+        rules = [dict(r) for r in evidence["rules"]]  # type: ignore[attr-defined]
+        rules[0]["message"] = HOSTILE
+        return {**evidence, "rules": rules}
+
+    events = [
+        replace(e, evidence=poisoned(e.evidence)) if e.kind == "deployment.fail" else e
+        for e in run.events
+    ]
+    r = build_report(run.deployment, events, run.hosts, generated=run.now)
+    assert r.verdicts is not None and HOSTILE in {row.message for row in r.verdicts.rows}
+    html = render(r, "html")
+    assert SCRIPT not in html
+    assert 'title="&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; | *bold*' in html
+    assert SCRIPT not in render(r, "md")
+    assert json.loads(render(r, "json"))["verdicts"]["rows"][0]["message"] == HOSTILE

@@ -1,6 +1,7 @@
 """``rollguard report`` of a real rolled-back deployment (the bad version deployed on a
 fleet of real processes), in its three forms, and its HTML rendered by headless
-Chromium: a non-trivial screenshot, the chart in the DOM, no console errors."""
+Chromium: a non-trivial screenshot, the verdict table and the chart's panels in the
+DOM, no console errors."""
 
 from __future__ import annotations
 
@@ -102,6 +103,18 @@ def test_the_three_forms_tell_the_same_story(
     canary = next(j for j in judged if j["cohort"] == "canary")
     assert canary["verdict"] == "fail" and canary["lower"] > data["thresholds"]["error_rate"]
     assert data["thresholds"]["error_rate"] == 0.01
+    # The verdict table: the failing rule on top, every gauge beside it.
+    verdicts = data["verdicts"]
+    assert verdicts["number"] == fail["number"]
+    top = verdicts["rows"][0]
+    assert (top["rule"], top["verdict"]) == ("error_rate", "fail")
+    assert top["canary_value"] > top["threshold_value"] == 0.01
+    rows = {row["rule"]: row for row in verdicts["rows"]}
+    # The real agents' gauges, judged (the rollback is over before an analysis window
+    # closes with them: the rows say what the rule counted).
+    for gauge in ("cpu", "memory", "disk"):
+        assert rows[gauge]["verdict"] == "pass", rows[gauge]
+        assert rows[gauge]["canary"].startswith(("peak ", "no host over (")), rows[gauge]
     assert {h["host"] for h in data["hosts"]} == set(HOSTS)
     assert all(h["now_version"] == stable and h["ok"] for h in data["hosts"])
     assert any(h["rollback"] for h in data["hosts"])
@@ -110,6 +123,7 @@ def test_the_three_forms_tell_the_same_story(
     assert markdown.startswith("# rollguard report: 2.1.0 to production by canary — rolled back")
     assert f"Rolled back to {stable} automatically" in markdown
     assert "## Timeline" in markdown and "`deployment.fail`" in markdown
+    assert "## Verdicts" in markdown and "| `error_rate` | " in markdown
 
     html = reports["html"].read_text()
     assert "<svg" in html and summary["outcome"].split(":")[0] in html
@@ -139,6 +153,9 @@ def test_the_html_renders_in_chromium_without_errors(
     # The failing decision's judged window is drawn (a diamond), whatever else is.
     assert '<path d="M' in dom.stdout
     assert "Canary versus baseline" in dom.stdout
+    assert 'id="verdicts"' in dom.stdout and "<td><code>error_rate</code></td>" in dom.stdout
+    for title in ("CPU, highest host", "Memory, highest host", "Disk (fullest mount)"):
+        assert title in dom.stdout
     assert 'id="timeline"' in dom.stdout and 'id="hosts"' in dom.stdout
     assert console_messages(dom.stderr) == []
     # Keep the picture next to the report, for a person to look at.

@@ -5,6 +5,8 @@ from __future__ import annotations
 from coordinator.daemon.series import SeriesRecorder, weighted_quantile
 from coordinator.engine import Deployment, Phase
 from coordinator.engine.deployment import TargetHost
+from shared.evidence import AnalysisWindow, GaugeSpread, decode_evidence
+from shared.kinds import EventKind
 from shared.messages import Histogram, MetricBatch, Sample
 
 
@@ -66,3 +68,46 @@ def test_weighted_quantile() -> None:
     assert weighted_quantile(points, 0.1) == 10.0
     assert weighted_quantile(points, 0.2) == 20.0
     assert weighted_quantile(points, 0.95) == 100.0
+
+
+def test_gauges_are_recorded_per_cohort_as_the_evidence_type() -> None:
+    recorder = SeriesRecorder(5.0)
+    versions: dict[str, str | None] = {"a": "2.0.0", "b": "1.0.0", "c": "1.0.0"}
+    recorder.flush(0.0, [deployment()], versions)
+    recorder.observe(batch("a", requests=5, errors=0))  # cpu 5 %
+    recorder.observe(batch("b", requests=5, errors=0))
+    disk = Sample(check="disk", time=2.0, ok=True, values={"percent": 40.0, "percent_var": 85.5})
+    bogus = Sample(check="memory", time=2.0, ok=True, values={"percent": 140.0})
+    recorder.observe(MetricBatch(host="c", session=1, seq=2, samples=[disk, bogus]))
+    cpu = Sample(check="cpu", time=3.0, ok=True, values={"percent": 65.0})
+    recorder.observe(MetricBatch(host="c", session=1, seq=3, samples=[cpu]))
+    [record] = recorder.flush(5.0, [deployment()], versions)
+    window = decode_evidence(EventKind.ANALYSIS_WINDOW, record.evidence)
+    assert isinstance(window, AnalysisWindow)
+    canary, baseline = window.cohorts["canary"], window.cohorts["baseline"]
+    assert canary.gauges == {"cpu": GaugeSpread(hosts=1, samples=1, mean=5.0, max=5.0)}
+    assert baseline.gauges == {
+        "cpu": GaugeSpread(hosts=2, samples=2, mean=35.0, max=65.0),
+        # The fullest mount counts, as for the engine.
+        "disk": GaugeSpread(hosts=1, samples=1, mean=85.5, max=85.5),
+    }  # a memory sample over 100 % is dropped, as the engine drops it
+
+
+def test_windows_recorded_before_gauges_still_decode() -> None:
+    old = {
+        "start": 0.0,
+        "end": 5.0,
+        "cohorts": {
+            "canary": {
+                "hosts": 1,
+                "requests": 5,
+                "errors": 0,
+                "error_rate": 0.0,
+                "p50_ms": None,
+                "p95_ms": None,
+                "p99_ms": None,
+            }
+        },
+    }
+    window = decode_evidence(EventKind.ANALYSIS_WINDOW, old)
+    assert isinstance(window, AnalysisWindow) and window.cohorts["canary"].gauges == {}
