@@ -31,7 +31,7 @@ from agent.deploy import Deployer, Outcome
 from agent.signature import verify
 from agent.store import Store
 from shared.errors import MessageError, SignatureError
-from shared.messages import Command, CommandResult, ResultState, decode, encode
+from shared.messages import MAX_PAYLOAD, Command, CommandResult, ResultState, decode, encode
 from shared.signing import canonical_bytes
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,11 @@ class Executor:
             return
         current = self._clock()
         if command.expires <= current:
-            result = self._result(command.id, "rejected",
-                                  f"expired {current - command.expires:.1f}s ago")
+            reason = f"expired {current - command.expires:.1f}s ago"
+            log.warning("rejected command %s (%s %s for deployment %s): %s", command.id,
+                        command.action, command.version or command.slot or "",
+                        command.deployment, reason)
+            result = self._result(command.id, "rejected", reason)
             self.store.remember_command(command.id, digest, encode(result))
             self.rejected += 1
             self._on_result()
@@ -190,12 +193,49 @@ class Executor:
 
 
 def _loose_id(payload: bytes) -> str | None:
-    """The id of an undecodable command, if it has a usable one."""
-    try:
-        envelope = msgspec.json.decode(payload, type=_Envelope)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-    return envelope.id if _ID_RE.fullmatch(envelope.id) else None
+    """The id of an undecodable command, if it has a usable one.
+
+    A nested value deeper than msgspec's recursion limit (or a payload over the size
+    limit) is scanned without recursion instead, so a hostile unknown field never keeps
+    a command from being answered."""
+    if len(payload) <= MAX_PAYLOAD:
+        try:
+            envelope = msgspec.json.decode(payload, type=_Envelope)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        except RecursionError:
+            return _scan_top_level_id(payload)
+        return envelope.id if _ID_RE.fullmatch(envelope.id) else None
+    return _scan_top_level_id(payload[:MAX_PAYLOAD])
+
+
+_TOP_ID: Final = re.compile(rb'"id"\s*:\s*"([A-Za-z0-9_-]{8,64})"')
+_QUOTE: Final = 0x22
+_BACKSLASH: Final = 0x5C
+_OPEN: Final = frozenset(b"{[")
+_CLOSE: Final = frozenset(b"}]")
+
+
+def _scan_top_level_id(payload: bytes) -> str | None:
+    """The top-level ``"id": "..."`` of a JSON object, found by one pass that tracks
+    nesting depth and skips strings (no recursion, linear in the payload)."""
+    depth = 0
+    i = 0
+    n = len(payload)
+    while i < n:
+        c = payload[i]
+        if c == _QUOTE:
+            if depth == 1 and (m := _TOP_ID.match(payload, i)) is not None:
+                return m.group(1).decode()
+            i += 1
+            while i < n and payload[i] != _QUOTE:
+                i += 2 if payload[i] == _BACKSLASH else 1
+        elif c in _OPEN:
+            depth += 1
+        elif c in _CLOSE:
+            depth -= 1
+        i += 1
+    return None
 
 
 def _clip(detail: str, limit: int = 4096) -> str:

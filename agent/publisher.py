@@ -7,7 +7,15 @@ mark a reborn agent offline. After CONNACK the retained birth status goes out, t
 disconnect), then the pump: command results first, then metric batches oldest first,
 each published at QoS 1 and deleted from the store only after the broker's PUBACK.
 A batch in flight when the connection drops stays in the store and is sent again
-after the reconnect, with its original sequence number and sample times.
+after the reconnect, with its original sequence number and sample times. A batch or
+result the broker accepted with PUBACK reason 0x10 ("No matching subscribers": no
+coordinator session exists yet, say right after a broker restart) reached nobody: it
+stays in the store and is sent again after a backoff (``mqtt.reconnect_min`` doubling
+to ``mqtt.reconnect_max``), ahead of everything newer.
+
+Statuses carry ``seq``, rising within a session, so the coordinator orders them
+without trusting this host's clock. The client id is the host's broker username (the
+broker replaces it: ``use_username_as_clientid``).
 
 On shutdown the pump drains what it can within ``publish.flush_timeout``, publishes
 the offline status (same session, retained) and returns; the MQTT loop then
@@ -21,7 +29,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 import aiomqtt
 
@@ -32,7 +40,7 @@ from agent.watchdog import Heartbeat
 from shared import topics
 from shared.config.agent import AgentConfig
 from shared.messages import HostStatus, Slot, encode
-from shared.mqtt import QOS, make_client, offline_copy, run_forever, will_for
+from shared.mqtt import QOS, Backoff, make_client, offline_copy, run_forever, will_for
 
 log = logging.getLogger(__name__)
 # Commands sent while the agent is briefly away wait at the broker this long.
@@ -41,6 +49,45 @@ COMMAND_SESSION_EXPIRY: Final = 3600
 # or until wake(), status_changed() or finish().
 IDLE_WAIT: Final = 3600.0
 OFFLINE_TIMEOUT: Final = 0.8
+# PUBACK reason "No matching subscribers" (MQTT 5): accepted, delivered to nobody.
+NO_MATCHING_SUBSCRIBERS: Final = 0x10
+# While holding back for that, the loop still wakes (and beats its heartbeat) this often.
+RETRY_BEAT: Final = 5.0
+
+
+class _Acks:
+    """The PUBACK reason code of the latest publish, which aiomqtt does not return.
+
+    Installed on the paho client under an aiomqtt client: records the message id of
+    each publish and the reason code of each acknowledgement. The pump publishes one
+    message at a time, so "the code of the message just acknowledged" is unambiguous.
+    """
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self.codes: dict[int, int] = {}
+        self.last_mid = -1
+        paho = client._client  # aiomqtt hides the reason code
+        inner_publish = paho.publish
+        inner_on_publish: Any = paho.on_publish
+
+        def publish(*args: Any, **kwargs: Any) -> Any:
+            info = inner_publish(*args, **kwargs)
+            self.last_mid = info.mid
+            return info
+
+        def on_publish(c: Any, userdata: Any, mid: int, reason_code: Any, props: Any) -> None:
+            value = getattr(reason_code, "value", reason_code)
+            self.codes[mid] = int(value) if isinstance(value, int) else 0
+            if len(self.codes) > 1024:
+                self.codes.clear()
+            if inner_on_publish is not None:
+                inner_on_publish(c, userdata, mid, reason_code, props)
+
+        paho.publish = publish  # type: ignore[method-assign]
+        paho.on_publish = on_publish
+
+    def last_code(self) -> int:
+        return self.codes.pop(self.last_mid, 0)
 
 
 class Publisher:
@@ -71,6 +118,12 @@ class Publisher:
         self._cmd_topic = topics.cmd(self.host)
         self._result_topic = topics.cmd_result(self.host)
         self._publish_timeout = config.mqtt.connect_timeout
+        self._status_seq = 0
+        self._acks: _Acks | None = None
+        self._unheard = Backoff(config.mqtt.reconnect_min, config.mqtt.reconnect_max)
+        self._retry_at = 0.0
+        # Publishes the broker accepted for no subscriber (kept and sent again).
+        self.unheard = 0
 
     # -- called by the rest of the agent --------------------------------------------
 
@@ -91,10 +144,12 @@ class Publisher:
 
     def status(self, *, online: bool = True) -> HostStatus:
         version, slot = self._active()
+        self._status_seq += 1
         return HostStatus(
             host=self.host,
             online=online,
             session=self.session,
+            seq=self._status_seq,
             environment=self.config.environment,
             version=version,
             slot=slot,
@@ -112,13 +167,16 @@ class Publisher:
     def _client(self) -> aiomqtt.Client:
         self.heartbeat.beat("mqtt")
         self.session = self.store.next_session()
+        self._status_seq = 0
         will = will_for(self._status_topic, offline_copy(self.status(), time.time()))
-        return make_client(
+        client = make_client(
             self.config.mqtt,
-            identifier=f"rollguard-agent-{self.host}",
+            identifier=self.config.mqtt.username or self.host,
             will=will,
             session_expiry=COMMAND_SESSION_EXPIRY,
         )
+        self._acks = _Acks(client)
+        return client
 
     async def _session(self, client: aiomqtt.Client) -> None:
         self.connected = True
@@ -180,16 +238,20 @@ class Publisher:
                 await self._publish(client, self._status_topic, encode(self.status()),
                                     retain=True)
                 continue
+            if (wait := self._retry_at - time.monotonic()) > 0 and not finishing:
+                # The last one reached no subscriber: keep everything, try again later.
+                await wait_event(self._wake, min(wait, RETRY_BEAT))
+                continue
             result = self.store.oldest_result()
             if result is not None:
-                await self._publish(client, self._result_topic, result[1])
-                self.store.ack_result(result[0])
+                if await self._publish(client, self._result_topic, result[1]):
+                    self.store.ack_result(result[0])
                 continue
             batch = self.store.oldest_batch()
             if batch is not None:
-                await self._publish(client, self._metrics_topic, batch[1])
-                self.store.ack_batch(batch[0])
-                self.published += 1
+                if await self._publish(client, self._metrics_topic, batch[1]):
+                    self.store.ack_batch(batch[0])
+                    self.published += 1
                 continue
             if finishing:
                 return
@@ -204,10 +266,25 @@ class Publisher:
         *,
         retain: bool = False,
         ack_within: float | None = None,
-    ) -> None:
-        """Publish at QoS 1 and return once the broker acknowledged it."""
+    ) -> bool:
+        """Publish at QoS 1 once the broker acknowledged it; False when it reached no
+        subscriber (PUBACK 0x10) and must be kept and sent again after a backoff."""
         if ack_within is None:
             ack_within = self._publish_timeout
             if self._finishing.is_set():
                 ack_within = max(0.1, min(ack_within, self._finish_by - time.monotonic()))
         await client.publish(topic, payload, qos=QOS, retain=retain, timeout=ack_within)
+        if retain or self._acks is None or self._acks.last_code() != NO_MATCHING_SUBSCRIBERS:
+            self._unheard.reset()
+            self._retry_at = 0.0
+            return True
+        self.unheard += 1
+        delay = self._unheard.next()
+        self._retry_at = time.monotonic() + delay
+        log.warning(
+            "%s reached no subscriber (no coordinator session at the broker); "
+            "kept, sending again in %.1fs",
+            topic,
+            delay,
+        )
+        return False

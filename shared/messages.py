@@ -4,6 +4,14 @@ Payloads are JSON. Decoding refuses unknown fields, wrong types, bad host ids an
 anything over ``MAX_PAYLOAD`` bytes with a single :class:`MessageError` naming the
 place (msgspec's own ``- at `$.samples[0].time``` suffix is kept).
 Times are Unix seconds as floats, set by the sender.
+
+Every number a host sends is bounded here, so that no single valid message can push
+the coordinator's sums past float range or pin a host: values are finite and within
+``MAX_VALUE`` in magnitude, counts and latencies within what one check interval can
+plausibly hold, sessions and sequence numbers within a signed 64-bit integer (what
+every store keeps), times between 0 and ``MAX_TIME``. How far ahead of the
+coordinator's clock a host's time may run is checked on receipt
+(``coordinator.daemon.ingest``), since that needs the coordinator's clock.
 """
 
 from __future__ import annotations
@@ -24,8 +32,21 @@ VERSION_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"
 Version = Annotated[str, Meta(pattern=VERSION_PATTERN)]
 CheckName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 Label = Annotated[str, Meta(max_length=128)]
-Time = Annotated[float, Meta(ge=0)]
-Count = Annotated[int, Meta(ge=0)]
+# Unix seconds up to the year 2286: beyond that a time is garbage, not a clock.
+MAX_TIME: Final = 10_000_000_000.0
+# Sessions and sequence numbers: what a signed 64-bit column holds.
+MAX_SERIAL: Final = 2**63 - 1
+# A gauge or a count in ``Sample.values``: finite, and far below where sums over any
+# window could leave float range (1e12 requests in one interval is not a real host).
+MAX_VALUE: Final = 1e12
+# Observations in one histogram bucket, and one latency, in ms (a day).
+MAX_COUNT: Final = 10**12
+MAX_LATENCY_MS: Final = 86_400_000.0
+Time = Annotated[float, Meta(ge=0, le=MAX_TIME)]
+Count = Annotated[int, Meta(ge=0, le=MAX_COUNT)]
+Serial = Annotated[int, Meta(ge=0, le=MAX_SERIAL)]
+Value = Annotated[float, Meta(ge=-MAX_VALUE, le=MAX_VALUE)]
+Latency = Annotated[float, Meta(ge=0, le=MAX_LATENCY_MS)]
 Slot = Literal["blue", "green"]
 Environment = Literal["development", "staging", "production"]
 
@@ -43,7 +64,11 @@ class HostStatus(_Wire, kw_only=True, frozen=True):
 
     host: HostId
     online: bool
-    session: Annotated[int, Meta(ge=0)]
+    session: Serial
+    # Rises with every status the agent publishes within a session: statuses of one
+    # session are ordered by it, not by the host's clock (which may step back). 0 from
+    # an agent that predates it.
+    seq: Serial = 0
     environment: Environment
     version: Version | None = None
     slot: Slot | None = None
@@ -56,8 +81,8 @@ class Histogram(_Wire, kw_only=True, frozen=True):
     """Latency histogram for one interval: ``counts[i]`` observations <= ``bounds[i]`` ms,
     not cumulative; ``counts`` has one more entry than ``bounds`` (the +Inf bucket)."""
 
-    bounds: list[float]
-    counts: list[Count]
+    bounds: Annotated[list[Latency], Meta(max_length=256)]
+    counts: Annotated[list[Count], Meta(max_length=257)]
 
     def __post_init__(self) -> None:
         if len(self.counts) != len(self.bounds) + 1:
@@ -77,16 +102,16 @@ class Sample(_Wire, kw_only=True, frozen=True):
     check: CheckName
     time: Time
     ok: bool
-    values: dict[Annotated[str, Meta(max_length=64)], float] = {}
+    values: dict[Annotated[str, Meta(max_length=64)], Value] = {}
     error: Annotated[str, Meta(max_length=1024)] | None = None
-    latencies_ms: list[Annotated[float, Meta(ge=0)]] = []
+    latencies_ms: list[Latency] = []
     histogram: Histogram | None = None
 
 
 class MetricBatch(_Wire, kw_only=True, frozen=True):
     host: HostId
-    session: Annotated[int, Meta(ge=0)]
-    seq: Annotated[int, Meta(ge=0)]
+    session: Serial
+    seq: Serial
     samples: list[Sample]
 
 
@@ -105,7 +130,7 @@ class Command(_Wire, kw_only=True, frozen=True):
     args: dict[Annotated[str, Meta(max_length=64)], Annotated[str, Meta(max_length=256)]] = {}
     issued: Time
     expires: Time
-    fencing: Annotated[int, Meta(ge=0)] = 0
+    fencing: Serial = 0
     signature: str = ""
 
     def __post_init__(self) -> None:
@@ -143,7 +168,7 @@ class Event(_Wire, kw_only=True, frozen=True):
     ``evidence`` carries the rule, window and numbers behind a decision.
     """
 
-    seq: Annotated[int, Meta(ge=0)]
+    seq: Serial
     time: Time
     kind: Annotated[str, Meta(min_length=1, max_length=64)]
     message: str

@@ -17,13 +17,20 @@ from pathlib import Path
 import pytest
 
 from coordinator.devfleet.broker import BrokerError, LocalBroker, mosquitto_binary
-from coordinator.setup.credentials import COORDINATOR_USER, OPERATOR_USER
+from coordinator.setup.credentials import (
+    COORDINATOR_USER,
+    OPERATOR_USER,
+    coordinator_user,
+    reader_user,
+)
 from shared.config.common import MqttConfig
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 PG_ADMIN_URL = os.environ.get("ROLLGUARD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("ROLLGUARD_TEST_REDIS", "redis://127.0.0.1:6379/0")
 TEST_HOSTS = ["host-a", "host-b", "host-c", "web-1", "web-2", "web-3"]
+# Further service users every test broker knows: a second reader, an HA pair.
+TEST_SERVICES = [reader_user("second"), coordinator_user("alpha"), coordinator_user("beta")]
 
 
 def service_missing(what: str) -> None:
@@ -74,13 +81,22 @@ class Broker:
     def add_hosts(self, hosts: list[str]) -> None:
         self.server.add_hosts(hosts)
 
+    def service(self, user: str) -> MqttConfig:
+        """Credentials of a further service user (``reader_user(name)``,
+        ``coordinator_user(node)``), created on first use: the broker makes a username
+        its client id, so every client that runs alongside another needs its own."""
+        self.server.add_services([user])
+        return self.mqtt(user)
+
 
 @pytest.fixture
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     """A fresh private Mosquitto per test: tests may stop and restart it."""
     if mosquitto_binary() is None:
         service_missing("the mosquitto binary")
-    server = LocalBroker(tmp_path_factory.mktemp("broker"), list(TEST_HOSTS))
+    server = LocalBroker(
+        tmp_path_factory.mktemp("broker"), list(TEST_HOSTS), services=list(TEST_SERVICES)
+    )
     try:
         server.start()
     except BrokerError as exc:

@@ -13,10 +13,13 @@ Everything started lives under one directory and is stopped on exit or Ctrl-C.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Final, TextIO
 
 import msgspec
@@ -240,9 +243,28 @@ class DemoRun:
         return path
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP reached the demo: stop like Ctrl-C does."""
+
+
+def _terminated(signum: int, _frame: FrameType | None) -> None:
+    raise Terminated(signal.Signals(signum).name)
+
+
 def run_demo(
     directory: Path, *, hosts: int = 6, keep: bool = False, out: TextIO | None = None
 ) -> int:
+    """Run the demo; SIGINT, SIGTERM and SIGHUP all stop every process it started
+    (its processes run in sessions of their own, so only the demo can stop them)."""
+    previous = {sig: signal.signal(sig, _terminated) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        return _run_demo(directory, hosts=hosts, keep=keep, out=out)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run_demo(directory: Path, *, hosts: int, keep: bool, out: TextIO | None) -> int:
     stream = out or sys.stdout
     narrator = Narrator(stream)
     directory = directory.resolve()
@@ -285,7 +307,7 @@ def run_demo(
         narrator.say(f"(Markdown: {path.with_suffix('.md')}; open the HTML in a browser)")
         if keep:
             _keep(fleet, narrator)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated):
         narrator.say("interrupted: stopping every process the demo started")
         return EXIT_INTERRUPTED
     except (BrokerError, CliError, TimeoutError, OSError) as exc:
@@ -293,7 +315,13 @@ def run_demo(
         narrator.say(f"logs of every process: {directory / 'logs'}")
         return EXIT_FAILURE
     finally:
-        fleet.stop()
+        # A second signal must not cut the stopping short.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        try:
+            fleet.stop()
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         narrator.say(f"stopped every process; logs are in {directory / 'logs'}")
     return EXIT_OK if good_ok and bad_ok else EXIT_FAILURE
 
@@ -304,7 +332,7 @@ def _keep(fleet: DevFleet, narrator: Narrator) -> None:
         "everything keeps running; in another shell try:\n"
         f"  export ROLLGUARD_URL={fleet.api.base} ROLLGUARD_TOKEN_FILE={token}\n"
         "  rollguard hosts; rollguard history; rollguard deploy 2.0.0 --wait\n"
-        "Ctrl-C here stops every process."
+        f"Ctrl-C here (or kill {os.getpid()}) stops every process."
     )
     while True:
         time.sleep(3600)

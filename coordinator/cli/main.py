@@ -57,10 +57,16 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_credentials(args: argparse.Namespace) -> int:
-    from coordinator.setup.credentials import generate
+    from coordinator.devfleet.broker import PROJECT_ACL
+    from coordinator.setup.credentials import coordinator_user, generate, reader_user, write_acl
 
-    passwd = generate(Path(args.dir), args.hosts)
+    services = [coordinator_user(node) for node in args.coordinator]
+    services += [reader_user(name) for name in args.reader]
+    directory = Path(args.dir)
+    passwd = generate(directory, args.hosts, services)
+    acl = write_acl(directory, PROJECT_ACL.read_text(encoding="utf-8"))
     print(f"mosquitto password file: {passwd}")
+    print(f"mosquitto ACL: {acl}")
     print(f"one <user>.password file per host and service user in {args.dir}")
     return EXIT_OK
 
@@ -126,7 +132,13 @@ def cmd_setup(args: argparse.Namespace) -> int:
 
     steps: list[install.Step]
     if args.role == "broker":
-        steps = install.broker_plan(Path(args.dir), args.hosts, user=args.user)
+        steps = install.broker_plan(
+            Path(args.dir),
+            args.hosts,
+            user=args.user,
+            coordinator_nodes=args.coordinator,
+            reader_names=args.reader,
+        )
     elif args.role == "coordinator":
         steps = install.coordinator_plan(
             Path(args.config_dir),
@@ -680,6 +692,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     credentials.add_argument("dir", help="directory for the passwd file and password files")
     credentials.add_argument("hosts", nargs="*", help="host ids")
+    credentials.add_argument(
+        "--coordinator",
+        action="append",
+        default=[],
+        metavar="NODE",
+        help="a credential _coordinator-NODE for the coordinator on NODE (one per node of "
+        "an HA pair; repeatable)",
+    )
+    credentials.add_argument(
+        "--reader",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a read-only credential _operator-NAME (one per dashboard or mosquitto_sub "
+        "that runs at the same time as another; repeatable)",
+    )
 
     _setup_parser(sub)
 
@@ -733,6 +761,21 @@ def _setup_parser(sub: Any) -> None:
     )
     broker.add_argument("--dir", default=install.BROKER_DIR, help=f"default {install.BROKER_DIR}")
     broker.add_argument("hosts", nargs="*", metavar="HOST", help="host ids")
+    broker.add_argument(
+        "--coordinator",
+        action="append",
+        default=[],
+        metavar="NODE",
+        help="a credential _coordinator-NODE for each node of an HA pair (repeatable)",
+    )
+    broker.add_argument(
+        "--reader",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a read-only credential _operator-NAME per dashboard or mosquitto_sub that "
+        "runs beside another (repeatable)",
+    )
 
     coordinator = role(
         "coordinator",

@@ -77,6 +77,8 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 COORDINATOR_KEY: web.AppKey[Daemon] = web.AppKey("coordinator")
 ACTIONS: Final = ("promote", "rollback", "pause", "resume", "approve")
+# The most deployments one list answer holds.
+MAX_LIST_LIMIT: Final = 500
 Actor = Annotated[str, Meta(min_length=1, max_length=128)]
 Reason = Annotated[str, Meta(max_length=1024)]
 # The most firing alerts one answer holds (one per host and rule: a fleet-wide incident
@@ -185,9 +187,14 @@ async def _load(coordinator: Daemon, deployment_id: str) -> Deployment | None:
 async def list_deployments(request: web.Request) -> web.Response:
     coordinator = request.app[COORDINATOR_KEY]
     try:
-        limit = min(int(request.query.get("limit", "50")), 500)
+        limit = int(request.query.get("limit", "50"))
     except ValueError as exc:
         raise web.HTTPBadRequest(reason="limit must be an integer") from exc
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        # SQLite reads LIMIT -1 as "no limit": never pass a bound the caller chose.
+        raise web.HTTPBadRequest(
+            reason=f"limit must be between 1 and {MAX_LIST_LIMIT}, got {limit}"
+        )
     environment = request.query.get("environment")
     records = await coordinator.store.list_deployments(limit, environment)
     now = coordinator.clock()

@@ -4,10 +4,19 @@ Everything that arrives is checked here before it can touch state: the topic mus
 a known host topic with a valid host id, the payload must decode strictly into the
 topic's message type, and the host inside the payload must be the host in the topic
 (the ACL guarantees who published on a host's topic, so the topic is the identity).
+Metrics and command results must not be retained (a host could otherwise replay one to
+every later coordinator session), and no time a host sends may run further ahead of
+the coordinator's clock than ``ingest.max_clock_skew``.
+
+What is refused, and anything that goes wrong while a message is handled, is logged
+through :class:`ThrottledLog`: once per host (or topic) per ``ingest.log_interval``,
+with how many more were suppressed since, so a flood costs a counter increment per
+message rather than a log line.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Final
 
 from shared import topics
@@ -41,3 +50,60 @@ def parse_inbound(topic: str, payload: bytes) -> Inbound:
             reason="host-mismatch",
         )
     return message
+
+
+def check_receipt(message: Inbound, *, retained: bool, now: float, max_skew: float) -> None:
+    """Refuse what only the receipt can judge: a retained batch or result, and a time
+    further ahead of ``now`` than ``max_skew`` (a host clock that far ahead would pin
+    the host's windows and order in the future)."""
+    if retained and not isinstance(message, HostStatus):
+        raise MessageError("metrics and command results must not be retained", reason="retained")
+    latest = message.time if not isinstance(message, MetricBatch) else _latest(message)
+    if latest > now + max_skew:
+        raise MessageError(
+            f"time {latest:.3f} is {latest - now:.1f}s ahead of the coordinator's clock "
+            f"(at most {max_skew:g}s allowed: ingest.max_clock_skew)",
+            reason="future",
+        )
+
+
+def _latest(batch: MetricBatch) -> float:
+    return max((sample.time for sample in batch.samples), default=0.0)
+
+
+def source_of(topic: str) -> str:
+    """The host a topic belongs to, or the topic itself (bounded) when it names none."""
+    parts = topic.split("/")
+    if len(parts) >= 4 and parts[:3] == ["rollguard", "v1", "hosts"]:
+        return parts[3][:64]
+    return topic[:128]
+
+
+class ThrottledLog:
+    """Log at most once per key per ``interval`` seconds, counting what was left out.
+
+    Keys are hosts (or topics); at most ``max_keys`` are remembered, the table being
+    cleared when full, so a flood of distinct topics cannot grow memory."""
+
+    def __init__(self, logger: logging.Logger, interval: float, *, max_keys: int = 10_000) -> None:
+        self._log = logger
+        self._interval = interval
+        self._max_keys = max_keys
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warning(self, key: str, now: float, message: str, *, exc_info: bool = False) -> bool:
+        """Log ``message`` for ``key`` unless it logged within the interval; True if it did."""
+        last = self._last.get(key)
+        if last is not None and now - last < self._interval and now >= last:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return False
+        if len(self._last) >= self._max_keys and key not in self._last:
+            self._last.clear()
+            self._suppressed.clear()
+        self._last[key] = now
+        suppressed = self._suppressed.pop(key, 0)
+        if suppressed:
+            message += f" ({suppressed} more from {key} not logged in the last {self._interval:g}s)"
+        self._log.warning("%s", message, exc_info=exc_info)
+        return True

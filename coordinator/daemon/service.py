@@ -28,7 +28,7 @@ from coordinator.daemon.activation import load_or_create_key, load_or_create_tok
 from coordinator.daemon.api import build_app
 from coordinator.daemon.eventhub import EventHub
 from coordinator.daemon.hosts import HostRegistry
-from coordinator.daemon.ingest import parse_inbound
+from coordinator.daemon.ingest import ThrottledLog, check_receipt, parse_inbound, source_of
 from coordinator.daemon.lease import Lease
 from coordinator.daemon.notify import Notifier, targets_from_config
 from coordinator.daemon.outbox import Outbox, signed_command
@@ -56,6 +56,7 @@ from coordinator.engine import (
 from coordinator.engine.fleet import StatusChange
 from coordinator.engine.state import encode_saved
 from coordinator.store import CommandResultRow, Store, StoreError, open_store
+from shared import topics
 from shared.config import CoordinatorConfig
 from shared.errors import MessageError, RollguardError
 from shared.messages import (
@@ -63,6 +64,7 @@ from shared.messages import (
     CommandResult,
     HostStatus,
     MetricBatch,
+    encode,
 )
 
 if TYPE_CHECKING:
@@ -119,6 +121,9 @@ class Coordinator:
         self._store_opened = asyncio.Event()
         # What the engine was last told of the broker session (it starts connected).
         self._told_connected = True
+        self._inbound_log = ThrottledLog(log, config.ingest.log_interval)
+        # Retained messages to put right at the broker, by topic (see _repair_retained).
+        self._retained_repairs: dict[str, bytes] = {}
         self.session = BrokerSession(
             config,
             clock=clock,
@@ -268,15 +273,66 @@ class Coordinator:
 
     # -- inbound -----------------------------------------------------------------
 
-    def receive(self, topic: str, payload: bytes) -> None:
-        """Validate and apply one inbound message; a bad one is counted and logged."""
+    def receive(self, topic: str, payload: bytes, retained: bool = False) -> None:
+        """Validate and apply one inbound message; a bad one is counted and logged.
+
+        Nothing a message carries can end the session: a refusal is counted by reason,
+        any other exception while handling it by kind and error (its traceback logged),
+        both logged once per host per ``ingest.log_interval``."""
         now = self.clock()
         try:
             message = parse_inbound(topic, payload)
+            check_receipt(
+                message, retained=retained, now=now, max_skew=self.config.ingest.max_clock_skew
+            )
         except MessageError as exc:
             self.telemetry.rejected.labels(exc.reason).inc()
-            log.warning("rejected message: %s", exc)
+            self._inbound_log.warning(source_of(topic), now, f"rejected message: {exc}")
+            self._repair_retained(topic, exc.reason)
             return
+        except Exception as exc:  # noqa: BLE001 - a message must never end the session
+            self._handler_failed("parse", topic, now, exc)
+            return
+        try:
+            self._apply(message, now)
+        except Exception as exc:  # noqa: BLE001 - a message must never end the session
+            self._handler_failed(type(message).__name__, topic, now, exc)
+
+    def _repair_retained(self, topic: str, reason: str) -> None:
+        """Undo what a refused message may have left at the broker as retained.
+
+        A retained batch or result is cleared. A refused status may have replaced the
+        host's retained one (the broker cannot tell), which every later subscriber, this
+        coordinator after a restart included, would read as the host's state: the last
+        status this coordinator accepted from the host is put back (none: cleared).
+        Done by the ticker, once per topic however many arrived meanwhile."""
+        try:
+            parsed = topics.parse_host_topic(topic)
+        except MessageError:
+            return
+        if reason == "retained":
+            self._retained_repairs[topic] = b""
+        elif parsed.kind is topics.HostTopic.STATUS:
+            accepted = [s for s in self.hosts.replay() if s.host == parsed.host]
+            self._retained_repairs[topic] = encode(accepted[-1]) if accepted else b""
+        self._wake.set()
+
+    async def _flush_repairs(self) -> None:
+        repairs, self._retained_repairs = self._retained_repairs, {}
+        for topic, payload in repairs.items():
+            await self.session.publish_retained(topic, payload)
+
+    def _handler_failed(self, kind: str, topic: str, now: float, exc: Exception) -> None:
+        self.telemetry.handler_errors.labels(kind, type(exc).__name__).inc()
+        self._inbound_log.warning(
+            source_of(topic),
+            now,
+            f"handling a message on {topic} failed ({type(exc).__name__}: {exc}); "
+            "the message was dropped",
+            exc_info=True,
+        )
+
+    def _apply(self, message: HostStatus | MetricBatch | CommandResult, now: float) -> None:
         if isinstance(message, HostStatus):
             self.telemetry.ingested.labels("status").inc()
             if self.hosts.apply_status(message, now) is StatusChange.STALE:
@@ -419,6 +475,8 @@ class Coordinator:
             self._tell_connectivity(now)
             for _command_id, host, payload in self.outbox.due(now):
                 await self.session.publish_command(host, payload)
+            if self._retained_repairs:
+                await self._flush_repairs()
             if (mono := time.monotonic()) >= gc_due and not self.pipeline.pending():
                 gc_due = mono + GC_FREEZE_EVERY
                 if mono >= gc_full_due:

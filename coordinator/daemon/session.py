@@ -3,6 +3,13 @@ service as paho reads it, publish commands, events and the retained coordinator 
 
 The session reconnects with backoff (``shared.mqtt.run_forever``); while it is down
 nothing is published and the outbox re-publishes unanswered commands once it is back.
+The broker keeps the session (``clean_start`` false, ``SESSION_EXPIRY``; with the
+broker's persistence, across a broker restart too), so batches published while the
+coordinator is away wait for it at the broker. The client id is the coordinator's
+broker username (the broker enforces it: ``use_username_as_clientid``), which is why
+each coordinator of an HA pair has its own. Subscriptions are ``no_local``: what the
+coordinator itself publishes on a host topic (restoring a retained status a host
+spoiled, clearing a retained batch) never comes back to it as a host's message.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from typing import Final
 
 import aiomqtt
 import msgspec
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from coordinator.daemon.pipeline import PUBLISH_WINDOW
 from shared import topics
@@ -41,7 +49,7 @@ class BrokerSession:
         config: CoordinatorConfig,
         *,
         clock: Callable[[], float],
-        receive: Callable[[str, bytes], None],
+        receive: Callable[[str, bytes, bool], None],
         unanswered: Callable[[], Iterable[tuple[str, bytes]]],
         leading: Callable[[], bool],
     ) -> None:
@@ -69,7 +77,7 @@ class BrokerSession:
     def _make_client(self) -> aiomqtt.Client:
         client = make_client(
             self._config.mqtt,
-            identifier=f"rollguard-coordinator-{self._config.node}",
+            identifier=self._config.mqtt.username or f"rollguard-coordinator-{self._config.node}",
             will=will_for(topics.COORDINATOR_STATUS, self._status(False)),
             session_expiry=SESSION_EXPIRY,
             queue_type=_inbox(self._deliver),
@@ -83,7 +91,7 @@ class BrokerSession:
         payload = message.payload
         if not isinstance(payload, bytes | bytearray):
             payload = str(payload).encode()
-        self._receive(message.topic.value, bytes(payload))
+        self._receive(message.topic.value, bytes(payload), bool(message.retain))
 
     async def publish_command(self, host: str, payload: bytes) -> None:
         client = self._client
@@ -103,6 +111,16 @@ class BrokerSession:
         except aiomqtt.MqttError as exc:
             log.warning("could not publish event %d: %s", event.seq, exc)
 
+    async def publish_retained(self, topic: str, payload: bytes) -> None:
+        """Replace (or, with an empty payload, clear) the retained message on a topic."""
+        client = self._client
+        if client is None:
+            return
+        try:
+            await client.publish(topic, payload, qos=QOS, retain=True, timeout=PUBLISH_TIMEOUT)
+        except aiomqtt.MqttError as exc:
+            log.warning("could not replace the retained message on %s: %s", topic, exc)
+
     async def publish_status(self) -> None:
         client = self._client
         if client is not None:
@@ -116,8 +134,9 @@ class BrokerSession:
                 )
 
     async def _serve(self, client: aiomqtt.Client) -> None:
+        options = SubscribeOptions(qos=QOS, noLocal=True)
         for topic in (topics.ALL_STATUS, topics.ALL_METRICS, topics.ALL_RESULTS):
-            await client.subscribe(topic, qos=QOS)
+            await client.subscribe(topic, options=options, timeout=PUBLISH_TIMEOUT)
         self._client = client
         self.connected = True
         await self.publish_status()

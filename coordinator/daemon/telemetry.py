@@ -46,8 +46,16 @@ class Telemetry:
         )
         self.rejected = Counter(
             "rollguard_messages_rejected_total",
-            "Messages refused (malformed, oversized, invalid, unknown topic, host mismatch)",
+            "Messages refused (malformed, oversized, invalid, unknown topic, host mismatch, "
+            "retained, future)",
             ["reason"],
+            registry=self.registry,
+        )
+        self.handler_errors = Counter(
+            "rollguard_message_handler_errors_total",
+            "Valid messages whose handling raised (dropped; the session stays up), "
+            "by message kind and error",
+            ["kind", "error"],
             registry=self.registry,
         )
         self.stale = Counter(

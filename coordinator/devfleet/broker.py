@@ -43,7 +43,9 @@ def mosquitto_binary() -> str | None:
     )
 
 
-def render_config(template: str, *, port: int, passwd: Path, acl: Path) -> str:
+def render_config(
+    template: str, *, port: int, passwd: Path, acl: Path, persistence: Path | None = None
+) -> str:
     """The project's config with the listener port and the file paths replaced."""
     out: list[str] = []
     replacements = {
@@ -51,6 +53,8 @@ def render_config(template: str, *, port: int, passwd: Path, acl: Path) -> str:
         "password_file": f"password_file {passwd}",
         "acl_file": f"acl_file {acl}",
     }
+    if persistence is not None:
+        replacements["persistence_location"] = f"persistence_location {persistence}/"
     for line in template.splitlines():
         out.append(replacements.get(line.split(" ", 1)[0], line))
     if os.geteuid() == 0:
@@ -63,9 +67,19 @@ def render_config(template: str, *, port: int, passwd: Path, acl: Path) -> str:
 class LocalBroker:
     """Start with :meth:`start`; credentials for ``hosts`` are in ``directory``."""
 
-    def __init__(self, directory: Path, hosts: list[str], *, port: int | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        hosts: list[str],
+        *,
+        port: int | None = None,
+        services: list[str] | None = None,
+    ) -> None:
         self.directory = directory
         self.hosts = hosts
+        # Service users beyond _coordinator and _operator (coordinator_user(node),
+        # reader_user(name)): one per client that runs at the same time.
+        self.services: list[str] = list(services or [])
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self._process: subprocess.Popen[bytes] | None = None
@@ -77,21 +91,42 @@ class LocalBroker:
     def add_hosts(self, hosts: list[str]) -> None:
         credentials.generate(self.directory, hosts)
         self.hosts.extend(h for h in hosts if h not in self.hosts)
+        self._reload()
+
+    def add_services(self, users: list[str]) -> None:
+        """Credentials (and ACL entries) for further service users, e.g. a second
+        coordinator's ``_coordinator-<node>`` or a reader's ``_operator-<name>``."""
+        new = [u for u in users if u not in self.services]
+        if not new:
+            return
+        credentials.generate(self.directory, [], new)
+        self.services.extend(new)
+        credentials.write_acl(self.directory, PROJECT_ACL.read_text(encoding="utf-8"))
+        self._reload()
+
+    def _reload(self) -> None:
         if self._process is not None and self._process.poll() is None:
             self._process.send_signal(1)  # SIGHUP: mosquitto reloads passwd and ACL
+
+    @property
+    def persistence_dir(self) -> Path:
+        return self.directory / "persistence"
 
     def start(self, timeout: float = 10.0) -> None:
         binary = mosquitto_binary()
         if binary is None:
             raise BrokerError("mosquitto is not installed (apt-get install mosquitto)")
-        passwd = credentials.generate(self.directory, self.hosts)
+        passwd = credentials.generate(self.directory, self.hosts, self.services)
+        acl = credentials.write_acl(self.directory, PROJECT_ACL.read_text(encoding="utf-8"))
+        self.persistence_dir.mkdir(parents=True, exist_ok=True)
         conf = self.directory / "mosquitto.conf"
         conf.write_text(
             render_config(
                 PROJECT_CONF.read_text(encoding="utf-8"),
                 port=self.port,
                 passwd=passwd,
-                acl=PROJECT_ACL,
+                acl=acl,
+                persistence=self.persistence_dir,
             ),
             encoding="utf-8",
         )

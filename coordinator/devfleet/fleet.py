@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from coordinator.devfleet.broker import LocalBroker, free_port
-from coordinator.setup.credentials import COORDINATOR_USER
+from coordinator.setup.credentials import COORDINATOR_USER, coordinator_user
 from shared.signing import generate_keypair
 
 ZONES: Final = ("a", "b", "c")
@@ -150,7 +150,11 @@ class DevFleet:
         self.directory = self.directory.resolve()
         self.http_port = free_port()
         self.app_port = free_port()
-        self.broker = LocalBroker(self.directory / "broker", list(self.hosts))
+        self.broker = LocalBroker(
+            self.directory / "broker",
+            list(self.hosts),
+            services=[coordinator_user(str(self.coordinator_extra.get("node", "demo")))],
+        )
         self.api = Api(self.http_port, self.directory / "coordinator" / "api.token")
 
     # -- layout -------------------------------------------------------------------
@@ -232,6 +236,17 @@ class DevFleet:
             },
         }
         config = deep_merge(deep_merge(base, self.coordinator_extra), extra or {})
+        if config["mqtt"]["username"] == COORDINATOR_USER:
+            # The broker makes a client's username its client id: each coordinator of an
+            # HA pair needs a credential of its own, or they would take turns kicking
+            # each other off.
+            user = coordinator_user(str(config["node"]))
+            self.broker.add_services([user])
+            config["mqtt"] = {
+                **config["mqtt"],
+                "username": user,
+                "password_file": str(self.broker.password_file(user)),
+            }
         path = self.directory / f"{name}.toml"
         path.write_text(to_toml(config), encoding="utf-8")
         return path
@@ -333,7 +348,9 @@ class DevFleet:
             host, [bin_path("rollguard-agent"), "--config", str(self.agent_config(host, index))]
         )
 
-    def start(self) -> None:
+    def start(self, before_agents: Callable[[], None] | None = None) -> None:
+        """Start the broker, the app, the coordinator and the agents; ``before_agents``
+        runs once the rest is up (a benchmark's witness subscribes there)."""
         self.prepare()
         self.broker.start()
         self.spawn(
@@ -351,6 +368,8 @@ class DevFleet:
             ],
         )
         self.start_coordinator()
+        if before_agents is not None:
+            before_agents()
         for host in self.hosts:
             self.start_agent(host)
 

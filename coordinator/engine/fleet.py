@@ -27,8 +27,11 @@ class HostRecord(Struct, kw_only=True):
     version: str | None = None
     slot: Slot | None = None
     labels: dict[str, str] = {}
-    # The agent's time on its latest status, to drop reordered ones within a session.
+    # The agent's time and sequence number on its latest status, to drop reordered ones
+    # within a session: by ``seq`` when the agent sends one (its clock may step back),
+    # by time from an agent that predates it.
     status_time: float = 0.0
+    status_seq: int = 0
     # Engine time when ``online`` last changed (offline since, for missing data).
     changed_at: float = 0.0
 
@@ -73,7 +76,7 @@ class Fleet:
             if not record.online:
                 # This session has ended (its Will was seen); nothing later from it counts.
                 return StatusChange.STALE
-            if status.online and status.time < record.status_time:
+            if status.online and _older(status, record):
                 return StatusChange.STALE
         was_online = record.online
         if not status.online and status.session == record.session:
@@ -88,6 +91,7 @@ class Fleet:
             record.slot = status.slot
             record.labels = dict(status.labels)
             record.status_time = status.time
+            record.status_seq = status.seq
         if was_online != status.online:
             record.changed_at = now
             return StatusChange.CAME_ONLINE if status.online else StatusChange.WENT_OFFLINE
@@ -104,5 +108,13 @@ def _record(status: HostStatus, now: float) -> HostRecord:
         slot=status.slot,
         labels=dict(status.labels),
         status_time=status.time,
+        status_seq=status.seq,
         changed_at=now,
     )
+
+
+def _older(status: HostStatus, record: HostRecord) -> bool:
+    """Whether a status of the record's session came before the one the record holds."""
+    if status.seq or record.status_seq:
+        return status.seq < record.status_seq
+    return status.time < record.status_time

@@ -39,8 +39,11 @@ from coordinator.setup.credentials import (
     COORDINATOR_USER,
     PASSWD_NAME,
     SERVICE_USERS,
+    coordinator_user,
     generate,
     password_path,
+    reader_user,
+    render_acl,
 )
 from shared.errors import RollguardError
 from shared.topics import validate_host_id
@@ -212,6 +215,8 @@ class Credentials:
 
     directory: Path
     hosts: tuple[str, ...]
+    # Further service users: coordinator_user(node), reader_user(name).
+    services: tuple[str, ...] = ()
 
     def missing(self) -> list[str]:
         passwd = self.directory / PASSWD_NAME
@@ -223,7 +228,7 @@ class Credentials:
                     known.add(user)
         return [
             user
-            for user in (*SERVICE_USERS, *self.hosts)
+            for user in (*SERVICE_USERS, *self.services, *self.hosts)
             if user not in known or not password_path(self.directory, user).exists()
         ]
 
@@ -235,7 +240,7 @@ class Credentials:
 
     def apply(self) -> None:
         try:
-            generate(self.directory, self.hosts)
+            generate(self.directory, self.hosts, self.services)
         except OSError as exc:
             raise SetupError(
                 f"cannot write credentials in {self.directory}: {exc.strerror or exc}"
@@ -307,21 +312,40 @@ def packaged_acl() -> bytes:
 # -- the three plans ----------------------------------------------------------------
 
 
-def broker_plan(directory: Path, hosts: Sequence[str], *, user: str = BROKER_USER) -> list[Step]:
-    """Passwords for the service users and ``hosts``, the ACL, readable by ``user``."""
+def broker_plan(
+    directory: Path,
+    hosts: Sequence[str],
+    *,
+    user: str = BROKER_USER,
+    coordinator_nodes: Sequence[str] = (),
+    reader_names: Sequence[str] = (),
+) -> list[Step]:
+    """Passwords for the service users and ``hosts``, the ACL, readable by ``user``.
+
+    The broker makes a username the client id, so each node of an HA pair
+    (``coordinator_nodes``) and each reader that runs beside another (``reader_names``)
+    gets a credential of its own, and an entry in the ACL."""
     checked = tuple(validate_host_id(host) for host in hosts)
+    services = tuple(
+        [coordinator_user(node) for node in coordinator_nodes]
+        + [reader_user(name) for name in reader_names]
+    )
+
+    def acl() -> bytes:
+        return render_acl(packaged_acl().decode(), services).encode()
+
     Owner.of(user).ids()
     readers = Owner(ROOT, Owner.of(user).group)
     private = Owner(ROOT, ROOT)
     steps: list[Step] = [
         Directory(directory, readers, 0o750),
-        Credentials(directory, checked),
+        Credentials(directory, checked, services),
         File(directory / PASSWD_NAME, readers, 0o640, what="the broker's password hashes"),
-        File(directory / ACL_NAME, readers, 0o640, packaged_acl, replace=True, what="ACL"),
+        File(directory / ACL_NAME, readers, 0o640, acl, replace=True, what="ACL"),
     ]
     steps += [
         File(password_path(directory, u), private, 0o600, what="copy it to its host")
-        for u in (*SERVICE_USERS, *checked)
+        for u in (*SERVICE_USERS, *services, *checked)
     ]
     return steps
 

@@ -261,6 +261,17 @@ class HaConfig(_Config, kw_only=True, frozen=True):
     key_prefix: str = "rollguard"
 
 
+class IngestConfig(_Config, kw_only=True, frozen=True):
+    """What the coordinator accepts from hosts, beyond the wire schemas' bounds."""
+
+    # A host time (a sample, a status, a result) further ahead of the coordinator's
+    # clock than this is refused (counted as rejected, reason "future").
+    max_clock_skew: Seconds = 300.0
+    # A refused message, or one whose handling failed, is logged at most once per
+    # host per this interval (the rest are counted and summed into the next line).
+    log_interval: Seconds = 60.0
+
+
 class CoordinatorConfig(_Config, kw_only=True, frozen=True):
     node: Annotated[str, Meta(pattern=r"^[A-Za-z0-9._-]{1,64}$")] = "coordinator"
     state_dir: str = "/var/lib/rollguard"
@@ -276,3 +287,4 @@ class CoordinatorConfig(_Config, kw_only=True, frozen=True):
     alerts: AlertPolicy = field(default_factory=AlertPolicy)
     environments: Environments = field(default_factory=Environments)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)

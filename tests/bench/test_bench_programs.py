@@ -17,7 +17,13 @@ def make_bench_programs() -> list[str]:
 
 
 def test_make_bench_runs_each_benchmark_once() -> None:
-    assert make_bench_programs() == ["agent_footprint", "coordinator_ingest"]
+    assert make_bench_programs() == [
+        "agent_footprint",
+        "coordinator_ingest",
+        "dashboard_fleet",
+        "dashboard_fleet.py",
+        "faults",
+    ]
 
 
 def run_coordinator_ingest(*args: str) -> subprocess.CompletedProcess[str]:

@@ -109,8 +109,10 @@ def test_agent_to_coordinator_through_the_real_broker(broker: Broker, tmp_path: 
             assert 0.0 < (seen.value("memory", "percent") or -1.0) < 100.0
             batches_before = seen.batches
 
-            # A malformed payload and a 1 MiB payload are counted and ignored.
-            asyncio.run(publish_as(broker, "host-a", [b"{not json", b"x" * (1024 * 1024)]))
+            # A malformed payload and a 1 MiB payload are counted and ignored. Sent by
+            # another host (its credential, its topics): host-a's own credential would
+            # replace the agent's connection, the broker making a username the client id.
+            asyncio.run(publish_as(broker, "host-b", [b"{not json", b"x" * (1024 * 1024)]))
             wait_for(
                 lambda: (
                     api.counter("rollguard_messages_rejected_total", 'reason="malformed"') == 1
