@@ -57,16 +57,20 @@ class Reach:
 
 
 def latest_finished(state: EngineState, environment: str, host: str) -> Deployment | None:
-    """The environment's most recently finished deployment that covered ``host``
-    (completed or rolled back; what a returning host should match)."""
+    """The environment's most recently finished deployment that covered ``host``, if it
+    completed or rolled back (what a returning host should match). None after a failed
+    rollback: which version is right is a person's call."""
     finished = [
         d
         for d in state.deployments.values()
         if d.environment == environment
-        and d.phase in (Phase.COMPLETED, Phase.ROLLED_BACK)
+        and d.phase in (Phase.COMPLETED, Phase.ROLLED_BACK, Phase.FAILED)
         and host in d.targets
     ]
-    return max(finished, key=lambda d: d.finished or 0.0) if finished else None
+    if not finished:
+        return None
+    latest = max(finished, key=lambda d: d.finished or 0.0)
+    return None if latest.phase is Phase.FAILED else latest
 
 
 def ordered_by_now(dep: Deployment, host: str) -> bool:
