@@ -58,7 +58,7 @@ def check_receipt(message: Inbound, *, retained: bool, now: float, max_skew: flo
     the host's windows and order in the future)."""
     if retained and not isinstance(message, HostStatus):
         raise MessageError("metrics and command results must not be retained", reason="retained")
-    latest = message.time if not isinstance(message, MetricBatch) else _latest(message)
+    latest = sent_time(message)
     if latest > now + max_skew:
         raise MessageError(
             f"time {latest:.3f} is {latest - now:.1f}s ahead of the coordinator's clock "
@@ -107,3 +107,45 @@ class ThrottledLog:
             message += f" ({suppressed} more from {key} not logged in the last {self._interval:g}s)"
         self._log.warning("%s", message, exc_info=exc_info)
         return True
+
+
+class HostClocks:
+    """How far each host's clock runs ahead of the coordinator's (negative: behind),
+    estimated from arrivals.
+
+    Every message carries the host's time: a status its send time, a batch the times of
+    its samples (taken before sending), a result its own. ``sent - arrived`` is the
+    offset minus the delay on the way, so the largest of a host's last ``window``
+    observations (the least delayed) is the estimate; a host that buffered through an
+    outage only lowers a few observations, and a clock that steps shows within
+    ``window`` messages."""
+
+    def __init__(self, window: int = 16, *, max_hosts: int = 100_000) -> None:
+        self._window = window
+        self._max_hosts = max_hosts
+        self._seen: dict[str, list[float]] = {}
+
+    def observe(self, host: str, sent: float, arrived: float) -> float:
+        """Add one observation; return the host's estimated offset."""
+        seen = self._seen.get(host)
+        if seen is None:
+            if len(self._seen) >= self._max_hosts:
+                self._seen.clear()
+            seen = self._seen[host] = []
+        seen.append(sent - arrived)
+        if len(seen) > self._window:
+            del seen[0]
+        return max(seen)
+
+    def offset(self, host: str) -> float | None:
+        seen = self._seen.get(host)
+        return max(seen) if seen else None
+
+    def largest(self) -> float:
+        """The largest offset in either direction over every host (0 with none)."""
+        return max((abs(max(seen)) for seen in self._seen.values() if seen), default=0.0)
+
+
+def sent_time(message: Inbound) -> float:
+    """The host's time on a message: a status's or result's own, a batch's newest sample."""
+    return _latest(message) if isinstance(message, MetricBatch) else message.time

@@ -28,7 +28,14 @@ from coordinator.daemon.activation import load_or_create_key, load_or_create_tok
 from coordinator.daemon.api import build_app
 from coordinator.daemon.eventhub import EventHub
 from coordinator.daemon.hosts import HostRegistry
-from coordinator.daemon.ingest import ThrottledLog, check_receipt, parse_inbound, source_of
+from coordinator.daemon.ingest import (
+    HostClocks,
+    ThrottledLog,
+    check_receipt,
+    parse_inbound,
+    sent_time,
+    source_of,
+)
 from coordinator.daemon.lease import Lease
 from coordinator.daemon.notify import Notifier, targets_from_config
 from coordinator.daemon.outbox import Outbox, signed_command
@@ -122,6 +129,8 @@ class Coordinator:
         # What the engine was last told of the broker session (it starts connected).
         self._told_connected = True
         self._inbound_log = ThrottledLog(log, config.ingest.log_interval)
+        self.clocks = HostClocks()
+        self._clock_log = ThrottledLog(log, config.ingest.log_interval)
         # Retained messages to put right at the broker, by topic (see _repair_retained).
         self._retained_repairs: dict[str, bytes] = {}
         self.session = BrokerSession(
@@ -293,10 +302,27 @@ class Coordinator:
         except Exception as exc:  # noqa: BLE001 - a message must never end the session
             self._handler_failed("parse", topic, now, exc)
             return
+        if not retained:
+            self._observe_clock(message, now)
         try:
             self._apply(message, now)
         except Exception as exc:  # noqa: BLE001 - a message must never end the session
             self._handler_failed(type(message).__name__, topic, now, exc)
+
+    def _observe_clock(self, message: HostStatus | MetricBatch | CommandResult, now: float) -> None:
+        """Estimate the host's clock offset; warn (once per host per interval) when it
+        is more than half the skew the coordinator accepts, before its samples are
+        refused for it."""
+        offset = self.clocks.observe(message.host, sent_time(message), now)
+        limit = self.config.ingest.max_clock_skew
+        if abs(offset) > limit / 2:
+            self._clock_log.warning(
+                message.host,
+                now,
+                f"host {message.host}'s clock runs about {abs(offset):.0f}s "
+                f"{'ahead of' if offset > 0 else 'behind'} the coordinator's (times more "
+                f"than {limit:g}s ahead are refused: ingest.max_clock_skew)",
+            )
 
     def _repair_retained(self, topic: str, reason: str) -> None:
         """Undo what a refused message may have left at the broker as retained.
@@ -436,6 +462,7 @@ class Coordinator:
         engine = self.engine
         phases = [d.phase for d in engine.deployments()] if engine is not None else []
         self.telemetry.refresh(self.hosts.online_count(), phases)
+        self.telemetry.clock_offset.set(self.clocks.largest())
         self.telemetry.refresh_alerts([a.rule for a in engine.alerts()] if engine else [])
         self.telemetry.refresh_analysis(engine.judgements(self.clock()) if engine else {})
         self.telemetry.refresh_hosts(

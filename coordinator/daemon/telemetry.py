@@ -58,6 +58,12 @@ class Telemetry:
             ["kind", "error"],
             registry=self.registry,
         )
+        self.clock_offset = Gauge(
+            "rollguard_host_clock_offset_max_seconds",
+            "The largest estimated offset between a host's clock and the coordinator's, "
+            "in either direction, over every host",
+            registry=self.registry,
+        )
         self.stale = Counter(
             "rollguard_statuses_stale_total",
             "Host statuses ignored as older than what the host already said",

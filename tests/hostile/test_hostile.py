@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from coordinator.daemon.ingest import ThrottledLog, check_receipt, parse_inbound
+from coordinator.daemon.ingest import HostClocks, ThrottledLog, check_receipt, parse_inbound
 from shared import topics
 from shared.errors import MessageError
 from shared.messages import MAX_SERIAL, HostStatus, MetricBatch, Sample, decode, encode
@@ -360,3 +360,30 @@ def test_the_throttled_log_says_how_many_lines_it_left_out(
         "another host",
         "a minute later (49 more from web-1 not logged in the last 60s)",
     ]
+
+
+def test_host_clock_offsets_are_estimated_from_the_least_delayed_arrivals() -> None:
+    clocks = HostClocks(window=4)
+    assert clocks.offset("web-1") is None
+    # 30 s ahead, delays of 0.1 to 5 s: the least delayed arrival tells.
+    for delay in (5.0, 0.1, 2.0):
+        clocks.observe("web-1", 1000.0 + 30.0, 1000.0 + delay)
+    assert clocks.offset("web-1") == pytest.approx(29.9)
+    # A clock stepped 60 s back shows once the window has moved past the old ones.
+    for i in range(4):
+        clocks.observe("web-1", 2000.0 - 30.0 + i, 2000.0 + i)
+    assert clocks.offset("web-1") == pytest.approx(-30.0)
+    clocks.observe("web-2", 100.0, 110.0)
+    assert clocks.largest() == pytest.approx(30.0)
+
+
+def test_a_host_clock_far_ahead_is_estimated_and_reported(live: Live) -> None:
+    ahead = time.time() + 200  # within the 300 s accepted, past half of it
+    payload = encode(msgspec.convert(batch(5_000_000, samples=[sample(time=ahead)]), MetricBatch))
+    live.send([(topics.metrics(HOST), payload, False)])
+    offset = live.inside(lambda: live.coordinator.clocks.offset(HOST))
+    assert offset is not None and 190 < offset < 201
+    # Logged (once per host per interval: an earlier test may have said it already).
+    assert live.inside(lambda: HOST in live.coordinator._clock_log._last)
+    live.inside(live.coordinator.refresh_telemetry)
+    assert live.counter("rollguard_host_clock_offset_max_seconds") > 190
