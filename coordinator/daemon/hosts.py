@@ -26,6 +26,8 @@ class HostActivity(Struct, kw_only=True):
     checks: dict[str, CheckView] = {}
     batches: int = 0
     last_seq: int | None = None
+    # (session, seq) of the batch that set each check's latest sample.
+    check_order: dict[str, tuple[int, int]] = {}
 
 
 class HostEntry(Struct, kw_only=True, frozen=True):
@@ -81,9 +83,20 @@ class HostRegistry:
         activity.last_seen = now
         activity.batches += 1
         activity.last_seq = batch.seq
+        order = (batch.session, batch.seq)
         for sample in batch.samples:
             current = activity.checks.get(sample.check)
-            if current is None or sample.time >= current.time:
+            # The latest is the one from the newest batch (the agent's own order, which
+            # a clock stepping back or a sample timed ahead cannot pin), or, from an
+            # older session (an agent whose store was reset counts again), the newest
+            # by time.
+            seen = activity.check_order.get(sample.check, (0, 0))
+            if (
+                current is None
+                or order >= seen
+                or (batch.session < seen[0] and sample.time >= current.time)
+            ):
+                activity.check_order[sample.check] = order
                 # The sample's own dict: wire messages are never changed once decoded.
                 activity.checks[sample.check] = CheckView(
                     ok=sample.ok, time=sample.time, values=sample.values, error=sample.error

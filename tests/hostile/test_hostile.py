@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from coordinator.daemon.hosts import HostRegistry
 from coordinator.daemon.ingest import HostClocks, ThrottledLog, check_receipt, parse_inbound
 from shared import topics
 from shared.errors import MessageError
@@ -387,3 +388,24 @@ def test_a_host_clock_far_ahead_is_estimated_and_reported(live: Live) -> None:
     assert live.inside(lambda: HOST in live.coordinator._clock_log._last)
     live.inside(live.coordinator.refresh_telemetry)
     assert live.counter("rollguard_host_clock_offset_max_seconds") > 190
+
+
+def test_a_sample_timed_ahead_does_not_pin_the_hosts_latest_values() -> None:
+    """Issue 11, item 6: a sample timed in the future froze the host in `rollguard
+    hosts`; the registry's latest sample of a check is the one from the newest batch."""
+    registry = HostRegistry()
+    now = time.time()
+    registry.apply_status(birth(time_=now), now)
+
+    def batch_at(seq: int, at: float, requests: float) -> MetricBatch:
+        values = {"requests": requests, "errors": 0.0}
+        return msgspec.convert(batch(seq, samples=[sample(time=at, values=values)]), MetricBatch)
+
+    registry.apply_batch(batch_at(1, now + 250, 1.0), now)
+    registry.apply_batch(batch_at(2, now + 1, 2.0), now + 1)
+    entry = registry.get(HOST)
+    assert entry is not None
+    assert entry.activity.checks["application"].values["requests"] == 2.0
+    # A batch delivered again out of order changes nothing.
+    registry.apply_batch(batch_at(1, now + 250, 1.0), now + 2)
+    assert entry.activity.checks["application"].values["requests"] == 2.0
