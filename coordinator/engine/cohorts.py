@@ -1,9 +1,10 @@
 """Who is judged as what in a deployment's current window, and their pooled counts.
 
-A window opens for every target host when a step's bake starts. The canary cohort is
-every host ordered in the judged steps (for blue-green's health window: their
-inactive-slot checks); the baseline is every target host not ordered yet, still on the
-stable version. Pooled counts are kept per cohort and check as samples arrive, so
+A window opens for every target host when a step's bake starts (why windows reset at
+step starts, and how a breach waits for a baseline without data yet: judge.py). The
+canary cohort is every host ordered in the judged steps (for blue-green's health
+window: their inactive-slot checks); the baseline is every target host not ordered
+yet, still on the stable version. Pooled counts are kept per cohort and check as samples arrive, so
 judging a cohort's rates costs the same for 10 hosts as for 10,000.
 """
 
