@@ -301,6 +301,10 @@ class Alerts:
     def _slide(self, at: _At) -> list[EngineAction]:
         state = self._hosts.get(at.host)
         if state is None:
+            if (at.host, "error_rate") in self.firing or (at.host, "latency") in self.firing:
+                # A rate alert restored from a snapshot: its window starts now, so it
+                # resolves if the host sends no requests for a whole window.
+                self._hosts[at.host] = _HostState(last_requests=at.now)
             return []
         window = self.policy.rate_window
         state.slide(at.now, window)

@@ -36,7 +36,7 @@ from shared.evidence import (
     Judgement,
     decode_evidence,
 )
-from shared.messages import MetricBatch, Sample
+from shared.messages import HostStatus, MetricBatch, Sample
 
 from .sim import Profile, Sim, make_config
 from .test_alerts import Host
@@ -66,6 +66,12 @@ def absurd_batch(host: str, seq: int, now: float, count: float = 1e308) -> Metri
         session=1,
         seq=seq,
         samples=[Sample(check="application", time=now, ok=True, values=values)],
+    )
+
+
+def birth(host: str, now: float) -> HostStatus:
+    return HostStatus(
+        host=host, online=True, session=1, environment="production", version="1.0.0", time=now
     )
 
 
@@ -303,6 +309,25 @@ def test_a_rate_alert_resolves_when_its_window_slides_empty() -> None:
     assert "error_rate" not in [a.rule for a in engine.alerts()]
     resolved = host.fired("alert.resolved")
     assert resolved and "no requests" in resolved[0].message
+
+
+def test_a_rate_alert_restored_from_a_snapshot_resolves_if_no_requests_follow() -> None:
+    config = make_config()
+    engine = Engine(config)
+    host = Host(engine, "web-3")
+    host.status(0.0)
+    bad = Sample(check="application", time=10.0, ok=True, values={"requests": 50.0, "errors": 50.0})
+    host.send(10.0, bad, bad, bad)
+    restored = Engine.restore(config, engine.snapshot())
+    assert "error_rate" in [a.rule for a in restored.alerts()]
+    restored.handle(HostStatusReceived(status=birth("web-3", 20.0)), 20.0)
+    window = config.alerts.rate_window
+    restored.handle(Tick(), 25.0)
+    restored.handle(Tick(), 25.0 + window - 1)
+    assert "error_rate" in [a.rule for a in restored.alerts()]
+    actions = restored.handle(Tick(), 25.0 + window + 1)
+    assert "error_rate" not in [a.rule for a in restored.alerts()]
+    assert [a for a in actions if isinstance(a, Notify) and a.kind == "alert.resolved"]
 
 
 def test_samples_timed_far_in_the_past_do_not_count_in_the_alert_window() -> None:
