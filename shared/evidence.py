@@ -7,8 +7,9 @@ judgement that moved it); the API serves them; the CLI and the report decode the
 ``EventKind``, so a stored event's evidence decodes from its kind alone.
 
 A judgement's rules are a tagged union on ``rule`` (``error_rate``, ``latency``,
-``cpu``, ``memory``, ``disk``, ``health``, ``coverage``, ``missing_data``), each with
-its own typed ``numbers``. Every Struct refuses unknown fields, so evidence written by
+``cpu``, ``memory``, ``disk``, ``health``, ``coverage``, ``missing_data``, and the
+canary-versus-baseline comparisons ``error_vs_baseline`` and ``latency_vs_baseline``),
+each with its own typed ``numbers``. Every Struct refuses unknown fields, so evidence written by
 one side and not known to the other fails loudly in the tests instead of vanishing.
 """
 
@@ -160,7 +161,43 @@ class MissingDataResult(_Rule, kw_only=True, frozen=True, tag="missing_data"):
     numbers: MissingDataNumbers
 
 
+class ComparisonNumbers(_Strict, kw_only=True, frozen=True):
+    """The canary's rate against the baseline's over the span both have data for: the
+    ratio ``canary_rate / baseline_rate`` tested against ``allowed`` by an anytime-valid
+    mixture test (``log_evalue``, rejecting at ``-log(1 - confidence)``), with the
+    confidence sequence's lower end (``lower``). Errors also test the canary's rate
+    against the absolute ``floor`` (``floor_shown``); latency counts the requests slower
+    than the baseline's ``quantile`` (``slower_than_ms``, a sketch bucket's edge)."""
+
+    canary_events: int
+    canary_trials: int
+    baseline_events: int
+    baseline_trials: int
+    canary_rate: float
+    baseline_rate: float
+    # None while the baseline has no events (the ratio is unbounded or undefined).
+    ratio: float | None
+    lower: float
+    allowed: float
+    floor: float | None
+    floor_shown: bool
+    confidence: float
+    log_evalue: float
+    span_end: float
+    quantile: float | None = None
+    slower_than_ms: float | None = None
+
+
+class ErrorComparisonResult(_Rule, kw_only=True, frozen=True, tag="error_vs_baseline"):
+    numbers: ComparisonNumbers
+
+
+class LatencyComparisonResult(_Rule, kw_only=True, frozen=True, tag="latency_vs_baseline"):
+    numbers: ComparisonNumbers
+
+
 RateResult = ErrorRateResult | LatencyResult
+ComparisonResult = ErrorComparisonResult | LatencyComparisonResult
 GaugeResult = CpuResult | MemoryResult | DiskResult
 RuleResult = (
     ErrorRateResult
@@ -171,6 +208,8 @@ RuleResult = (
     | HealthResult
     | CoverageResult
     | MissingDataResult
+    | ErrorComparisonResult
+    | LatencyComparisonResult
 )
 GAUGE_RESULTS: Final[dict[str, type[GaugeResult]]] = {
     "cpu": CpuResult,

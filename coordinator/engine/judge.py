@@ -55,6 +55,7 @@ from typing import Any
 
 import msgspec
 
+from coordinator.engine.compare import compare
 from coordinator.engine.rules import (
     APPLICATION,
     CohortView,
@@ -192,6 +193,7 @@ def judge(
     now: float,
 ) -> Judgement:
     results, absent = evaluate(policy, canary, silence, now)
+    results.extend(compare(policy, canary, baseline, silence, now))
     failed = [r for r in results if r.enforced and r.verdict is Verdict.FAIL]
     judgement = Judgement(outcome=Outcome.PASS, results=results, failed=failed, missing=absent)
     if failed:

@@ -18,7 +18,9 @@ from shared.evidence import (
     BaselineShown,
     CohortNumbers,
     CommandState,
+    ComparisonNumbers,
     Created,
+    ErrorComparisonResult,
     Evidence,
     Extended,
     GateRefusal,
@@ -26,6 +28,7 @@ from shared.evidence import (
     HoldReason,
     Judged,
     Judgement,
+    LatencyComparisonResult,
     OperatorAnswer,
     Paused,
     PlannedStep,
@@ -205,6 +208,38 @@ def millis(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value:.1f} ms" if value < 10 else f"{value:,.0f} ms"
+
+
+# The canary-versus-baseline comparisons (coordinator/engine/compare.py), by rule.
+COMPARISON_WORDS: Final[Mapping[str, str]] = {
+    "error_vs_baseline": "error rate versus the baseline",
+    "latency_vs_baseline": "slow requests versus the baseline",
+}
+
+
+def comparison_words(rule: str, numbers: ComparisonNumbers) -> str:
+    """``canary 0.41% vs baseline 0.20% of 72,118 requests; at 99% confidence at least
+    1.6x worse; over the allowed 1.3x`` (latency: of the requests slower than the
+    baseline's p95)."""
+    what = ""
+    if numbers.slower_than_ms is not None:
+        what = f" slower than the baseline's {millis(numbers.slower_than_ms)}"
+    text = (
+        f"canary {rate(numbers.canary_rate)} vs baseline {rate(numbers.baseline_rate)}{what} "
+        f"of {numbers.canary_trials:,} requests"
+    )
+    confidence = f"{numbers.confidence * 100:g}%"
+    if numbers.lower > numbers.allowed and numbers.floor_shown:
+        return (
+            f"{text}; at {confidence} confidence at least {numbers.lower:.1f}x worse; "
+            f"over the allowed {numbers.allowed:g}x"
+        )
+    if numbers.lower > numbers.allowed:
+        return (
+            f"{text}; at {confidence} confidence at least {numbers.lower:.1f}x worse, but "
+            f"not shown over the floor of {rate(numbers.floor)}"
+        )
+    return f"{text}; not shown worse than the allowed {numbers.allowed:g}x"
 
 
 def _plural(count: int, word: str) -> str:
@@ -395,6 +430,10 @@ def details(kind: str, facts: Evidence, names: Sequence[str]) -> list[str]:
         out.append("hosts: " + ", ".join(hosts))
     for rule, shown in baseline_of(facts).items():
         out.append(_baseline_words(rule, shown))
+    for result in rules_of(facts):
+        if isinstance(result, ErrorComparisonResult | LatencyComparisonResult):
+            words = comparison_words(result.rule, result.numbers)
+            out.append(f"{COMPARISON_WORDS[result.rule]}: {words}")
     if isinstance(facts, Judged | Judgement):
         out.extend(f"no data from {host}: {absent.why}" for host, absent in facts.missing.items())
     out.extend(_command_line(command) for command in _commands_of(facts))

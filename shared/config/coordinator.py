@@ -73,6 +73,37 @@ class Webhook(_Config, kw_only=True, frozen=True):
     timeout: Seconds = 5.0
 
 
+ComparisonMode = Literal["enforce", "report", "off"]
+
+
+class BaselineComparison(_Config, kw_only=True, frozen=True):
+    """Canary versus baseline (coordinator/engine/compare.py): an anytime-valid test of
+    whether the canary is worse than the hosts still on the stable version, judged only
+    in steps that have a baseline. ``enforce`` rolls back on it, ``report`` records it
+    without acting, ``off`` does not compute it."""
+
+    mode: ComparisonMode = "enforce"
+    # Fail when the canary's error rate is surely over this multiple of the baseline's
+    # (a doubled rate is caught, noise between identical versions is not)...
+    error_ratio: Annotated[float, Meta(ge=1, le=100)] = 1.3
+    # ...and surely over this absolute rate (0.01 % vs 0.02 % is not worth a rollback).
+    error_floor: Fraction = 0.001
+    # Fail when the canary's share of requests slower than the baseline's
+    # ``latency_quantile`` is surely over this multiple of the baseline's share (a
+    # 20 % slower release more than doubles it; see compare.py).
+    latency_ratio: Annotated[float, Meta(ge=1, le=100)] = 1.5
+    latency_quantile: Fraction = 0.95
+    # The latency edge is at least this: nothing faster is worth a rollback.
+    latency_floor_ms: Annotated[float, Meta(ge=0)] = 10.0
+    # The test's confidence: at most 1 - confidence of good releases fail it, however
+    # often it is judged.
+    confidence: Fraction = 0.99
+
+
+def _reported_comparison() -> BaselineComparison:
+    return BaselineComparison(mode="report")
+
+
 class EnvironmentPolicy(_Config, kw_only=True, frozen=True):
     strategy: Strategy
     # Error-rate rollback threshold as a fraction; None reports without rolling back.
@@ -106,6 +137,8 @@ class EnvironmentPolicy(_Config, kw_only=True, frozen=True):
     # fraction of it, then holds for an operator.
     inconclusive_extension: Annotated[float, Meta(ge=0, le=10)] = 0.5
     canary: CanaryPolicy = field(default_factory=CanaryPolicy)
+    # Enforced in production's canary steps; reported elsewhere (see each environment).
+    comparison: BaselineComparison = field(default_factory=_reported_comparison)
     blue_green: BlueGreenPolicy = field(default_factory=BlueGreenPolicy)
     direct: DirectPolicy = field(default_factory=DirectPolicy)
     preflight: list[PreflightCommand] = []
@@ -138,6 +171,7 @@ class ProductionPolicy(EnvironmentPolicy, kw_only=True, frozen=True):
     strategy: Strategy = "canary"
     error_rate: Fraction | None = 0.01
     log_level: LogLevel = "warning"
+    comparison: BaselineComparison = field(default_factory=BaselineComparison)
 
 
 class Environments(_Config, kw_only=True, frozen=True):

@@ -22,6 +22,7 @@ def test_make_bench_runs_each_benchmark_once() -> None:
         "coordinator_ingest",
         "dashboard_fleet",
         "dashboard_fleet.py",
+        "decisions",
         "faults",
     ]
 

@@ -158,6 +158,13 @@ def test_html_is_self_contained_with_the_chart() -> None:
     canary = r.judged[0]
     assert "canary, judged" in html and f"{canary.errors}/{canary.requests} = " in html
     assert "Rolled back to 1.0.0 automatically" in html
+    # The canary-versus-baseline comparisons the decision judged, in words.
+    fail = next(e for e in r.timeline if e.kind == "deployment.fail")
+    compared = [d for d in fail.details if "versus the baseline: canary " in d]
+    assert len(compared) == 2
+    assert compared[0].startswith("error rate versus the baseline: canary ")
+    assert compared[1].startswith("slow requests versus the baseline: canary ")
+    assert compared[0] in html and "slow requests versus the baseline: canary " in html
 
 
 def test_html_escapes_every_text() -> None:

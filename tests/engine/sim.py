@@ -39,7 +39,7 @@ from coordinator.engine import (
 )
 from shared.config import CoordinatorConfig, loads
 from shared.evidence import decode_evidence
-from shared.messages import CommandResult, HostStatus, MetricBatch, Sample
+from shared.messages import CommandResult, Histogram, HostStatus, MetricBatch, Sample
 
 # Test durations: the guide's hours, with a short ack timeout and grace so that faults
 # resolve quickly in virtual time.
@@ -69,6 +69,55 @@ class Profile:
     cpu: float = 35.0
     memory: float = 50.0
     database_fail: float = 0.0
+
+
+# Real traffic's latency histogram, as the agent scrapes it from a Prometheus app (the
+# client libraries' default buckets, in ms).
+TRAFFIC_BOUNDS = tuple(
+    float(b) for b in (5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000)
+)
+
+
+def binomial(rng: random.Random, n: int, p: float) -> int:
+    """A Binomial(n, p) draw in constant time: exact by inverse CDF for few expected
+    events, the normal approximation for many."""
+    if n <= 0 or p <= 0.0:
+        return 0
+    if p >= 1.0:
+        return n
+    mean = n * p
+    if mean < 30 or n * (1 - p) < 30:
+        if p > 0.5:
+            return n - binomial(rng, n, 1 - p)
+        u, k, prob = rng.random(), 0, (1 - p) ** n
+        cumulative = prob
+        while u > cumulative and k < n:
+            prob *= (n - k) / (k + 1) * p / (1 - p)
+            k += 1
+            cumulative += prob
+        return k
+    return min(n, max(0, round(rng.gauss(mean, math.sqrt(mean * (1 - p))))))
+
+
+def traffic_sample_values(
+    rng: random.Random, profile: Profile, rate: float, interval: float
+) -> tuple[dict[str, float], Histogram]:
+    """One interval of real traffic at ``rate`` requests/s: its counts and histogram."""
+    requests = binomial(rng, 2 * round(rate * interval), 0.5)
+    errors = binomial(rng, requests, profile.error_rate)
+    counts: list[int] = []
+    left, below = requests, 0.0
+    for bound in TRAFFIC_BOUNDS:
+        z = math.log(bound / profile.latency_median_ms) / profile.latency_sigma
+        cdf = 0.5 * math.erfc(-z / math.sqrt(2))
+        share = (cdf - below) / (1.0 - below) if below < 1.0 else 0.0
+        count = binomial(rng, left, min(1.0, max(0.0, share)))
+        counts.append(count)
+        left -= count
+        below = cdf
+    counts.append(left)
+    values = {"traffic_requests": float(requests), "traffic_errors": float(errors)}
+    return values, Histogram(bounds=list(TRAFFIC_BOUNDS), counts=counts)
 
 
 @dataclass
@@ -125,12 +174,15 @@ class Sim:
         blue_green: bool = False,
         zones: int = 3,
         engine: Engine | None = None,
+        traffic: float = 0.0,
     ) -> None:
         self.config = config or make_config()
         self.engine = engine or Engine(self.config)
         self.rng = random.Random(seed)
         self.profiles = profiles or {}
         self.requests = requests
+        # Real traffic, requests per second per host, on top of the probes (0: probes only).
+        self.traffic = traffic
         self.intervals = {
             "application": app_interval,
             "gauges": gauge_interval,
@@ -321,12 +373,20 @@ class Sim:
             round(profile.latency_median_ms * math.exp(self.rng.gauss(0, profile.latency_sigma)), 3)
             for _ in range(self.requests)
         ]
+        values = {"requests": float(self.requests), "errors": float(errors)}
+        histogram = None
+        if self.traffic > 0:
+            traffic, histogram = traffic_sample_values(
+                self.rng, profile, self.traffic, self.intervals["application"]
+            )
+            values.update(traffic)
         return Sample(
             check=check,
             time=self.now,
             ok=errors < self.requests,
-            values={"requests": float(self.requests), "errors": float(errors)},
+            values=values,
             latencies_ms=latencies,
+            histogram=histogram,
         )
 
     def _app_samples(self, host: SimHost) -> list[Sample]:
