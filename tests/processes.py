@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -96,6 +97,8 @@ def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval:
         try:
             found = probe()
         except (OSError, ValueError) as exc:  # not up yet
+            if isinstance(exc, urllib.error.HTTPError):
+                exc.close()  # an answer such as 503 holds its socket until closed
             last = exc
         else:
             if found:

@@ -97,7 +97,8 @@ class Client:
             with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
                 raw = response.read()
         except urllib.error.HTTPError as exc:
-            raise self._http_error(exc) from exc
+            with exc:  # its socket, closed rather than left to the garbage collector
+                raise self._http_error(exc) from exc
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             raise self._unreachable(exc) from exc
         try:
@@ -120,7 +121,8 @@ class Client:
                 request, timeout=timeout
             )
         except urllib.error.HTTPError as exc:
-            raise self._http_error(exc) from exc
+            with exc:
+                raise self._http_error(exc) from exc
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             raise self._unreachable(exc) from exc
         return response

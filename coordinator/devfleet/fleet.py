@@ -101,7 +101,8 @@ class Api:
             with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
                 raw = response.read()
         except urllib.error.HTTPError as exc:
-            raw = exc.read()
+            with exc:  # its socket, closed rather than left to the garbage collector
+                raw = exc.read()
             try:
                 parsed = json.loads(raw)
             except ValueError:

@@ -46,7 +46,8 @@ def post(fleet: DevFleet, path: str, headers: dict[str, str]) -> int:
         with urllib.request.urlopen(request, timeout=10) as response:
             return int(response.status)
     except urllib.error.HTTPError as exc:
-        return int(exc.code)
+        with exc:
+            return int(exc.code)
 
 
 def test_the_login_keeps_the_token_in_a_strict_httponly_cookie(
