@@ -31,9 +31,9 @@ the window opened (or the engine started listening again), a breach the baseline
 yet confirm or refute waits: it is blamed at once only when the baseline is
 significantly better (its upper bound under the canary's lower bound), explained at once
 when the baseline shows it, both only on enough reporting hosts to check one against
-the others (three, or every baseline host), and otherwise judged when the wait ends (the outcome is WAIT,
-and the engine asks to be woken then). After the wait the policy above applies as is;
-a baseline still without data then does not show the breach.
+the others (three, or every baseline host), and otherwise judged when the wait ends
+(the outcome is WAIT, and the engine asks to be woken then). After the wait the policy
+above applies as is; a baseline still without data then does not show the breach.
 
 If every failing rule is explained that way, the new version is not what broke: the
 deployment is held and people are alerted instead of rolling back, because rolling a
