@@ -130,7 +130,8 @@ def _threshold_note(report: Report) -> str:
         f'<p class="note">Thresholds: {text}{_e(confidence)}. Each point is one analysis '
         f"window ({count} in all) of the canary (hosts on the new version) and the "
         "baseline (hosts still on the old one); the gauges show the highest host of each "
-        "cohort; shaded: held or paused (yellow), rolling back (red). Numbered markers are "
+        "cohort, the ratio the canary's error rate over the baseline's since the step "
+        "began; shaded: held or paused (yellow), rolling back (red). Numbered markers are "
         "the decisions in the timeline below.</p>"
     )
 

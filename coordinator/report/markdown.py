@@ -149,6 +149,25 @@ def render_markdown(report: Report) -> str:
                 for j in report.judged
             ),
         )
+    if report.compared:
+        out += ["", "Canary versus baseline, as each decision compared them:", ""]
+        out += _table(
+            ["#", "rule", "span", "canary", "baseline", "ratio", "at least", "allowed", "verdict"],
+            (
+                [
+                    str(c.number),
+                    code(c.rule),
+                    f"{clock(c.window_start)} to {clock(c.span_end)}",
+                    f"{rate(c.canary_rate)} ({c.canary_events}/{c.canary_trials})",
+                    f"{rate(c.baseline_rate)} ({c.baseline_events}/{c.baseline_trials})",
+                    f"{c.ratio:.2f}x" if c.ratio is not None else "-",
+                    f"{c.lower:.2f}x",
+                    f"{c.allowed:g}x",
+                    md(c.verdict.replace("_", " ")),
+                ]
+                for c in report.compared
+            ),
+        )
     marked = [e for e in report.timeline if e.marked]
     if marked:
         out += ["", "Decisions (numbered as in the timeline):", ""]

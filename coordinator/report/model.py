@@ -14,9 +14,11 @@ from typing import Any, Final, NamedTuple
 import msgspec
 
 from coordinator.report.verdicts import (
+    Compared,
     Pooled,
     VerdictRow,
     Verdicts,
+    compared_of,
     verdicts_of,
 )
 from coordinator.report.words import (
@@ -37,10 +39,12 @@ from shared.evidence import (
     GAUGE_RESULTS,
     AnalysisWindow,
     CohortNumbers,
+    ErrorComparisonResult,
     ErrorRateResult,
     Evidence,
     GaugeResult,
     GaugeSpread,
+    LatencyComparisonResult,
     LatencyResult,
     NoEvidence,
 )
@@ -156,6 +160,10 @@ class Thresholds(msgspec.Struct, frozen=True, kw_only=True):
     # Gauge name -> the percent a host must stay under, for ``gauge_consecutive`` samples.
     gauges: dict[str, float] = {}
     gauge_consecutive: int | None = None
+    # Canary versus baseline: the ratios of the baseline's rate the canary may reach.
+    error_ratio: float | None = None
+    error_floor: float | None = None
+    latency_ratio: float | None = None
 
 
 class Summary(msgspec.Struct, frozen=True, kw_only=True):
@@ -224,9 +232,10 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
     hosts: list[HostRow]
     # The verdict table at the top; None until a rule has been judged.
     verdicts: Verdicts | None = None
+    compared: list[Compared] = []
 
 
-# 2: the verdict table, gauges in the windows.
+# 2: the verdict table, gauges in the windows, the canary-versus-baseline comparisons.
 REPORT_FORMAT: Final = 2
 
 
@@ -374,6 +383,9 @@ def thresholds_of(events: Sequence[Logged]) -> Thresholds:
     confidence: float | None = None
     gauges: dict[str, float] = {}
     consecutive: int | None = None
+    error_ratio: float | None = None
+    error_floor: float | None = None
+    latency_ratio: float | None = None
     for _, facts in events:
         for rule in rules_of(facts):
             if isinstance(rule, ErrorRateResult):
@@ -386,6 +398,11 @@ def thresholds_of(events: Sequence[Logged]) -> Thresholds:
             elif isinstance(rule, GaugeResult):
                 gauges[rule.rule] = rule.numbers.limit
                 consecutive = rule.numbers.consecutive
+            elif isinstance(rule, ErrorComparisonResult):
+                error_ratio = rule.numbers.allowed
+                error_floor = rule.numbers.floor
+            elif isinstance(rule, LatencyComparisonResult):
+                latency_ratio = rule.numbers.allowed
     return Thresholds(
         error_rate=error_rate,
         error_rate_enforced=enforced,
@@ -394,6 +411,9 @@ def thresholds_of(events: Sequence[Logged]) -> Thresholds:
         confidence=confidence,
         gauges=gauges,
         gauge_consecutive=consecutive,
+        error_ratio=error_ratio,
+        error_floor=error_floor,
+        latency_ratio=latency_ratio,
     )
 
 
@@ -608,6 +628,7 @@ def build_report(
             {entry.seq: (entry.number, entry.label) for entry in timeline},
             lambda cohort, start, end: pooled(windows, cohort, start, end),
         ),
+        compared=compared_of(stored, {entry.seq: entry.number for entry in timeline}),
     )
 
 
@@ -619,6 +640,7 @@ def report_json(report: Report) -> dict[str, Any]:
 __all__ = [
     "Cohort",
     "CohortJudged",
+    "Compared",
     "Entry",
     "HostRow",
     "Report",

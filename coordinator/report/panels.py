@@ -3,16 +3,19 @@ analysis window), thresholds and what the decisions judged. The drawing is
 :mod:`coordinator.report.svg`'s.
 
 * error rate and latency of each cohort, with the rate rules' judged windows;
+* canary ÷ baseline: the canary's error rate over the baseline's since the step began,
+  with what the comparison rules (``error_vs_baseline``, ``latency_vs_baseline``)
+  judged and the ratios they allow;
 * CPU, memory and disk: each cohort's highest host, against the gauge limits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from coordinator.report.model import Cohort, Report
+from coordinator.report.model import Cohort, Report, Span, Window
 from coordinator.report.words import clock, millis, rate
 
 PANEL: Final = 210
@@ -22,6 +25,8 @@ CANARY: Final = "#e8590c"
 BASELINE: Final = "#1971c2"
 THRESHOLD: Final = "#c92a2a"
 MUTED: Final = "#868e96"
+RATIO: Final = "#7048e8"
+REFERENCE: Final = "#adb5bd"
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,10 @@ def _gauge(value: float) -> str:
     return f"{value:.0f} %"
 
 
+def _times(value: float) -> str:
+    return f"{value:.3g}x"
+
+
 def latency_series(quantile: float | None) -> tuple[str, Callable[[Cohort], float | None]]:
     """The windows' latency quantile closest to the one the engine judges by."""
     if quantile is not None and quantile >= 0.99:
@@ -129,6 +138,85 @@ def judged_marks(report: Report) -> tuple[list[Judged], list[Judged]]:
                 )
             )
     return rates, latencies
+
+
+def running_ratio(
+    windows: Sequence[Window], spans: Sequence[Span]
+) -> list[tuple[float, float | None]]:
+    """The canary's error rate over the baseline's, pooled since the current step began
+    (what the comparison rule judges), at each window's end; None while the baseline
+    has no error to divide by."""
+    starts = sorted(s.start for s in spans if s.phase == "deploying")
+    out: list[tuple[float, float | None]] = []
+    counts = [0, 0, 0, 0]  # canary errors, requests, baseline errors, requests
+    began: float | None = None
+    for w in windows:
+        step_start = max((t for t in starts if t < w.end), default=None)
+        if step_start != began:
+            began = step_start
+            counts = [0, 0, 0, 0]
+        counts[0] += w.canary.errors
+        counts[1] += w.canary.requests
+        counts[2] += w.baseline.errors
+        counts[3] += w.baseline.requests
+        ce, cr, be, br = counts
+        value = (ce / cr) / (be / br) if cr and br and be else None
+        out.append((w.end, value))
+    return out
+
+
+def comparison(report: Report) -> Panel:
+    t = report.thresholds
+    limits: list[Limit] = []
+    if t.error_ratio is not None:
+        limits.append(Limit(t.error_ratio, f"{t.error_ratio:g}x"))
+    if t.latency_ratio is not None and t.latency_ratio != t.error_ratio:
+        limits.append(Limit(t.latency_ratio, f"{t.latency_ratio:g}x", RATIO, "3,3"))
+    judged: list[Judged] = []
+    for c in report.compared:
+        if c.ratio is None:
+            continue
+        tint = CANARY if c.rule == "error_vs_baseline" else RATIO
+        what = (
+            "errors" if c.rule == "error_vs_baseline" else f"slower than {millis(c.slower_than_ms)}"
+        )
+        judged.append(
+            Judged(
+                c.window_start,
+                c.span_end,
+                c.ratio,
+                c.lower,
+                c.ratio,
+                tint,
+                f"#{c.number} {c.rule}: canary {rate(c.canary_rate)} vs baseline "
+                f"{rate(c.baseline_rate)} {what} = {c.ratio:.2f}x, at least {c.lower:.2f}x, "
+                f"allowed {c.allowed:g}x ({c.verdict})",
+            )
+        )
+    words = []
+    if t.error_ratio is not None:
+        words.append(f"errors roll back over {t.error_ratio:g}x")
+    if t.latency_ratio is not None:
+        words.append(f"slow requests over {t.latency_ratio:g}x")
+    return Panel(
+        title="Canary ÷ baseline" + (f" — {', '.join(words)}" if words else ""),
+        series=[
+            Series(
+                "error rate ratio since the step began",
+                CANARY,
+                running_ratio(report.windows, report.spans),
+            ),
+            Series(
+                "equal", REFERENCE, [(report.start, 1.0), (report.end, 1.0)], dash="2,3", dots=False
+            ),
+        ],
+        fmt=_times,
+        floor=2.0,
+        height=150,
+        limits=tuple(limits),
+        judged=tuple(judged),
+        empty="no errors in the baseline to compare with",
+    )
 
 
 def gauge_panel(report: Report, name: str, title: str) -> Panel:
@@ -222,6 +310,7 @@ def panels(report: Report) -> list[Panel]:
             ),
             judged=tuple(judged_latencies),
         ),
+        comparison(report),
         gauge_panel(report, "cpu", "CPU"),
         gauge_panel(report, "memory", "Memory"),
         gauge_panel(report, "disk", "Disk (fullest mount)"),

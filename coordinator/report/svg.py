@@ -1,5 +1,5 @@
 """The report's chart: canary versus baseline over time, as one inline SVG: error rate,
-latency, and the CPU, memory and disk gauges, on one
+latency, the canary-versus-baseline ratio, and the CPU, memory and disk gauges, on one
 time axis with the thresholds, the phases and every decision marked.
 
 Plain SVG 1.1 with presentation attributes (no CSS, no script, no fonts to fetch), so
@@ -530,7 +530,7 @@ def chart_layout(report: Report) -> Layout:
         f'viewBox="0 0 {WIDTH} {height:.0f}" font-family="Helvetica, Arial, sans-serif" '
         f'role="img" aria-labelledby="chart-title">',
         f'<title id="chart-title">Canary versus baseline for {escape(report.summary.id)}: '
-        "error rate, latency, and CPU, memory and disk over time, with every "
+        "error rate, latency, their ratio, and CPU, memory and disk over time, with every "
         "decision marked</title>",
         f'<rect x="0" y="0" width="{WIDTH}" height="{height:.0f}" fill="#ffffff"/>',
     ]

@@ -1,5 +1,6 @@
 """The report's verdict table: every rule of the judgement that decided, with the
-canary's number, the baseline's over the same window, the threshold and the verdict.
+canary's number, the baseline's over the same window, the threshold and the verdict;
+and the canary-versus-baseline comparisons each decision judged.
 
 Pure functions of the typed evidence (:mod:`shared.evidence`); what the analysis
 windows add up to over a judged window (the gauges' spread, the baseline's requests)
@@ -15,7 +16,9 @@ import msgspec
 from coordinator.report.words import VERDICT_ORDER, baseline_of, duration, millis, rate, rules_of
 from shared.evidence import (
     BaselineShown,
+    ComparisonNumbers,
     CoverageResult,
+    ErrorComparisonResult,
     ErrorRateResult,
     Evidence,
     GaugeResult,
@@ -23,6 +26,7 @@ from shared.evidence import (
     HealthResult,
     Judged,
     Judgement,
+    LatencyComparisonResult,
     LatencyResult,
     MissingDataResult,
     RuleResult,
@@ -44,10 +48,35 @@ class Pooled(msgspec.Struct, frozen=True, kw_only=True):
 Pool = Callable[[str, float, float], Pooled | None]
 
 
+class Compared(msgspec.Struct, frozen=True, kw_only=True):
+    """What one decision's canary-versus-baseline rule compared (entry ``number``): the
+    two cohorts' rates over the span both had data for, their ratio, the ratio the
+    confidence sequence shows at least, and the ratio allowed."""
+
+    number: int
+    time: float
+    rule: str
+    verdict: str
+    enforced: bool
+    window_start: float
+    span_end: float
+    canary_events: int
+    canary_trials: int
+    baseline_events: int
+    baseline_trials: int
+    canary_rate: float
+    baseline_rate: float
+    ratio: float | None
+    lower: float
+    allowed: float
+    # latency_vs_baseline: the baseline's quantile the requests are counted against.
+    slower_than_ms: float | None = None
+
+
 class VerdictRow(msgspec.Struct, frozen=True, kw_only=True):
     """One rule of the deciding judgement: the canary's number, the baseline's over
     the same window, the threshold and the verdict, in words and as numbers (rates as
-    fractions, gauges in percent, latency in ms)."""
+    fractions, gauges in percent, latency in ms, comparisons as ratios)."""
 
     rule: str
     verdict: str
@@ -73,6 +102,49 @@ class Verdicts(msgspec.Struct, frozen=True, kw_only=True):
     rows: list[VerdictRow]
 
 
+def compared_of(
+    events: Sequence[tuple[EventView, Evidence]], numbers: Mapping[int, int]
+) -> list[Compared]:
+    """The canary-versus-baseline comparisons every decision judged, once per span
+    (``numbers``: an event's seq -> its number in the timeline)."""
+    out: list[Compared] = []
+    seen: set[tuple[str, float, float]] = set()
+    for event, facts in events:
+        number = numbers.get(event.seq)
+        if number is None or not event.kind.startswith("deployment."):
+            continue
+        for rule in rules_of(facts):
+            if not isinstance(rule, ErrorComparisonResult | LatencyComparisonResult):
+                continue
+            n = rule.numbers
+            key = (rule.rule, rule.window_start, n.span_end)
+            if key in seen or n.canary_trials == 0 or n.baseline_trials == 0:
+                continue
+            seen.add(key)
+            out.append(
+                Compared(
+                    number=number,
+                    time=event.time,
+                    rule=rule.rule,
+                    verdict=rule.verdict.value,
+                    enforced=rule.enforced,
+                    window_start=rule.window_start,
+                    span_end=n.span_end,
+                    canary_events=n.canary_events,
+                    canary_trials=n.canary_trials,
+                    baseline_events=n.baseline_events,
+                    baseline_trials=n.baseline_trials,
+                    canary_rate=n.canary_rate,
+                    baseline_rate=n.baseline_rate,
+                    ratio=n.ratio,
+                    lower=n.lower,
+                    allowed=n.allowed,
+                    slower_than_ms=n.slower_than_ms,
+                )
+            )
+    return out
+
+
 def _counts(events: int, trials: int) -> str:
     return f"{events:,}/{trials:,}"
 
@@ -94,9 +166,14 @@ def _rate_row(
         canary = f"{q} {millis(rule.numbers.quantile_ms)}; {_counts(n.events, n.trials)} slower"
         baseline = "-"
         baseline_value: float | None = None
+        compared = [r for r in rules_of(facts) if isinstance(r, LatencyComparisonResult)]
         if isinstance(base, LatencyResult):
             baseline_value = base.numbers.quantile_ms
             baseline = f"{q} {millis(baseline_value)}"
+        elif compared and compared[0].numbers.slower_than_ms is not None:
+            # The edge the comparison counted the canary against: the baseline's quantile.
+            baseline_value = compared[0].numbers.slower_than_ms
+            baseline = f"{q} {millis(baseline_value)} (compared span)"
         return VerdictRow(
             rule=rule.rule,
             verdict=rule.verdict.value,
@@ -177,6 +254,49 @@ def _gauge_row(
     )
 
 
+def _comparison_row(rule: ErrorComparisonResult | LatencyComparisonResult) -> VerdictRow:
+    n: ComparisonNumbers = rule.numbers
+    what = "errors" if isinstance(rule, ErrorComparisonResult) else "slower"
+    if isinstance(rule, LatencyComparisonResult) and n.slower_than_ms is not None:
+        what = f"slower than {millis(n.slower_than_ms)}"
+    if n.canary_trials == 0 or n.baseline_trials == 0:
+        empty = "canary" if n.canary_trials == 0 else "baseline"
+        return VerdictRow(
+            rule=rule.rule,
+            verdict=rule.verdict.value,
+            enforced=rule.enforced,
+            canary=f"no {empty} requests in the compared span"
+            if empty == "canary"
+            else f"{rate(n.canary_rate)} {what} ({_counts(n.canary_events, n.canary_trials)})",
+            baseline=f"no {empty} requests in the compared span"
+            if empty == "baseline"
+            else f"{rate(n.baseline_rate)} ({_counts(n.baseline_events, n.baseline_trials)})",
+            threshold=f"at most {n.allowed:g}x the baseline's at {n.confidence:.0%} confidence",
+            message=rule.message,
+            threshold_value=n.allowed,
+        )
+    ratio = f", {n.ratio:.2f}x" if n.ratio is not None else ""
+    shown = f", at least {n.lower:.2f}x" if n.lower > 0 else ""
+    threshold = f"at most {n.allowed:g}x the baseline's"
+    if n.floor is not None:
+        threshold += f" or under {rate(n.floor)}"
+    return VerdictRow(
+        rule=rule.rule,
+        verdict=rule.verdict.value,
+        enforced=rule.enforced,
+        canary=(
+            f"{rate(n.canary_rate)} {what} ({_counts(n.canary_events, n.canary_trials)})"
+            f"{ratio}{shown}"
+        ),
+        baseline=f"{rate(n.baseline_rate)} ({_counts(n.baseline_events, n.baseline_trials)})",
+        threshold=f"{threshold} at {n.confidence:.0%} confidence",
+        message=rule.message,
+        canary_value=n.ratio,
+        baseline_value=1.0 if n.baseline_trials else None,
+        threshold_value=n.allowed,
+    )
+
+
 def _other_row(
     rule: HealthResult | CoverageResult | MissingDataResult, facts: Evidence
 ) -> VerdictRow:
@@ -226,6 +346,8 @@ def verdict_row(rule: RuleResult, facts: Evidence, pool: Pool) -> VerdictRow:
         return _rate_row(rule, facts, pool("baseline", start, end))
     if isinstance(rule, GaugeResult):
         return _gauge_row(rule, facts, pool("canary", start, end), pool("baseline", start, end))
+    if isinstance(rule, ErrorComparisonResult | LatencyComparisonResult):
+        return _comparison_row(rule)
     return _other_row(rule, facts)
 
 
@@ -259,10 +381,12 @@ def verdicts_of(
 
 
 __all__ = [
+    "Compared",
     "Pool",
     "Pooled",
     "VerdictRow",
     "Verdicts",
+    "compared_of",
     "verdict_row",
     "verdicts_of",
 ]

@@ -26,7 +26,12 @@ from coordinator.report.svg import (
     value_ticks,
 )
 from coordinator.report.words import rules_of
-from shared.evidence import ErrorRateResult, RollbackStarted
+from shared.evidence import (
+    ErrorComparisonResult,
+    ErrorRateResult,
+    LatencyComparisonResult,
+    RollbackStarted,
+)
 from tests.cli.samples import (
     BAD,
     GOOD,
@@ -147,6 +152,7 @@ def test_html_is_self_contained_with_the_chart() -> None:
     for title in (
         "Error rate — rollback over 1.00%",
         "Latency (p95) — rollback over 1,000 ms at p95",
+        "Canary ÷ baseline — errors roll back over 1.3x, slow requests over 1.5x",
         "CPU, highest host — rollback over 80 % for 3 samples in a row",
         "Memory, highest host — rollback over 90 % for 3 samples in a row",
         "Disk (fullest mount), highest host — rollback over 90 % for 3 samples in a row",
@@ -333,6 +339,17 @@ def test_the_verdict_table_is_the_deciding_judgement_failures_first() -> None:
         )
         assert (row.canary_value, row.baseline_value) == (canary_peak, baseline_peak)
         assert row.canary.startswith(f"peak {canary_peak:.1f} %, mean ")
+    # The canary-versus-baseline comparison: both cohorts' rates, the allowed ratio.
+    compared = next(x for x in facts.rules if isinstance(x, LatencyComparisonResult))
+    latency = rows["latency_vs_baseline"]
+    assert latency.threshold_value == compared.numbers.allowed == 1.5
+    assert latency.canary_value == compared.numbers.ratio
+    assert latency.baseline.startswith(f"{compared.numbers.baseline_rate:.2%} ")
+    errors = next(x for x in facts.rules if isinstance(x, ErrorComparisonResult))
+    assert rows["error_vs_baseline"].threshold == (
+        "at most 1.3x the baseline's or under 0.10% at 99% confidence"
+    )
+    assert rows["error_vs_baseline"].verdict == errors.verdict.value
 
 
 def test_a_cpu_breach_tops_the_table_and_shows_on_its_chart() -> None:
@@ -385,9 +402,21 @@ def test_markdown_and_json_carry_the_same_verdict_table() -> None:
 def test_no_verdict_table_before_a_judgement() -> None:
     run = in_progress(bad_canary(), START + 1)
     r = build_report(run.deployment, run.events, run.hosts, generated=run.now)
-    assert r.verdicts is None
+    assert r.verdicts is None and r.compared == []
     assert "No rule has been judged yet." in render(r, "html")
     assert "No rule has been judged yet." in render(r, "md")
+
+
+def test_the_comparison_is_charted_from_its_evidence() -> None:
+    r = report(bad_canary())
+    rules = {c.rule for c in r.compared}
+    assert rules == {"error_vs_baseline", "latency_vs_baseline"}
+    latency = next(c for c in r.compared if c.rule == "latency_vs_baseline")
+    assert latency.ratio is not None and latency.allowed == 1.5
+    html = render(r, "html")
+    assert f"#{latency.number} latency_vs_baseline: canary " in html
+    assert f"= {latency.ratio:.2f}x, at least {latency.lower:.2f}x, allowed 1.5x" in html
+    assert r.thresholds.error_ratio == 1.3 and r.thresholds.latency_ratio == 1.5
 
 
 # -- nothing written on the chart overlaps -----------------------------------------------
