@@ -164,6 +164,8 @@ class Thresholds(msgspec.Struct, frozen=True, kw_only=True):
     error_ratio: float | None = None
     error_floor: float | None = None
     latency_ratio: float | None = None
+    # False where the environment only reports the comparison.
+    comparison_enforced: bool = True
 
 
 class Summary(msgspec.Struct, frozen=True, kw_only=True):
@@ -386,6 +388,7 @@ def thresholds_of(events: Sequence[Logged]) -> Thresholds:
     error_ratio: float | None = None
     error_floor: float | None = None
     latency_ratio: float | None = None
+    comparison_enforced = True
     for _, facts in events:
         for rule in rules_of(facts):
             if isinstance(rule, ErrorRateResult):
@@ -401,6 +404,7 @@ def thresholds_of(events: Sequence[Logged]) -> Thresholds:
             elif isinstance(rule, ErrorComparisonResult):
                 error_ratio = rule.numbers.allowed
                 error_floor = rule.numbers.floor
+                comparison_enforced = rule.enforced
             elif isinstance(rule, LatencyComparisonResult):
                 latency_ratio = rule.numbers.allowed
     return Thresholds(
@@ -414,6 +418,7 @@ def thresholds_of(events: Sequence[Logged]) -> Thresholds:
         error_ratio=error_ratio,
         error_floor=error_floor,
         latency_ratio=latency_ratio,
+        comparison_enforced=comparison_enforced,
     )
 
 

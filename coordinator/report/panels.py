@@ -198,6 +198,8 @@ def comparison(report: Report) -> Panel:
         words.append(f"errors roll back over {t.error_ratio:g}x")
     if t.latency_ratio is not None:
         words.append(f"slow requests over {t.latency_ratio:g}x")
+    if words and not t.comparison_enforced:
+        words = [", ".join(words).replace(" roll back", "") + " (reported only)"]
     return Panel(
         title="Canary ÷ baseline" + (f" — {', '.join(words)}" if words else ""),
         series=[

@@ -417,6 +417,13 @@ def test_the_comparison_is_charted_from_its_evidence() -> None:
     assert f"#{latency.number} latency_vs_baseline: canary " in html
     assert f"= {latency.ratio:.2f}x, at least {latency.lower:.2f}x, allowed 1.5x" in html
     assert r.thresholds.error_ratio == 1.3 and r.thresholds.latency_ratio == 1.5
+    assert r.thresholds.comparison_enforced
+    # Where the environment only reports the comparison, the chart does not say rollback.
+    reported = msgspec.structs.replace(
+        r, thresholds=msgspec.structs.replace(r.thresholds, comparison_enforced=False)
+    )
+    title = "Canary ÷ baseline — errors over 1.3x, slow requests over 1.5x (reported only)"
+    assert f">{title}</text>" in render(reported, "html")
 
 
 # -- nothing written on the chart overlaps -----------------------------------------------
