@@ -193,7 +193,11 @@ def judge(
     now: float,
 ) -> Judgement:
     results, absent = evaluate(policy, canary, silence, now)
-    results.extend(compare(policy, canary, baseline, silence, now))
+    # The comparison sees the baseline per host as well as pooled, as the rate rules'
+    # baseline policy does: without the host pulling its error rate up most and the one
+    # pulling it down most (``_trimmed``), so no one host excuses or blames a release.
+    compared = None if baseline is None else _trimmed(baseline, errors=True)[0]
+    results.extend(compare(policy, canary, compared, silence, now))
     failed = [r for r in results if r.enforced and r.verdict is Verdict.FAIL]
     judgement = Judgement(outcome=Outcome.PASS, results=results, failed=failed, missing=absent)
     if failed:

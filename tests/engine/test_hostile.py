@@ -266,6 +266,36 @@ def test_one_baseline_host_flooding_good_requests_cannot_hide_a_fleet_wide_incid
     assert policy.error_rate is not None and pooled.numbers.estimate < policy.error_rate
 
 
+def test_one_baseline_host_flooding_good_requests_does_not_get_the_release_rolled_back() -> None:
+    """Through the engine, with every rule (the thresholds and the comparison with the
+    baseline): during a fleet-wide incident, one baseline host reporting a flood of
+    successful requests neither hides the incident nor gets the release blamed."""
+    sim = Sim(hosts=10, profiles={"2.0.0": GOOD}, seed=3, requests=20)
+    flooder = "host-07"
+    sim.at(T0 + DELAY + 1.0, lambda: setattr(sim.hosts[flooder], "mute", True))
+    seq = iter(range(1_000_000, 2_000_000))
+
+    def flood() -> None:
+        sample = Sample(check="application", time=sim.now, ok=True, values={"requests": 900000.0})
+        batch = MetricBatch(host=flooder, session=1, seq=next(seq), samples=[sample])
+        sim.feed(MetricsReceived(batch=batch))
+        sim.at(sim.now + 10.0, flood)
+
+    def incident() -> None:
+        for version in ("1.0.0", "2.0.0"):
+            sim.profiles[version] = Profile(error_rate=0.2)
+
+    sim.at(T0 + DELAY + 1.0, flood)
+    started(sim)
+    sim.at(1800.0, incident)
+    sim.run_until(2400.0)
+    assert not sim.records("deployment.fail"), sim.records("deployment.fail")[0].message
+    hold = sim.first("deployment.hold")
+    assert hold.evidence["reason"] == "fleet_incident"
+    shown = baseline_error_rate(hold)
+    assert shown.same_breach and shown.excluded is not None and flooder in shown.excluded
+
+
 # -- times -----------------------------------------------------------------------------
 
 
