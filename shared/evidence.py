@@ -294,6 +294,31 @@ class PreflightFailed(Transition, kw_only=True, frozen=True, omit_defaults=True)
     reasons: list[str] | None = None
 
 
+class VerificationStarted(_Strict, kw_only=True, frozen=True):
+    """Every host reports the new version: the post-deployment verification commands
+    run, and must all have reported by ``deadline`` (engine time)."""
+
+    commands: list[str]
+    deadline: float
+
+
+class VerificationFailure(_Strict, kw_only=True, frozen=True, omit_defaults=True):
+    """Why a post-deployment verification failed: a command that failed or timed out
+    (``name``, and its ``output_tail`` ending with how it ended), or commands not
+    reported by the deadline (``pending``)."""
+
+    name: str | None = None
+    output_tail: str | None = None
+    pending: list[str] | None = None
+
+
+class Verified(Judged, kw_only=True, frozen=True):
+    """A deployment completed: every host on the new version, healthy, and each
+    post-deployment verification command passed (``verification``)."""
+
+    verification: list[PreflightCheck] = []
+
+
 class StepConfirmed(Transition, kw_only=True, frozen=True):
     """Every host of the step confirmed its command: the bake starts."""
 
@@ -376,8 +401,9 @@ class RollbackStarted(Judged, kw_only=True, frozen=True, omit_defaults=True):
     from_version: str | None
     hosts: list[str]
     reason: str
-    rule: Literal["command", "operator"] | None = None
+    rule: Literal["command", "operator", "verification"] | None = None
     commands: list[CommandState] | None = None
+    verification: VerificationFailure | None = None
     actor: str | None = None
 
 
@@ -538,6 +564,8 @@ Evidence = (
     | Judgement
     | PreflightPassed
     | PreflightFailed
+    | VerificationStarted
+    | Verified
     | StepConfirmed
     | Extended
     | Held
@@ -576,7 +604,7 @@ EVIDENCE_TYPES: Final[dict[EventKind, type[Evidence]]] = {
     _K.DEPLOYMENT_NEXT_STEP: StepAdvanced,
     _K.DEPLOYMENT_APPROVAL_REQUIRED: Transition,
     _K.DEPLOYMENT_STEPS_DONE: Transition,
-    _K.DEPLOYMENT_VERIFIED: Judged,
+    _K.DEPLOYMENT_VERIFIED: Verified,
     _K.DEPLOYMENT_PAUSE: Paused,
     _K.DEPLOYMENT_RESUME: Resumed,
     _K.DEPLOYMENT_FAIL: RollbackStarted,
@@ -596,7 +624,7 @@ EVIDENCE_TYPES: Final[dict[EventKind, type[Evidence]]] = {
     _K.DEPLOYMENT_APPROVAL_NEEDED: Transition,
     _K.DEPLOYMENT_ROLLING_BACK: RollbackStarted,
     _K.DEPLOYMENT_ROLLED_BACK: RollbackEnded,
-    _K.DEPLOYMENT_COMPLETED: Judged,
+    _K.DEPLOYMENT_COMPLETED: Verified,
     _K.HOST_CONVERGING: Converging,
     _K.COMMAND_SUCCEEDED: CommandAnswer,
     _K.COMMAND_FAILED: CommandAnswer,
@@ -612,6 +640,9 @@ EVIDENCE_TYPES: Final[dict[EventKind, type[Evidence]]] = {
     _K.OPERATOR_APPROVE: OperatorAnswer,
     _K.PREFLIGHT_REPORTED: PreflightReport,
     _K.PREFLIGHT_IGNORED: PreflightReport,
+    _K.VERIFICATION_STARTED: VerificationStarted,
+    _K.VERIFICATION_REPORTED: PreflightReport,
+    _K.VERIFICATION_IGNORED: PreflightReport,
     _K.ALERT_FIRED: AlertChange,
     _K.ALERT_RESOLVED: AlertChange,
     _K.ANALYSIS_WINDOW: AnalysisWindow,

@@ -70,6 +70,11 @@ class EventKind(enum.StrEnum):
     # One configured preflight command's outcome.
     PREFLIGHT_REPORTED = "preflight.reported"
     PREFLIGHT_IGNORED = "preflight.ignored"
+    # Post-deployment verification: started (every host on the new version), one
+    # configured command's outcome, or an outcome that came too late to count.
+    VERIFICATION_STARTED = "verification.started"
+    VERIFICATION_REPORTED = "verification.reported"
+    VERIFICATION_IGNORED = "verification.ignored"
     # The fleet monitor.
     ALERT_FIRED = "alert.fired"
     ALERT_RESOLVED = "alert.resolved"
@@ -170,6 +175,9 @@ def notify_kind(kind: EventKind) -> NotifyKind | None:
             | K.OPERATOR_APPROVE
             | K.PREFLIGHT_REPORTED
             | K.PREFLIGHT_IGNORED
+            | K.VERIFICATION_STARTED
+            | K.VERIFICATION_REPORTED
+            | K.VERIFICATION_IGNORED
             | K.ANALYSIS_WINDOW
         ):
             return None

@@ -36,6 +36,7 @@ from coordinator.engine import (
     OperatorReply,
     Record,
     RunPreflight,
+    RunVerification,
     SendCommand,
 )
 from coordinator.engine.state import encode_deployment
@@ -85,7 +86,7 @@ class Pipeline:
         telemetry: Telemetry,
         publish_command: Callable[[str, bytes], Awaitable[None]],
         publish_event: Callable[[Event], Awaitable[None]],
-        run_preflight: Callable[[RunPreflight], None],
+        run_preflight: Callable[[RunPreflight | RunVerification], None],
         on_store_failure: Callable[[Exception], None],
     ) -> None:
         self._store = store
@@ -154,7 +155,7 @@ class Pipeline:
                     publishes.append(self._publish_command(command.host, payload))
                 case CancelCommand(command_id=command_id):
                     self._outbox.finished(command_id)
-                case RunPreflight():
+                case RunPreflight() | RunVerification():
                     self._run_preflight(action)
                 case Notify():
                     notification = _notification(action, versions)

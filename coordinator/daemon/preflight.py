@@ -96,6 +96,7 @@ async def run_preflight(
     env: Mapping[str, str] | None = None,
     context: HookContext | None = None,
     tail_bytes: int = TAIL_BYTES,
+    label: str = "preflight",
 ) -> list[PreflightOutcome]:
     """Run ``commands`` in order, stopping at the first failure.
 
@@ -117,7 +118,7 @@ async def run_preflight(
         run = command
         if context is not None:
             run = msgspec.structs.replace(command, argv=context.expand(command.argv))
-        outcome = await run_one(run, env=full_env, tail_bytes=tail_bytes)
+        outcome = await run_one(run, env=full_env, tail_bytes=tail_bytes, label=label)
         outcomes.append(outcome)
         failed = not outcome.ok
     return outcomes
@@ -128,8 +129,10 @@ async def run_one(
     *,
     env: Mapping[str, str] | None = None,
     tail_bytes: int = TAIL_BYTES,
+    label: str = "preflight",
 ) -> PreflightOutcome:
-    """Run one command with its timeout; ``env`` replaces the environment when given."""
+    """Run one command with its timeout; ``env`` replaces the environment when given.
+    ``label`` names the hook in the log (preflight, verification)."""
     loop = asyncio.get_running_loop()
     started = time.monotonic()
     try:
@@ -146,7 +149,7 @@ async def run_one(
             start_new_session=True,
         )
     except OSError as exc:
-        log.warning("preflight %s: cannot start %s: %s", command.name, command.argv[0], exc)
+        log.warning("%s %s: cannot start %s: %s", label, command.name, command.argv[0], exc)
         return PreflightOutcome(
             name=command.name,
             argv=command.argv,
@@ -171,7 +174,7 @@ async def run_one(
         if not done and not timed_out:
             # The pipe is still open, so a descendant is still alive and the group id
             # cannot have been reused: killing the group is safe and leaves no strays.
-            log.warning("preflight %s: killing processes left running after exit", command.name)
+            log.warning("%s %s: killing processes left running after exit", label, command.name)
             _kill_group(pid)
     except asyncio.CancelledError:
         # A cancelled preflight (daemon shutting down) must not leave a backup running.
@@ -186,7 +189,8 @@ async def run_one(
     ok = not timed_out and code == 0
     if not ok:
         log.warning(
-            "preflight %s failed: %s",
+            "%s %s failed: %s",
+            label,
             command.name,
             f"timed out after {command.timeout:g} s" if timed_out else f"exit {code}",
         )

@@ -57,8 +57,10 @@ from coordinator.engine import (
     OperatorRequest,
     PreflightReported,
     RunPreflight,
+    RunVerification,
     SendCommand,
     Tick,
+    VerificationReported,
 )
 from coordinator.engine.fleet import StatusChange
 from coordinator.engine.state import encode_saved
@@ -251,7 +253,7 @@ class Coordinator:
             if isinstance(action, SendCommand):
                 if action.command_id in stored:
                     await self._resend_stored(action.command_id, action.host)
-            elif isinstance(action, RunPreflight):
+            elif isinstance(action, RunPreflight | RunVerification):
                 self._start_preflight(action)
         log.warning(
             "active: engine %s with %d deployment(s), fencing token %d",
@@ -421,14 +423,16 @@ class Coordinator:
             except StoreError as exc:
                 log.warning("could not store %d command result(s): %s", len(batch), exc)
 
-    # -- preflight ---------------------------------------------------------------
+    # -- preflight and post-deployment verification ------------------------------
 
-    def _start_preflight(self, action: RunPreflight) -> None:
+    def _start_preflight(self, action: RunPreflight | RunVerification) -> None:
         task = asyncio.create_task(self._preflight(action))
         self._preflights.add(task)
         task.add_done_callback(self._preflights.discard)
 
-    async def _preflight(self, action: RunPreflight) -> None:
+    async def _preflight(self, action: RunPreflight | RunVerification) -> None:
+        """Run a deployment's hook commands (preflight, or its verification once every
+        host runs the new version) with its context, and report each outcome."""
         dep = self.engine.deployment(action.deployment_id) if self.engine else None
         context = (
             HookContext(
@@ -441,12 +445,14 @@ class Coordinator:
             if dep is not None
             else None
         )
-        outcomes = await run_preflight(action.commands, context=context)
+        label = "preflight" if isinstance(action, RunPreflight) else "verification"
+        outcomes = await run_preflight(action.commands, context=context, label=label)
         for outcome in outcomes:
             if outcome.skipped:
                 continue
+            report = PreflightReported if isinstance(action, RunPreflight) else VerificationReported
             self.step(
-                PreflightReported(
+                report(
                     deployment_id=action.deployment_id,
                     name=outcome.name,
                     ok=outcome.ok,

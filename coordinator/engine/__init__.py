@@ -13,6 +13,7 @@ from coordinator.engine.actions import (
     OperatorReply,
     Record,
     RunPreflight,
+    RunVerification,
     SendCommand,
 )
 from coordinator.engine.alerts import FiringAlert
@@ -28,6 +29,7 @@ from coordinator.engine.events import (
     OperatorRequest,
     PreflightReported,
     Tick,
+    VerificationReported,
 )
 from coordinator.engine.fleet import HostRecord
 from coordinator.engine.phases import TRANSITIONS, IllegalTransition, Phase, Trigger
@@ -59,11 +61,13 @@ __all__ = [
     "PreflightReported",
     "Record",
     "RunPreflight",
+    "RunVerification",
     "SendCommand",
     "SnapshotError",
     "Step",
     "Tick",
     "Trigger",
+    "VerificationReported",
     "decode_snapshot",
     "encode_snapshot",
 ]

@@ -50,6 +50,14 @@ class RunPreflight(_Action, frozen=True, kw_only=True, tag="run_preflight"):
     commands: list[PreflightCommand]
 
 
+class RunVerification(_Action, frozen=True, kw_only=True, tag="run_verification"):
+    """Run these post-deployment verification commands (in order, stopping at the first
+    failure) and report each with VerificationReported."""
+
+    deployment_id: str
+    commands: list[PreflightCommand]
+
+
 class Record(_Action, frozen=True, kw_only=True, tag="record"):
     """Append to the event log: every decision, with the evidence behind it."""
 
@@ -100,5 +108,12 @@ class OperatorReply(_Action, frozen=True, kw_only=True, tag="operator_reply"):
 
 
 EngineAction = (
-    SendCommand | CancelCommand | RunPreflight | Record | Notify | DeploymentChanged | OperatorReply
+    SendCommand
+    | CancelCommand
+    | RunPreflight
+    | RunVerification
+    | Record
+    | Notify
+    | DeploymentChanged
+    | OperatorReply
 )

@@ -171,6 +171,11 @@ class Deployment(Struct, kw_only=True, omit_defaults=True):
     preflight: list[PreflightState] = []
     # The shell must have reported every preflight command by then (PREFLIGHT).
     preflight_deadline: float | None = None
+    # Post-deployment verification (VERIFYING, and PAUSED from it): each configured
+    # command's outcome, and the time by which all must be reported; the deadline is
+    # set when the commands are started, once every host reports the new version.
+    verification: list[PreflightState] = []
+    verify_deadline: float | None = None
     finished: float | None = None
     # Target hosts it could not reach (offline or silent past the grace) when a step or
     # the rollback would have commanded them: not commanded, not waited for, not

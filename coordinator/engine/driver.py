@@ -36,6 +36,7 @@ from coordinator.engine.reach import (
 )
 from coordinator.engine.rollback import Rollback
 from coordinator.engine.state import Effects, EngineState
+from coordinator.engine.verification import Gate, Verification
 from shared.config.coordinator import EnvironmentPolicy
 from shared.evidence import CommandState, Converging, HealthResult, HoldReason, Verdict
 from shared.kinds import EventKind
@@ -55,6 +56,7 @@ class Driver:
         self.commands = Commands(state, self.cohorts)
         self.reach = Reach(state)
         self.rollback = Rollback(state, self.commands, self.reach, self.fire)
+        self.verification = Verification(state, self.rollback)
 
     def fire(
         self,
@@ -620,6 +622,9 @@ class Driver:
         missing = {} if result is None else result.missing
         if wrong or unhealthy or missing:
             return False
+        gate = self.verification.gate(dep, now, out)
+        if gate is not Gate.PASSED:
+            return gate is Gate.CHANGED
         pending = sorted(
             h for h in away if (r := self.state.fleet.get(h)) is None or r.version != dep.version
         )
@@ -633,6 +638,9 @@ class Driver:
             )
         else:
             message = f"completed: every host ({reached}) reports {dep.version} and is healthy"
+        if dep.verification:
+            names = ", ".join(v.name for v in dep.verification)
+            message = f"{message}; verification passed ({names})"
         self.fire(
             dep,
             Trigger.VERIFIED,
@@ -642,6 +650,7 @@ class Driver:
             evidence={
                 **(result.fields() if result is not None else {}),
                 "unreachable": pending,
+                "verification": [{"name": v.name, "ok": v.ok} for v in dep.verification],
             },
             notify=(EventKind.DEPLOYMENT_COMPLETED, "info"),
         )

@@ -32,7 +32,7 @@ from typing import Final
 
 import msgspec
 
-from coordinator.engine.actions import EngineAction, RunPreflight, SendCommand
+from coordinator.engine.actions import EngineAction, RunPreflight, RunVerification, SendCommand
 from coordinator.engine.alerts import Alerts, FiringAlert
 from coordinator.engine.deployment import Deployment, HistoryEntry
 from coordinator.engine.driver import Driver
@@ -46,12 +46,14 @@ from coordinator.engine.events import (
     OperatorRequest,
     PreflightReported,
     Tick,
+    VerificationReported,
 )
 from coordinator.engine.fleet import Fleet, HostRecord, StatusChange
 from coordinator.engine.judge import judge
 from coordinator.engine.operator import Operator
 from coordinator.engine.phases import ACTIVE, Phase
 from coordinator.engine.state import SNAPSHOT_FORMAT, Effects, EngineSnapshot, EngineState
+from coordinator.engine.verification import Verification
 from shared.config.coordinator import CoordinatorConfig
 from shared.evidence import CommandAnswer, Restarted
 from shared.evidence import Judgement as JudgementEvidence
@@ -105,6 +107,10 @@ class Engine:
                 self._operator.handle(event, now, out)
             case PreflightReported():
                 self._operator.preflight_reported(event, now, out)
+            case VerificationReported():
+                done = self._driver.verification.reported(event, now, out)
+                if done is not None:
+                    self._driver.drive(done, now, out)
             case Tick():
                 self._tick(now, out)
             case BrokerConnectivity(connected=connected):
@@ -125,6 +131,8 @@ class Engine:
                 times.append(state.now + max(0.0, dep.bake.length - dep.bake.at(state.now)))
             if dep.phase is Phase.PREFLIGHT and dep.preflight_deadline is not None:
                 times.append(dep.preflight_deadline)
+            if dep.phase is Phase.VERIFYING and dep.verify_deadline is not None:
+                times.append(dep.verify_deadline)
             times.extend(c.deadline for c in dep.commands.values() if not c.final)
             runtime = state.runtimes.get(dep.id)
             if runtime is not None and runtime.wake is not None:
@@ -144,6 +152,11 @@ class Engine:
                 pending = {p.name for p in dep.preflight if p.ok is None}
                 commands = [c for c in policy.preflight if c.name in pending]
                 actions.append(RunPreflight(deployment_id=dep.id, commands=commands))
+            if Verification.running(dep):
+                policy = self._state.policy(dep.environment)
+                pending = set(Verification.pending(dep))
+                commands = [c for c in policy.verify if c.name in pending]
+                actions.append(RunVerification(deployment_id=dep.id, commands=commands))
             for command in dep.commands.values():
                 if command.state in ("pending", "accepted"):
                     actions.append(
@@ -257,6 +270,8 @@ class Engine:
                     command.deadline = max(command.deadline, now + policy.ack_timeout)
             if dep.preflight_deadline is not None:
                 dep.preflight_deadline = max(dep.preflight_deadline, now + policy.ack_timeout)
+            if dep.verify_deadline is not None:
+                dep.verify_deadline = max(dep.verify_deadline, now + policy.ack_timeout)
             if self._driver.cohorts.judged_step(dep) is not None:
                 self._driver.cohorts.open_window(dep, now)
             out.touch(dep)

@@ -66,6 +66,15 @@ class PreflightReported(_Event, frozen=True, kw_only=True, tag="preflight"):
     output_tail: str = ""
 
 
+class VerificationReported(_Event, frozen=True, kw_only=True, tag="verification"):
+    """The outcome of one post-deployment verification command, run by the shell."""
+
+    deployment_id: DeploymentId
+    name: str
+    ok: bool
+    output_tail: str = ""
+
+
 class Tick(_Event, frozen=True, kw_only=True, tag="tick"):
     """Time passed: the shell sends one at ``next_wakeup()`` (or sooner)."""
 
@@ -86,6 +95,7 @@ EngineEvent = (
     | CommandResultReceived
     | OperatorRequest
     | PreflightReported
+    | VerificationReported
     | Tick
     | BrokerConnectivity
 )

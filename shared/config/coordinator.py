@@ -142,6 +142,10 @@ class EnvironmentPolicy(_Config, kw_only=True, frozen=True):
     blue_green: BlueGreenPolicy = field(default_factory=BlueGreenPolicy)
     direct: DirectPolicy = field(default_factory=DirectPolicy)
     preflight: list[PreflightCommand] = []
+    # Post-deployment verification (the same shape as preflight): run once every step has
+    # passed and every host reports the new version; all must succeed before the
+    # deployment completes, and a failure or a timeout rolls it back.
+    verify: list[PreflightCommand] = []
     webhooks: list[Webhook] = []
     # Checks every judged host must report: without them a host has no data and is
     # never promoted. The application check carries the error rate and latency.
@@ -153,6 +157,9 @@ class EnvironmentPolicy(_Config, kw_only=True, frozen=True):
         names = [command.name for command in self.preflight]
         if len(set(names)) != len(names):
             raise ValueError("preflight command names must be unique")
+        names = [command.name for command in self.verify]
+        if len(set(names)) != len(names):
+            raise ValueError("verify command names must be unique")
 
 
 class DevelopmentPolicy(EnvironmentPolicy, kw_only=True, frozen=True):

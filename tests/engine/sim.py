@@ -34,8 +34,10 @@ from coordinator.engine import (
     PreflightReported,
     Record,
     RunPreflight,
+    RunVerification,
     SendCommand,
     Tick,
+    VerificationReported,
 )
 from shared.config import CoordinatorConfig, loads
 from shared.evidence import decode_evidence
@@ -197,6 +199,12 @@ class Sim:
         self.replies: list[OperatorReply] = []
         self.snapshots: dict[str, Any] = {}
         self.preflight_ok: dict[str, bool] = {}
+        # Post-deployment verification: each command's outcome (default passes), how
+        # long it runs, and commands whose report never arrives.
+        self.verify_ok: dict[str, bool] = {}
+        self.verify_delay = 1.0
+        self.verify_lost: set[str] = set()
+        self.verify_runs: list[tuple[float, str, str]] = []
         self._queue: list[tuple[float, int, str, Any]] = []
         self.down_until: float | None = None
         # Ground truth for oracles: every sample the coordinator received, in order.
@@ -262,6 +270,8 @@ class Sim:
         for action in self.resent:
             if isinstance(action, SendCommand):
                 self._push(self.now + self.command_delay, "deliver", action)
+            elif isinstance(action, RunVerification):
+                self._run_verification(action)
         # Re-subscribing delivers every retained status.
         for host in self.hosts.values():
             self.feed(HostStatusReceived(status=host.status(self.now, online=host.alive)))
@@ -291,8 +301,21 @@ class Sim:
                             "preflight",
                             (action.deployment_id, command.name),
                         )
+                case RunVerification():
+                    self._run_verification(action)
                 case _:
                     pass
+
+    def _run_verification(self, action: RunVerification) -> None:
+        # In order, stopping at the first failure, as the shell runs them.
+        when = self.now
+        for command in action.commands:
+            when += self.verify_delay
+            self.verify_runs.append((self.now, action.deployment_id, command.name))
+            if command.name not in self.verify_lost:
+                self._push(when, "verification", (action.deployment_id, command.name))
+            if not self.verify_ok.get(command.name, True):
+                break
 
     def _schedule_wakeup(self) -> None:
         wake = self.engine.next_wakeup()
@@ -347,6 +370,17 @@ class Sim:
                     name=name,
                     ok=self.preflight_ok.get(name, True),
                     output_tail="done",
+                )
+            )
+        elif kind == "verification":
+            deployment, name = payload
+            ok = self.verify_ok.get(name, True)
+            self.feed(
+                VerificationReported(
+                    deployment_id=deployment,
+                    name=name,
+                    ok=ok,
+                    output_tail="smoke: all good\n" if ok else "smoke: GET /orders 502\n",
                 )
             )
         elif kind == "call":
