@@ -6,68 +6,27 @@ notifier's deliveries are on ``/metrics``."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from aiohttp import web
 
-from coordinator.devfleet.broker import free_port
 from coordinator.devfleet.fleet import ApiError, wait_for
 from tests.cli.run import rollguard
 from tests.daemon.conftest import FleetFactory
 from tests.daemon.observe import deployment_while_running, metric, wait_settled
+from tests.daemon.webhooks import Receiver, receiving
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 HOSTS = ["web-1", "web-2", "web-3"]
 
 
-@dataclass
-class Receiver:
-    """A webhook receiver on a loop of its own, answering 200 to every POST."""
-
-    port: int = field(default_factory=free_port)
-    bodies: list[dict[str, Any]] = field(default_factory=list)
-
-    def start(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(5)
-
-    async def _start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/hook", self._receive)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def _receive(self, request: web.Request) -> web.Response:
-        self.bodies.append(await request.json())
-        return web.Response(status=200)
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    server.start()
-    yield server
-    server.stop()
+    with receiving(Receiver()) as server:
+        yield server
 
 
 def test_an_alert_is_listed_logged_counted_and_its_deliveries_shown(
@@ -78,7 +37,9 @@ def test_an_alert_is_listed_logged_counted_and_its_deliveries_shown(
         coordinator_extra={
             # Every host's memory is over 1 %: each fires a memory alert.
             "alerts": {"memory_percent": 1.0},
-            "environments": {"production": {"webhooks": [{"url": receiver.url, "timeout": 2.0}]}},
+            "environments": {
+                "production": {"webhooks": [{"url": receiver.url("hook"), "timeout": 2.0}]}
+            },
         },
     )
 
@@ -97,7 +58,8 @@ def test_an_alert_is_listed_logged_counted_and_its_deliveries_shown(
     assert alert["told"][0]["target"] == f"http://127.0.0.1:{receiver.port}/…"
     assert alert["told"][0]["kind"] == "alert_fired"
     assert any(
-        b["kind"] == "alert_fired" and b["evidence"]["rule"] == "memory" for b in receiver.bodies
+        b["kind"] == "alert_fired" and b["evidence"]["rule"] == "memory"
+        for b in receiver.bodies("hook")
     )
 
     # The CLI shows the same, as a table and as JSON.
@@ -150,7 +112,9 @@ def test_a_canarys_rules_are_on_metrics_and_its_rollback_notice_links_to_its_pag
         HOSTS,
         coordinator_extra={
             "http": {"public_url": "https://rollguard.example.com/"},
-            "environments": {"production": {"webhooks": [{"url": receiver.url, "timeout": 2.0}]}},
+            "environments": {
+                "production": {"webhooks": [{"url": receiver.url("hook"), "timeout": 2.0}]}
+            },
         },
     )
     # A bad release: while its canary bakes, /metrics carries its rules' numbers; the
@@ -182,8 +146,10 @@ def test_a_canarys_rules_are_on_metrics_and_its_rollback_notice_links_to_its_pag
 
     final = wait_settled(fleet, started["id"], 90)
     assert final["state"] == "rolled_back"
-    wait_for(lambda: any(b["kind"] == "rolled_back" for b in receiver.bodies), 20, "the rollback")
-    rolled = next(b for b in receiver.bodies if b["kind"] == "rolled_back")
+    wait_for(
+        lambda: any(b["kind"] == "rolled_back" for b in receiver.bodies("hook")), 20, "the rollback"
+    )
+    rolled = next(b for b in receiver.bodies("hook") if b["kind"] == "rolled_back")
     assert rolled["link"] == f"https://rollguard.example.com/deployments/{started['id']}"
     # Finished: nothing of it is left on /metrics.
     after = fleet.api.get("/metrics")

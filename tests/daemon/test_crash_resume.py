@@ -137,6 +137,7 @@ class ThreadedProxy:
         asyncio.run_coroutine_threadsafe(self.proxy.close(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        self._loop.close()
 
 
 @pytest.fixture

@@ -4,78 +4,27 @@ and its evidence, retried after a receiver's 500."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
-from aiohttp import web
 
-from coordinator.devfleet.broker import free_port
 from coordinator.devfleet.fleet import wait_for
 from tests.daemon.conftest import FleetFactory
 from tests.daemon.observe import wait_settled
+from tests.daemon.webhooks import Delivery, Receiver, receiving
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 HOSTS = [f"web-{i}" for i in range(1, 4)]
 
 
-@dataclass
-class Delivery:
-    path: str
-    status: int
-    key: str
-    body: dict[str, Any]
-
-
-@dataclass
-class Receiver:
-    """A local webhook receiver on a loop of its own; the first POST to ``/json`` is
-    answered 500."""
-
-    port: int = field(default_factory=free_port)
-    deliveries: list[Delivery] = field(default_factory=list)
-
-    def start(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(5)
-
-    async def _start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/{path}", self._receive)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def _receive(self, request: web.Request) -> web.Response:
-        path = request.match_info["path"]
-        first = not any(d.path == path for d in self.deliveries)
-        status = 500 if path == "json" and first else 200
-        self.deliveries.append(
-            Delivery(path, status, request.headers["Idempotency-Key"], await request.json())
-        )
-        return web.Response(status=status)
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{path}"
-
-    def received(self, path: str) -> list[Delivery]:
-        """Accepted deliveries, alerts left out (the hosts share one machine)."""
-        return [
-            d for d in self.deliveries if d.path == path and d.status == 200 and not _is_alert(d)
-        ]
+def received(receiver: Receiver, path: str) -> list[Delivery]:
+    """Accepted deliveries, alerts left out (the hosts share one machine)."""
+    return [
+        d for d in receiver.deliveries if d.path == path and d.status == 200 and not _is_alert(d)
+    ]
 
 
 def _is_alert(delivery: Delivery) -> bool:
@@ -90,10 +39,8 @@ def _is_alert(delivery: Delivery) -> bool:
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    server.start()
-    yield server
-    server.stop()
+    with receiving(Receiver(fail_first=frozenset({"json"}))) as server:
+        yield server
 
 
 def test_a_rollback_is_notified_once_with_its_reason_after_a_retry(
@@ -109,10 +56,10 @@ def test_a_rollback_is_notified_once_with_its_reason_after_a_retry(
     started = fleet.deploy("2.1.0")
     final = wait_settled(fleet, started["id"], 90)
     assert final["state"] == "rolled_back", final["summary"]
-    wait_for(lambda: len(receiver.received("json")) >= 2, 20, "two notifications")
+    wait_for(lambda: len(received(receiver, "json")) >= 2, 20, "two notifications")
     time.sleep(2.0)  # anything more would arrive now
 
-    json_deliveries = receiver.received("json")
+    json_deliveries = received(receiver, "json")
     assert [d.body["kind"] for d in json_deliveries] == ["deployment_started", "rolled_back"]
     # The first attempt got a 500 and was retried with the same idempotency key.
     first = next(d for d in receiver.deliveries if d.path == "json")
@@ -127,7 +74,7 @@ def test_a_rollback_is_notified_once_with_its_reason_after_a_retry(
     assert rolled_back["evidence"]["stable_version"] == "1.0.0"
     assert "error_rate" in rolled_back["evidence"]["failed"]
     # The Slack-shaped target got the same two, as text and blocks.
-    slack = receiver.received("slack")
+    slack = received(receiver, "slack")
     assert len(slack) == 2
     assert "rolled back" in slack[1].body["text"]
     assert "error_rate" in slack[1].body["text"]
