@@ -513,6 +513,9 @@ class AlertChange(_Strict, kw_only=True, frozen=True, omit_defaults=True):
     lower: float | None = None
     share: float | None = None
     latency_ms: float | None = None
+    # The cache hit rate (``value``): the interval's hits and misses behind it.
+    hits: int | None = None
+    misses: int | None = None
     # The agent's Will, and silent checks.
     online: bool | None = None
     checks: list[str] | None = None

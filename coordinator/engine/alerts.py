@@ -17,13 +17,15 @@ the next tick: nothing supports it any more. Offline (by the agent's
 Will) fires at once, since the Will is already a definite fact; silence fires when a
 check the host reports has not arrived for ``silent_intervals`` of its interval.
 Checks on a blue-green inactive slot (suffixed ``_blue``/``_green``) serve no traffic
-and raise no fleet alert; the deployment judges them.
+and raise no fleet alert; the deployment judges them. The cache hit rate is judged only
+where its environment sets a threshold (``cache_hit_rate``), as a gauge read upside
+down: a breach under the threshold, clear at or over it plus the hysteresis band.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import msgspec
@@ -39,7 +41,7 @@ from coordinator.engine.windows import (
     gauge_value,
     tally_sample,
 )
-from shared.config.coordinator import AlertPolicy
+from shared.config.coordinator import AlertPolicy, CoordinatorConfig
 from shared.evidence import AlertChange, Verdict, encode_evidence
 from shared.kinds import EventKind
 from shared.messages import Sample
@@ -98,9 +100,35 @@ def _streak(verdict: Verdict) -> str:
     return CLEAR if verdict is Verdict.PASS else NEUTRAL
 
 
+CACHE_RULE = "cache_hit_rate"
+
+
+def cache_thresholds(config: CoordinatorConfig) -> dict[str, float]:
+    """Each environment's cache hit-rate threshold, where it sets one."""
+    envs = config.environments
+    policies = {
+        "development": envs.development,
+        "staging": envs.staging,
+        "production": envs.production,
+    }
+    return {
+        name: policy.cache_hit_rate
+        for name, policy in policies.items()
+        if policy.cache_hit_rate is not None
+    }
+
+
 class Alerts:
-    def __init__(self, policy: AlertPolicy, firing: Iterable[FiringAlert] = ()) -> None:
+    def __init__(
+        self,
+        policy: AlertPolicy,
+        firing: Iterable[FiringAlert] = (),
+        *,
+        cache_hit_rate: Mapping[str, float] | None = None,
+    ) -> None:
         self.policy = policy
+        # By environment; an environment without one does not judge the rate.
+        self.cache_hit_rate = dict(cache_hit_rate or {})
         self._hosts: dict[str, _HostState] = {}
         self.firing: dict[tuple[str, str], FiringAlert] = {(a.host, a.rule): a for a in firing}
 
@@ -162,6 +190,8 @@ class Alerts:
                 AlertChange(rule=f"health:{sample.check}", ok=sample.ok, error=sample.error),
             ),
         )
+        if sample.check == "cache" and sample.ok:
+            out += self._cache(at, state, sample)
         values = sample.values
         if (
             "requests" in values
@@ -239,6 +269,46 @@ class Alerts:
 
             out += self._judge(at, state, "latency", _streak(verdict), describe_latency)
         return out
+
+    def _cache(self, at: _At, state: _HostState, sample: Sample) -> list[EngineAction]:
+        threshold = self.cache_hit_rate.get(at.environment or "")
+        if threshold is None:
+            if (at.host, CACHE_RULE) in self.firing:
+                # Restored from a snapshot taken under a config that judged it.
+                state.streaks.pop(CACHE_RULE, None)
+                return self._set(
+                    at,
+                    CACHE_RULE,
+                    fire=False,
+                    message="no cache hit-rate threshold configured",
+                    evidence=AlertChange(rule=CACHE_RULE),
+                )
+            return []
+        rate = sample.values.get("hit_rate")
+        if rate is None or not 0.0 <= rate <= 1.0:
+            return []  # no lookups this interval: nothing to judge
+        if rate < threshold:
+            verdict = BREACH
+        # (The epsilon: 0.8 + 0.05 is 0.8500000000000001, and 85 % must clear it.)
+        elif rate >= min(1.0, threshold + self.policy.hysteresis_percent / 100.0) - 1e-12:
+            verdict = CLEAR
+        else:
+            verdict = NEUTRAL
+        hits, misses = sample.values.get("hits"), sample.values.get("misses")
+
+        def describe() -> tuple[str, AlertChange]:
+            return (
+                f"cache hit rate {rate:.1%} (threshold {threshold:.1%})",
+                AlertChange(
+                    rule=CACHE_RULE,
+                    value=rate,
+                    threshold=threshold,
+                    hits=None if hits is None else int(hits),
+                    misses=None if misses is None else int(misses),
+                ),
+            )
+
+        return self._judge(at, state, CACHE_RULE, verdict, describe)
 
     def status(
         self, host: str, environment: str | None, online: bool, now: float

@@ -33,7 +33,7 @@ from typing import Final
 import msgspec
 
 from coordinator.engine.actions import EngineAction, RunPreflight, RunVerification, SendCommand
-from coordinator.engine.alerts import Alerts, FiringAlert
+from coordinator.engine.alerts import Alerts, FiringAlert, cache_thresholds
 from coordinator.engine.deployment import Deployment, HistoryEntry
 from coordinator.engine.driver import Driver
 from coordinator.engine.errors import EngineError, SnapshotError
@@ -241,7 +241,9 @@ class Engine:
         state.fleet = Fleet(
             [msgspec.structs.replace(h, labels=dict(h.labels)) for h in snapshot.hosts]
         )
-        state.alerts = Alerts(config.alerts, snapshot.alerts)
+        state.alerts = Alerts(
+            config.alerts, snapshot.alerts, cache_hit_rate=cache_thresholds(config)
+        )
         state.history = list(snapshot.history)
         for stored in snapshot.deployments:
             dep = stored.copy()

@@ -16,7 +16,7 @@ import msgspec
 from msgspec import Struct
 
 from coordinator.engine.actions import DeploymentChanged, EngineAction, Notify, Record, Severity
-from coordinator.engine.alerts import Alerts, FiringAlert
+from coordinator.engine.alerts import Alerts, FiringAlert, cache_thresholds
 from coordinator.engine.deployment import Deployment, HistoryEntry
 from coordinator.engine.errors import SnapshotError
 from coordinator.engine.fleet import Fleet, HostRecord
@@ -169,7 +169,7 @@ class EngineState:
         self.config = config
         self.fleet = Fleet()
         self.windows: dict[str, HostWindows] = {}
-        self.alerts = Alerts(config.alerts)
+        self.alerts = Alerts(config.alerts, cache_hit_rate=cache_thresholds(config))
         # Active deployments and the latest finished one of each environment.
         self.deployments: dict[str, Deployment] = {}
         self.history: list[HistoryEntry] = []

@@ -147,6 +147,12 @@ class EnvironmentPolicy(_Config, kw_only=True, frozen=True):
     # deployment completes, and a failure or a timeout rolls it back.
     verify: list[PreflightCommand] = []
     webhooks: list[Webhook] = []
+    # The cache check's hit rate (agent/checks/cache.py: hits over hits and misses in
+    # its interval): a host whose rate stays under this fraction for alerts.fire_after
+    # samples raises a fleet alert, resolved after alerts.resolve_after samples at or
+    # over it plus alerts.hysteresis_percent points. None (the default: the guide
+    # gives no threshold) reports the rate without judging it.
+    cache_hit_rate: Fraction | None = None
     # Checks every judged host must report: without them a host has no data and is
     # never promoted. The application check carries the error rate and latency.
     required_checks: list[CheckName] = field(default_factory=lambda: ["application"])
