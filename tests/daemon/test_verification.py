@@ -5,6 +5,10 @@ lets the deployment complete. Real agents, broker, demo app and coordinator."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -93,3 +97,48 @@ def test_a_passing_verification_completes_the_deployment(make_fleet: FleetFactor
     assert f"verified 2.0.0 for {started['id']}" in reported["evidence"]["output_tail"]
     verified = next(e for e in log if e["kind"] == "deployment.verified")
     assert verified["evidence"]["verification"] == [{"name": "smoke", "ok": True}]
+
+
+def test_a_coordinator_killed_mid_verification_runs_it_again_and_counts_it_once(
+    make_fleet: FleetFactory, tmp_path: Path
+) -> None:
+    marks, release = tmp_path / "runs", tmp_path / "release"
+    # Records each run, then waits (at most 30 s) for the test to let it pass.
+    script = (
+        'echo $$ >> "$1"; i=0; while [ ! -e "$2" ] && [ $i -lt 300 ]; do sleep 0.1; '
+        'i=$((i+1)); done; [ -e "$2" ] && echo "smoke passed"'
+    )
+    fleet = make_fleet(
+        HOSTS,
+        coordinator_extra=verify(
+            {
+                "name": "smoke",
+                "argv": ["/bin/sh", "-c", script, "sh", str(marks), str(release)],
+                "timeout": 60.0,
+            }
+        ),
+    )
+    started = fleet.deploy("2.0.0")
+    wait_for(
+        lambda: marks.exists() and marks.read_text().strip(),
+        120,
+        "the verification command to start",
+    )
+    fleet.kill("coordinator")
+    first = int(marks.read_text().split()[0])
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(first, signal.SIGKILL)  # the dead coordinator's command: not ours to keep
+    fleet.start_coordinator()
+    wait_for(
+        lambda: len(marks.read_text().split()) == 2, 30, "the restored coordinator to re-run it"
+    )
+    assert fleet.deployment(started["id"])["state"] == "verifying"
+    release.touch()
+
+    final = wait_settled(fleet, started["id"], 60)
+    assert final["state"] == "completed", final["summary"]
+    log = stored(fleet, started["id"], "deployment.verified")
+    reported = [e for e in log if e["kind"] == "verification.reported"]
+    assert [(e["evidence"]["name"], e["evidence"]["ok"]) for e in reported] == [("smoke", True)]
+    assert "smoke passed" in reported[0]["evidence"]["output_tail"]
+    assert [e["kind"] for e in log].count("verification.started") == 1
