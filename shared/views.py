@@ -159,6 +159,8 @@ class DeploymentView(View, kw_only=True, frozen=True):
     targets: dict[str, TargetView] = {}
     commands: dict[str, CommandView] = {}
     preflight: list[PreflightView] = []
+    # Post-deployment verification commands (from VERIFYING on), each with its outcome.
+    verification: list[PreflightView] = []
     # The current step's bake, in seconds, at the time of the request.
     bake_elapsed: float = 0.0
     bake_length: float = 0.0

@@ -99,6 +99,7 @@ def deployment_view(dep: Deployment, now: float) -> DeploymentView:
         targets={name: _target(t) for name, t in dep.targets.items()},
         commands={ident: _command(c) for ident, c in dep.commands.items()},
         preflight=[_preflight(p) for p in dep.preflight],
+        verification=[_preflight(v) for v in dep.verification],
         bake_elapsed=round(elapsed, 3),
         bake_length=dep.bake.length,
         bake_remaining=round(max(0.0, dep.bake.length - elapsed), 3),

@@ -97,6 +97,10 @@ def test_a_passing_verification_completes_the_deployment(make_fleet: FleetFactor
     assert f"verified 2.0.0 for {started['id']}" in reported["evidence"]["output_tail"]
     verified = next(e for e in log if e["kind"] == "deployment.verified")
     assert verified["evidence"]["verification"] == [{"name": "smoke", "ok": True}]
+    # The API's deployment shows each verification command with its outcome.
+    shown = fleet.deployment(started["id"])["verification"]
+    assert [(v["name"], v["ok"]) for v in shown] == [("smoke", True)]
+    assert f"verified 2.0.0 for {started['id']}" in shown[0]["output_tail"]
 
 
 def test_a_coordinator_killed_mid_verification_runs_it_again_and_counts_it_once(
