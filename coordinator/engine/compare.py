@@ -34,7 +34,9 @@ The counts are the cohorts' pooled counts, so the test assumes the share of requ
 each cohort serves is steady over the window (it is: the cohorts' hosts report at fixed
 intervals). To keep a fleet-wide incident from landing on whichever cohort reports
 first, both cohorts are judged over a common span: up to the oldest latest sample of
-the hosts reporting now, each newer host's latest sample left out (``span``). A baseline
+the hosts reporting now, each newer host's latest sample left out, and the canary's
+latest sample in the span left out too, so that it lags the baseline rather than leads
+it (``span``). A baseline
 without data in that span decides nothing (no data, not enforced: it can neither blame
 the canary nor hold it; the fixed thresholds decide).
 
@@ -159,25 +161,37 @@ class Span(NamedTuple):
     sketch: LatencySketch
 
 
-def span(cohort: CohortView, end: float) -> Span:
+def span(cohort: CohortView, end: float, *, lead: bool = False) -> Span:
     """``cohort``'s pooled application counts without the latest sample of each host
-    whose latest sample arrived after ``end``."""
+    whose latest sample arrived after ``end``; with ``lead`` (the canary) also without
+    each host's latest sample at or before ``end``.
+
+    Hosts report in turn, so at any cut some hosts' data reaches up to an interval
+    further than others': at the onset of a fleet-wide incident the one canary host may
+    have reported it while half the baseline has not yet. Leaving the canary's latest
+    sample in the span out makes it lag the baseline instead of lead it: an incident's
+    onset can then only make the canary look better, never worse (and a test that
+    rejects on less of the canary's data is still valid, only a sample later)."""
     pooled = cohort.pooled.get(APPLICATION) or Tally()
     requests, errors = pooled.requests, pooled.errors
     sketch = LatencySketch()
     sketch.merge(pooled.sketch)
     for host in cohort.hosts:
         window = cohort.checks(host).get(APPLICATION)
-        if window is None or window.last_seen is None or window.last_seen <= end:
+        if window is None or window.last_seen is None:
             continue
-        last = window.last_delta
-        if last is None:
-            continue
-        requests -= last.requests
-        errors -= last.errors
-        for index, count in last.sketch.counts.items():
-            sketch.counts[index] = sketch.counts.get(index, 0) - count
-        sketch.total -= last.sketch.total
+        after = window.last_seen > end
+        dropped = [window.last_delta] if after else []
+        if lead:
+            dropped.append(window.prev_delta if after else window.last_delta)
+        for delta in dropped:
+            if delta is None:
+                continue
+            requests -= delta.requests
+            errors -= delta.errors
+            for index, count in delta.sketch.counts.items():
+                sketch.counts[index] = sketch.counts.get(index, 0) - count
+            sketch.total -= delta.sketch.total
     return Span(requests=max(0, requests), errors=max(0, min(errors, requests)), sketch=sketch)
 
 
@@ -325,7 +339,7 @@ def compare(
     if settings.mode == "off" or baseline is None or not baseline.hosts:
         return []
     end = span_end((canary, baseline), silence, now)
-    mine, theirs = span(canary, end), span(baseline, end)
+    mine, theirs = span(canary, end, lead=True), span(baseline, end)
     suffix = "" if settings.mode == "enforce" else " (reported only)"
 
     errors = _test(

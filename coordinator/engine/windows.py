@@ -219,6 +219,9 @@ class CheckWindow:
     # What the latest sample in the window added: the canary-versus-baseline comparison
     # leaves it out to judge both cohorts over a span they both have data for.
     last_delta: Tally | None = None
+    # And what the sample before it added: the comparison leaves the canary's latest
+    # sample in its span out too (see compare.span).
+    prev_delta: Tally | None = None
 
 
 class HostWindows:
@@ -264,6 +267,7 @@ class HostWindows:
         for window in self.checks.values():
             window.tally = Tally()
             window.last_delta = None
+            window.prev_delta = None
             window.fail_streak = 0
             window.over_streak = 0
 
@@ -306,6 +310,7 @@ class HostWindows:
             window.over_streak = window.over_streak + 1 if value > limit else 0
         delta = tally_sample(sample, limits.latency_ms)
         window.tally.merge(delta)
+        window.prev_delta = window.last_delta
         window.last_delta = delta
         return delta
 

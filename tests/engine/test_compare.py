@@ -198,6 +198,26 @@ def test_both_cohorts_are_judged_over_the_span_they_both_have_data_for() -> None
     assert ratio_log_evalue(202, 1_200, 20, 9_000, 1.3) >= LEVEL
 
 
+def test_the_canary_lags_the_baseline_by_its_latest_sample_in_the_span() -> None:
+    # The canary host reported the outage's first 10 s at 54 s, before the span's end
+    # (55 s), while baseline hosts that report later had not: hosts report in turn. As
+    # the canary its latest sample in the span is left out too, so it never leads.
+    old, outage = Tally(requests=1_000, errors=2), Tally(requests=200, errors=200)
+    pooled = Tally()
+    pooled.add_counts(old)
+    pooled.add_counts(outage)
+    window = CheckWindow(last_seen=54.0, last_delta=outage, prev_delta=Tally(requests=200))
+    canary = _view("canary", pooled, {"c": window})
+    assert span(canary, 55.0).errors == 202
+    assert span(canary, 55.0, lead=True).errors == 2
+    # Its latest sample after the end is left out as for every host, and the one before.
+    window = CheckWindow(last_seen=59.0, last_delta=Tally(requests=200), prev_delta=outage)
+    pooled.add_counts(Tally(requests=200))
+    canary = _view("canary", pooled, {"c": window})
+    assert span(canary, 55.0).requests == 1_200
+    assert span(canary, 55.0, lead=True).requests == 1_000
+
+
 def test_report_only_and_off_and_no_baseline() -> None:
     config = make_config("[environments.production.comparison]\nmode = 'report'\n")
     policy = config.environments.production

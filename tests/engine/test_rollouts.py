@@ -167,8 +167,7 @@ def test_latency_regression_is_rolled_back_on_the_pooled_quantile() -> None:
     started(sim)
     assert sim.finish("d1", 3600) == "rolled_back"
     fail = sim.first("deployment.fail")
-    # The fixed threshold fails, and the comparison with the baseline agrees.
-    assert fail.evidence["failed"] == ["latency", "latency_vs_baseline"]
+    assert fail.evidence["failed"] == ["latency"]
     numbers = rule(fail, LatencyResult).numbers
     assert numbers.quantile == 0.95
     assert numbers.quantile_ms is not None and numbers.quantile_ms > 1000
