@@ -32,9 +32,7 @@ class Agent:
     def __init__(self, config: AgentConfig, *, notifier: Notifier | None = None) -> None:
         self.config = config
         self.notifier = notifier or Notifier(env={})
-        public_key = (
-            load_public_key(config.public_key_file) if config.public_key_file else None
-        )
+        public_key = load_public_key(config.public_key_file) if config.public_key_file else None
         if public_key is None:
             log.warning("no public_key_file configured: every command will be rejected")
         self.store = Store.open(config.state_dir)
@@ -63,9 +61,7 @@ class Agent:
             session=lambda: self.publisher.session,
             on_sealed=self.publisher.wake,
         )
-        self.checks = build_checks(
-            config.checks, active_slot=lambda: self.deployer.current.slot
-        )
+        self.checks = build_checks(config.checks, active_slot=lambda: self.deployer.current.slot)
         self.runner = Runner(
             self.checks,
             self.batcher,
@@ -98,8 +94,9 @@ class Agent:
         watchdog = asyncio.create_task(
             self.notifier.watchdog(self.heartbeat, self.limits, self.stopping), name="watchdog"
         )
-        log.info("agent %s started: checks %s", self.config.host,
-                 ", ".join(c.name for c in self.checks))
+        log.info(
+            "agent %s started: checks %s", self.config.host, ", ".join(c.name for c in self.checks)
+        )
         code = 0
         try:
             done, _ = await asyncio.wait(
@@ -108,8 +105,9 @@ class Agent:
             if stopping not in done:
                 for task in done:
                     exc = task.exception()
-                    log.critical("%s loop ended unexpectedly: %r", task.get_name(), exc,
-                                 exc_info=exc)
+                    log.critical(
+                        "%s loop ended unexpectedly: %r", task.get_name(), exc, exc_info=exc
+                    )
                 code = 1
         finally:
             await self._shutdown(runner, mqtt, executor, mqtt_stop, others=(watchdog, stopping))
@@ -133,8 +131,9 @@ class Agent:
         executor.cancel()
         # Drain and go offline on the open connection, if there is one; a loop that is
         # between connects is told to stop at once.
-        self.publisher.finish(by=min(deadline - 1.0, time.monotonic()
-                                     + self.config.publish.flush_timeout))
+        self.publisher.finish(
+            by=min(deadline - 1.0, time.monotonic() + self.config.publish.flush_timeout)
+        )
         while not mqtt.done() and time.monotonic() < deadline:
             if not self.publisher.connected:
                 mqtt_stop.set()
@@ -148,5 +147,8 @@ class Agent:
         buffered = self.store.batch_count()
         self.store.close()
         self.notifier.close()
-        log.info("agent stopped in %.2fs (%d batches buffered for the next start)",
-                 time.monotonic() - began, buffered)
+        log.info(
+            "agent stopped in %.2fs (%d batches buffered for the next start)",
+            time.monotonic() - began,
+            buffered,
+        )

@@ -58,9 +58,15 @@ class Batcher:
         except msgspec.ValidationError as exc:
             log.error(
                 "check %s produced an invalid sample (%s); sending its failure instead",
-                      sample.check, exc)
-            sample = Sample(check=sample.check, time=sample.time, ok=False,
-                            error=f"invalid sample: {exc}"[:1024])
+                sample.check,
+                exc,
+            )
+            sample = Sample(
+                check=sample.check,
+                time=sample.time,
+                ok=False,
+                error=f"invalid sample: {exc}"[:1024],
+            )
             encoded = _sample_encoder.encode(sample)
         if self._samples and self._size + len(encoded) > BATCH_BYTES:
             self.seal()
@@ -88,14 +94,14 @@ class Batcher:
         except sqlite3.Error as exc:
             # A full or broken disk must not stop collection; the samples are lost and
             # said so, the agent keeps running and retries with the next tick.
-            log.error(
-                "cannot store a batch of %d samples: %s", len(samples), exc
-            )
+            log.error("cannot store a batch of %d samples: %s", len(samples), exc)
             return
         if dropped:
             log.warning(
                 "buffer full (%d batches): dropped the %d oldest; %d dropped in total",
-                self.max_batches, dropped, self.store.dropped,
+                self.max_batches,
+                dropped,
+                self.store.dropped,
             )
         log.debug("sealed batch %d with %d samples", seq, len(samples))
         self._on_sealed()

@@ -150,7 +150,9 @@ class Deployer:
                 return Outcome(False, "rollback needs a slot switch but no switch_hook is set")
             version = self._slot_version(target.slot, target.version)
             outcome = await self._run(
-                command, [("switch hook", self.config.switch_hook)], version=version,
+                command,
+                [("switch hook", self.config.switch_hook)],
+                version=version,
                 slot=target.slot,
             )
             if not outcome.ok:
@@ -165,7 +167,9 @@ class Deployer:
                 hook = self.config.rollback_hook or self.config.deploy_hook
                 name = "rollback hook" if self.config.rollback_hook else "deploy hook"
                 outcome = await self._run(
-                    command, [(name, hook), *self._restart_steps()], version=target.version,
+                    command,
+                    [(name, hook), *self._restart_steps()],
+                    version=target.version,
                     slot=self.current.slot,
                 )
                 if outcome.ok:
@@ -260,10 +264,15 @@ class Deployer:
         details: list[str] = []
         if not release.is_dir():
             if not self.config.deploy_hook:
-                return Outcome(False, f"release directory {release} does not exist "
-                                      "and no deploy.deploy_hook is configured to fetch it")
+                return Outcome(
+                    False,
+                    f"release directory {release} does not exist "
+                    "and no deploy.deploy_hook is configured to fetch it",
+                )
             fetched = await self._run(
-                command, [("deploy hook", self.config.deploy_hook)], version=version,
+                command,
+                [("deploy hook", self.config.deploy_hook)],
+                version=version,
                 slot=command.slot,
             )
             details.append(fetched.detail)
@@ -349,6 +358,8 @@ def _step_detail(name: str, result: process.ProcessResult) -> str:
 
 
 def _describe(active: Active) -> str:
-    parts = [f"version {active.version}" if active.version else "",
-             f"slot {active.slot}" if active.slot else ""]
+    parts = [
+        f"version {active.version}" if active.version else "",
+        f"slot {active.slot}" if active.slot else "",
+    ]
     return " ".join(p for p in parts if p) or "nothing"

@@ -74,9 +74,7 @@ class Executor:
         try:
             self._queue.put_nowait(payload)
         except asyncio.QueueFull:
-            log.error(
-                "command queue full (%d); dropping a command payload", QUEUE_LIMIT
-            )
+            log.error("command queue full (%d); dropping a command payload", QUEUE_LIMIT)
 
     async def run(self) -> None:
         while True:
@@ -93,8 +91,10 @@ class Executor:
             self._reject(_loose_id(payload), f"malformed command: {exc}")
             return
         if self.public_key is None:
-            self._reject(command.id, "no public key configured (public_key_file); "
-                                     "this agent refuses every command")
+            self._reject(
+                command.id,
+                "no public key configured (public_key_file); this agent refuses every command",
+            )
             return
         try:
             verify(command, self.public_key)
@@ -109,8 +109,9 @@ class Executor:
         if known is not None:
             known_digest, first = known
             if known_digest != digest:
-                self._reject(command.id, f"command id {command.id} was already used for a "
-                                         "different command")
+                self._reject(
+                    command.id, f"command id {command.id} was already used for a different command"
+                )
             elif first is None:
                 log.info("command %s is still running; not starting it again", command.id)
             else:
@@ -120,15 +121,23 @@ class Executor:
             return
         fencing = int(self.store.get(FENCING_KEY) or b"0")
         if command.fencing < fencing:
-            self._reject(command.id, f"stale fencing token {command.fencing} "
-                                     f"(already obeyed {fencing}): not from the current leader")
+            self._reject(
+                command.id,
+                f"stale fencing token {command.fencing} "
+                f"(already obeyed {fencing}): not from the current leader",
+            )
             return
         current = self._clock()
         if command.expires <= current:
             reason = f"expired {current - command.expires:.1f}s ago"
-            log.warning("rejected command %s (%s %s for deployment %s): %s", command.id,
-                        command.action, command.version or command.slot or "",
-                        command.deployment, reason)
+            log.warning(
+                "rejected command %s (%s %s for deployment %s): %s",
+                command.id,
+                command.action,
+                command.version or command.slot or "",
+                command.deployment,
+                reason,
+            )
             result = self._result(command.id, "rejected", reason)
             self.store.remember_command(command.id, digest, encode(result))
             self.rejected += 1
@@ -140,8 +149,13 @@ class Executor:
     async def _execute(self, command: Command, digest: str) -> None:
         self.store.begin_command(command.id, digest, encode(self._result(command.id, "accepted")))
         self._on_result()
-        log.warning("executing %s %s for deployment %s (command %s)", command.action,
-                    command.version or command.slot or "", command.deployment, command.id)
+        log.warning(
+            "executing %s %s for deployment %s (command %s)",
+            command.action,
+            command.version or command.slot or "",
+            command.deployment,
+            command.id,
+        )
         try:
             if command.action == "deploy":
                 outcome = await self.deployer.deploy(command)
@@ -182,13 +196,20 @@ class Executor:
 
     def _fail_interrupted(self) -> None:
         for command_id, digest in self.store.unfinished_commands():
-            log.error("command %s was running when the agent stopped; reporting it failed",
-                      command_id)
+            log.error(
+                "command %s was running when the agent stopped; reporting it failed", command_id
+            )
             self.store.remember_command(
-                command_id, digest,
-                encode(self._result(command_id, "failed",
-                                    "the agent stopped while this command was running; "
-                                    "the host may be between versions")),
+                command_id,
+                digest,
+                encode(
+                    self._result(
+                        command_id,
+                        "failed",
+                        "the agent stopped while this command was running; "
+                        "the host may be between versions",
+                    )
+                ),
             )
 
 

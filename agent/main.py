@@ -34,8 +34,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "over MQTT, and runs signed deploy commands.",
     )
     parser.add_argument("--config", required=True, metavar="FILE", help="agent TOML config")
-    parser.add_argument("--check-config", action="store_true",
-                        help="validate the config (and the files it names) and exit")
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the config (and the files it names) and exit",
+    )
     parser.add_argument("--version", action="version", version=f"rollguard-agent {__version__}")
     return parser.parse_args(argv)
 
@@ -86,16 +89,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.mqtt.username is not None and config.mqtt.username != config.host:
         # The broker's ACL lets a credential write only under its own name: every
         # publish would be refused (and MQTT 5 refusals still complete the publish).
-        log.warning("mqtt.username %r differs from host %r: the broker's ACL will refuse "
-                    "this agent's status, metrics and results", config.mqtt.username,
-                    config.host)
+        log.warning(
+            "mqtt.username %r differs from host %r: the broker's ACL will refuse "
+            "this agent's status, metrics and results",
+            config.mqtt.username,
+            config.host,
+        )
     try:
         code = _run(config, args.config)
     except (ConfigError, OSError) as exc:
         log.critical("%s", exc)
         return EXIT_CONFIG if isinstance(exc, ConfigError) else 1
-    if any(t.is_alive() and not t.daemon for t in threading.enumerate()
-           if t is not threading.main_thread()):
+    if any(
+        t.is_alive() and not t.daemon
+        for t in threading.enumerate()
+        if t is not threading.main_thread()
+    ):
         # A connect stuck in an executor thread must not hold the exit past systemd's
         # stop timeout: the store is closed and the offline status sent by now.
         log.warning("leaving a blocked worker thread behind on exit")

@@ -59,8 +59,7 @@ async def run(
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            env={**{k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV},
-                 **(env or {})},
+            env={**{k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}, **(env or {})},
             cwd=cwd,
             start_new_session=True,
         )
@@ -87,8 +86,13 @@ async def run(
             await asyncio.shield(_end(process))
     output = kept.decode("utf-8", "replace")
     if timed_out:
-        return ProcessResult(args, process.returncode, output, timed_out=True,
-                             error=f"timed out after {time_limit:g}s")
+        return ProcessResult(
+            args,
+            process.returncode,
+            output,
+            timed_out=True,
+            error=f"timed out after {time_limit:g}s",
+        )
     return ProcessResult(args, process.returncode, output)
 
 

@@ -184,8 +184,11 @@ class Publisher:
             await self._publish(client, self._status_topic, encode(self.status()), retain=True)
             self._status_dirty = False
             await client.subscribe(self._cmd_topic, qos=QOS, timeout=self._publish_timeout)
-            log.info("session %d: birth status published, subscribed to %s",
-                     self.session, self._cmd_topic)
+            log.info(
+                "session %d: birth status published, subscribed to %s",
+                self.session,
+                self._cmd_topic,
+            )
             receiver = asyncio.create_task(self._receive(client), name="mqtt-receive")
             pump = asyncio.create_task(self._pump(client), name="mqtt-pump")
             try:
@@ -216,12 +219,12 @@ class Publisher:
             log.warning("broker connection failed while flushing on shutdown")
             return
         if (left := self.store.batch_count()) > 0:
-            log.warning("stopping with %d batches still buffered; they go out after restart",
-                        left)
+            log.warning("stopping with %d batches still buffered; they go out after restart", left)
         offline = offline_copy(self.status(), time.time())
         with contextlib.suppress(aiomqtt.MqttError):
-            await self._publish(client, self._status_topic, encode(offline), retain=True,
-                                ack_within=OFFLINE_TIMEOUT)
+            await self._publish(
+                client, self._status_topic, encode(offline), retain=True, ack_within=OFFLINE_TIMEOUT
+            )
             log.info("session %d: offline status published", self.session)
 
     async def _drain(self, client: aiomqtt.Client) -> None:
@@ -235,8 +238,7 @@ class Publisher:
                 return
             if self._status_dirty:
                 self._status_dirty = False
-                await self._publish(client, self._status_topic, encode(self.status()),
-                                    retain=True)
+                await self._publish(client, self._status_topic, encode(self.status()), retain=True)
                 continue
             if (wait := self._retry_at - time.monotonic()) > 0 and not finishing:
                 # The last one reached no subscriber: keep everything, try again later.

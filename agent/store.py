@@ -100,9 +100,7 @@ class Store:
         oldest batches beyond ``max_batches``. Returns (seq, how many were dropped)."""
         with self._db:
             seq = self._int("next_seq", 1)
-            self._db.execute(
-                "INSERT INTO batches (seq, payload) VALUES (?, ?)", (seq, build(seq))
-            )
+            self._db.execute("INSERT INTO batches (seq, payload) VALUES (?, ?)", (seq, build(seq)))
             self._put("next_seq", str(seq + 1).encode())
             (count,) = self._db.execute("SELECT count(*) FROM batches").fetchone()
             dropped = max(0, count - max_batches)
@@ -116,9 +114,7 @@ class Store:
         return seq, dropped
 
     def oldest_batch(self) -> tuple[int, bytes] | None:
-        row = self._db.execute(
-            "SELECT seq, payload FROM batches ORDER BY seq LIMIT 1"
-        ).fetchone()
+        row = self._db.execute("SELECT seq, payload FROM batches ORDER BY seq LIMIT 1").fetchone()
         return (row[0], bytes(row[1])) if row else None
 
     def ack_batch(self, seq: int) -> None:

@@ -61,9 +61,9 @@ class ApplicationCheck(Check):
         self._scrape_target = httpclient.target(metrics_url) if metrics_url else None
         self._counter_names = (config.requests_metric, config.latency_metric + "_bucket")
         self._latency_scale = 1000.0 if config.latency_unit == "seconds" else 1.0
-        self._last_scrape: tuple[
-            dict[promtext.Labels, float], dict[promtext.Labels, float]
-        ] | None = None
+        self._last_scrape: (
+            tuple[dict[promtext.Labels, float], dict[promtext.Labels, float]] | None
+        ) = None
 
     def measuring(self) -> bool:
         """Whether a run measures: always for the main probe; for a slot's, while the
@@ -161,8 +161,9 @@ class ApplicationCheck(Check):
         counters: dict[promtext.Labels, float] = {}
         buckets: dict[promtext.Labels, float] = {}
         try:
-            for series in promtext.parse(response.body.decode("utf-8", "replace"),
-                                         self._counter_names):
+            for series in promtext.parse(
+                response.body.decode("utf-8", "replace"), self._counter_names
+            ):
                 (counters if series.name == requests_name else buckets)[series.labels] = (
                     series.value
                 )

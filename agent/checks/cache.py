@@ -52,8 +52,13 @@ class CacheCheck(Check):
         try:
             hits, misses = int(stats["keyspace_hits"]), int(stats["keyspace_misses"])
         except (KeyError, TypeError, ValueError):
-            sink.emit(self.failure(started, "INFO stats has no keyspace_hits/keyspace_misses",
-                                   {"latency_ms": latency}))
+            sink.emit(
+                self.failure(
+                    started,
+                    "INFO stats has no keyspace_hits/keyspace_misses",
+                    {"latency_ms": latency},
+                )
+            )
             return
         values: dict[str, float] = {
             "latency_ms": latency,

@@ -13,8 +13,16 @@ import psutil
 
 from agent.checks.base import Check, Sink, describe, now
 
-_COUNTERS = ("bytes_sent", "bytes_recv", "packets_sent", "packets_recv", "errin", "errout",
-             "dropin", "dropout")
+_COUNTERS = (
+    "bytes_sent",
+    "bytes_recv",
+    "packets_sent",
+    "packets_recv",
+    "errin",
+    "errout",
+    "dropin",
+    "dropout",
+)
 
 
 class SystemCheck(Check):
