@@ -101,7 +101,7 @@ def test_a_failing_preflight_command_refuses_the_deployment(make_fleet: FleetFac
 def test_a_preflight_command_is_told_what_it_runs_for(make_fleet: FleetFactory) -> None:
     script = (
         'echo "id=$ROLLGUARD_DEPLOYMENT_ID v=$ROLLGUARD_VERSION'
-        ' from=$ROLLGUARD_PREVIOUS_VERSION env=$ROLLGUARD_ENVIRONMENT'
+        " from=$ROLLGUARD_PREVIOUS_VERSION env=$ROLLGUARD_ENVIRONMENT"
         ' strategy=$ROLLGUARD_STRATEGY file=$1"'
     )
     fleet = make_fleet(
