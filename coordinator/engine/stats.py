@@ -18,6 +18,7 @@ back 1 % of good low-volume canaries in simulation, the corrected bound 0.05 %.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from functools import lru_cache
 from statistics import NormalDist
 from typing import Final, NamedTuple
@@ -184,6 +185,25 @@ class LatencySketch:
         for index, count in other.counts.items():
             self.counts[index] = self.counts.get(index, 0) + count
         self.total += other.total
+
+    def without(self, others: Iterable[LatencySketch]) -> LatencySketch | None:
+        """A copy of this sketch with ``others`` (each merged into it before) taken back
+        out: counts add up exactly, so a pool less a few members costs their buckets,
+        not a merge of every other member. None if one of them was not in it."""
+        out = LatencySketch()
+        out.counts = dict(self.counts)
+        out.total = self.total
+        for other in others:
+            for index, count in other.counts.items():
+                left = out.counts.get(index, 0) - count
+                if left < 0:
+                    return None
+                if left:
+                    out.counts[index] = left
+                else:
+                    del out.counts[index]
+            out.total -= other.total
+        return out
 
     def quantile(self, q: float) -> float | None:
         """The upper edge of the bucket holding the ``q`` quantile; None when empty,

@@ -125,7 +125,9 @@ class Tally:
     gauge_max: float | None = None
     sketch: LatencySketch = field(default_factory=LatencySketch)
 
-    def merge(self, other: Tally) -> None:
+    def merge(self, other: Tally, *, sketch: bool = True) -> None:
+        """Add ``other`` in; ``sketch`` False leaves its latency sketch out (a caller
+        that builds the pooled sketch another way)."""
         self.samples += other.samples
         self.failures += other.failures
         self.requests += other.requests
@@ -139,7 +141,7 @@ class Tally:
             self.gauge_max is None or other.gauge_max > self.gauge_max
         ):
             self.gauge_max = other.gauge_max
-        if other.sketch.total:
+        if sketch and other.sketch.total:
             self.sketch.merge(other.sketch)
 
     def add_counts(self, other: Tally, sign: int = 1) -> None:
