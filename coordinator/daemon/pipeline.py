@@ -208,24 +208,22 @@ async def persist(store: Store, step: Commit) -> list[Event]:
                     await _store_alert(tx, action)
                 case _:
                     pass
-        # Queued together: the store runs them in order on its connection, without a
-        # trip through the event loop between one command and the next (a rollback's
-        # thousand commands took that many round trips before any went out).
-        await asyncio.gather(
-            *(
-                tx.save_command(
-                    CommandRow(
-                        id=command.id,
-                        deployment_id=command.deployment,
-                        host=command.host,
-                        action=command.action,
-                        payload=msgspec.json.encode(command),
-                        created=command.issued,
-                        fencing=fencing,
-                    )
+        # One call to the database for all of them: a rollback's hundred commands one
+        # at a time were a hundred trips through the event loop and the driver before
+        # the first went out.
+        await tx.save_commands(
+            [
+                CommandRow(
+                    id=command.id,
+                    deployment_id=command.deployment,
+                    host=command.host,
+                    action=command.action,
+                    payload=msgspec.json.encode(command),
+                    created=command.issued,
+                    fencing=fencing,
                 )
                 for command in step.commands
-            )
+            ]
         )
     return events
 

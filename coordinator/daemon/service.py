@@ -196,7 +196,7 @@ class Coordinator:
                     )
                 )
             elif snapshot is None and type(action).__name__ == "DeploymentChanged":
-                snapshot = encode_saved(engine.snapshot())
+                snapshot = encode_saved(engine.saved())
         step = Commit(
             actions=actions,
             snapshot=snapshot,
@@ -411,14 +411,11 @@ class Coordinator:
             try:
                 async with self.store.transaction() as tx:
                     await tx.fence(self.fencing)
-                    await asyncio.gather(
-                        *(
-                            tx.record_command_result(
-                                r.id,
-                                CommandResultRow(state=r.state, detail=r.detail, time=r.time),
-                            )
+                    await tx.record_command_results(
+                        [
+                            (r.id, CommandResultRow(state=r.state, detail=r.detail, time=r.time))
                             for r in batch
-                        )
+                        ]
                     )
             except StoreError as exc:
                 log.warning("could not store %d command result(s): %s", len(batch), exc)

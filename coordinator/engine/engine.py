@@ -52,7 +52,13 @@ from coordinator.engine.fleet import Fleet, HostRecord, StatusChange
 from coordinator.engine.judge import judge
 from coordinator.engine.operator import Operator
 from coordinator.engine.phases import ACTIVE, Phase
-from coordinator.engine.state import SNAPSHOT_FORMAT, Effects, EngineSnapshot, EngineState
+from coordinator.engine.state import (
+    SNAPSHOT_FORMAT,
+    Effects,
+    EngineSnapshot,
+    EngineState,
+    SavedState,
+)
 from coordinator.engine.verification import Verification
 from shared.config.coordinator import CoordinatorConfig
 from shared.evidence import CommandAnswer, Restarted
@@ -226,6 +232,19 @@ class Engine:
             deployments=[d.checkpoint(state.now) for d in state.deployments.values()],
             history=list(state.history),
             hosts=state.fleet.records(),
+            alerts=state.alerts.snapshot(),
+        )
+
+    def saved(self) -> SavedState:
+        """What the store keeps of :meth:`snapshot` beside the deployments' own rows:
+        built without copying a deployment or a host record, since the pipeline saves
+        it on every step that changes a deployment, in the path of a rollback."""
+        state = self._state
+        return SavedState(
+            format=SNAPSHOT_FORMAT,
+            time=state.now,
+            deployments=list(state.deployments),
+            history=list(state.history),
             alerts=state.alerts.snapshot(),
         )
 

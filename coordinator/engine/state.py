@@ -300,17 +300,9 @@ def decode_snapshot(data: bytes) -> EngineSnapshot:
         raise SnapshotError(f"not an engine snapshot: {exc}") from exc
 
 
-def encode_saved(snapshot: EngineSnapshot) -> bytes:
-    """The snapshot without its deployments (stored as rows) and hosts, as JSON."""
-    return _encoder.encode(
-        SavedState(
-            format=snapshot.format,
-            time=snapshot.time,
-            deployments=[d.id for d in snapshot.deployments],
-            history=snapshot.history,
-            alerts=snapshot.alerts,
-        )
-    )
+def encode_saved(saved: SavedState) -> bytes:
+    """The saved state (``Engine.saved``) as JSON."""
+    return _encoder.encode(saved)
 
 
 def decode_saved(data: bytes) -> SavedState:

@@ -227,6 +227,17 @@ class _PostgresConnection:
             await cursor.execute(_native(sql), params)
             return cursor.rowcount
 
+    async def _execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        # psycopg pipelines the rows (one round trip) and adds up their rowcounts. After
+        # a pipeline the server leaves idle_in_transaction_session_timeout unarmed (seen
+        # on PostgreSQL 15), so a leader frozen right after it would hold the fence row
+        # for ever: one plain statement arms it again (tests/store/test_fencing.py).
+        async with self._conn.cursor() as cursor:
+            await cursor.executemany(_native(sql), rows)
+            changed = cursor.rowcount
+            await cursor.execute(b"SELECT 1")
+            return changed
+
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Fetched]:
         async with self._conn.cursor(row_factory=dict_row) as cursor:
             await cursor.execute(_native(sql), params)
@@ -237,6 +248,9 @@ class _PostgresConnection:
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Fetched]:
         return await self._backend._run(self._fetch(sql, params))
+
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        return await self._backend._run(self._execute_many(sql, rows))
 
 
 class PostgresStore(Store):

@@ -52,6 +52,10 @@ def _execute(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> int:
     return conn.execute(sql, params).rowcount
 
 
+def _execute_many(conn: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+    return conn.executemany(sql, rows).rowcount
+
+
 def _fetch(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Fetched]:
     cursor = conn.execute(sql, params)
     names = [column[0] for column in cursor.description]
@@ -109,6 +113,9 @@ class SqliteBackend:
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Fetched]:
         return await self._call(_fetch, sql, params)
+
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        return await self._call(_execute_many, sql, rows)
 
     async def open(self) -> None:
         if self._conn is not None:

@@ -73,6 +73,10 @@ class Connection(Protocol):
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Fetched]:
         """Run one query; its rows by column name."""
 
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        """Run one statement once per row, in one call to the database driver; the
+        number of rows changed in all."""
+
 
 class Backend(Protocol):
     """What a database gives the store. Every call within ``timeout``, else StoreError."""
@@ -143,6 +147,11 @@ _SAVE_ENGINE_STATE: Final = _insert(
 )
 _COMMAND_COLUMNS: Final = _columns(CommandRow, ("results",))
 _SAVE_COMMAND: Final = _insert("commands", _COMMAND_COLUMNS, "ON CONFLICT (id) DO NOTHING")
+_RECORD_RESULT: Final = (
+    "INSERT INTO command_results (command_id, state, detail, time) "
+    "SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM commands WHERE id = ?) "
+    "ON CONFLICT (command_id, state) DO NOTHING"
+)
 _ALERT_COLUMNS: Final = _columns(AlertRow, ("resolved",))
 _OPEN_ALERT: Final = _insert(
     "alerts", _ALERT_COLUMNS, "ON CONFLICT (key) WHERE resolved IS NULL DO NOTHING"
@@ -270,6 +279,11 @@ class Transaction(Reads):
     async def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         return await self._guard(self._conn.execute(sql, params))
 
+    async def _execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        if not rows:
+            return 0
+        return await self._guard(self._conn.execute_many(sql, rows))
+
     async def fence(self, token: int) -> None:
         """Raise StaleLeaderError if ``token`` is below the highest seen, else record it."""
         if token == self._fenced:
@@ -301,9 +315,16 @@ class Transaction(Reads):
         """Insert if absent (fenced by its token); True if inserted. Saving an id again
         changes nothing, so a crash between storing and publishing re-sends the very
         same command. Its results are recorded with ``record_command_result``."""
-        await self.fence(record.fencing)
-        params = [getattr(record, c) for c in _COMMAND_COLUMNS]
-        return await self._execute(_SAVE_COMMAND, params) == 1
+        return await self.save_commands([record]) == 1
+
+    async def save_commands(self, records: Sequence[CommandRow]) -> int:
+        """``save_command`` for many in one call to the database (a rollback's thousand
+        commands were as many round trips through the event loop and the driver); the
+        number inserted."""
+        for token in sorted({r.fencing for r in records}):
+            await self.fence(token)
+        rows = [[getattr(r, c) for c in _COMMAND_COLUMNS] for r in records]
+        return await self._execute_many(_SAVE_COMMAND, rows)
 
     async def record_command_result(
         self, command_id: str, result: CommandResultRow, *, fencing: int | None = None
@@ -311,17 +332,25 @@ class Transaction(Reads):
         """Append to the command's result history; True if recorded. False when the
         command is unknown or already has this state (agents answer replays with the
         first result, and MQTT delivers at least once): both mean nothing to do."""
-        if result.state not in RESULT_STATES:
-            raise StoreError(f"command result state {result.state!r} is not one of {RESULT_STATES}")
+        return await self.record_command_results([(command_id, result)], fencing=fencing) == 1
+
+    async def record_command_results(
+        self, results: Sequence[tuple[str, CommandResultRow]], *, fencing: int | None = None
+    ) -> int:
+        """``record_command_result`` for many (command id, result) in one call to the
+        database; the number recorded. A state that is not a result state refuses the
+        whole batch before anything is written."""
+        for _, result in results:
+            if result.state not in RESULT_STATES:
+                raise StoreError(
+                    f"command result state {result.state!r} is not one of {RESULT_STATES}"
+                )
         if fencing is not None:
             await self.fence(fencing)
-        inserted = await self._execute(
-            "INSERT INTO command_results (command_id, state, detail, time) "
-            "SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM commands WHERE id = ?) "
-            "ON CONFLICT (command_id, state) DO NOTHING",
-            (command_id, result.state, result.detail, result.time, command_id),
+        return await self._execute_many(
+            _RECORD_RESULT,
+            [(c, r.state, r.detail, r.time, c) for c, r in results],
         )
-        return inserted == 1
 
     async def open_alert(self, record: AlertRow) -> bool:
         """Open an alert unless one with its key is active; True if opened."""

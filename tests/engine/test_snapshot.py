@@ -17,6 +17,8 @@ from coordinator.engine import (
     encode_snapshot,
 )
 
+from coordinator.engine.state import decode_saved, encode_saved, joined
+
 from .sim import Profile, Sim, make_config
 
 T0 = 120.0
@@ -118,6 +120,23 @@ def test_snapshot_round_trips_through_json_exactly() -> None:
     assert dep.phase.value == "baking"
     assert dep.bake.elapsed == pytest.approx(900.0 - (T0 + DELAY))
     assert {c.state for c in dep.commands.values()} == {"succeeded"}
+
+
+def test_the_saved_state_is_the_snapshot_less_its_rows() -> None:
+    """What the pipeline stores on every step (built without copying deployments) joins
+    with the deployments' rows into the very snapshot, and restores the same engine."""
+    sim = Sim(hosts=6, profiles={"2.0.0": GOOD})
+    started(sim)
+    sim.run_until(900.0)
+    assert sim.start("d2", "2.1.0").accepted is False  # queued behind d1: refused
+    snapshot = sim.engine.snapshot()
+    saved = decode_saved(encode_saved(sim.engine.saved()))
+    assert saved.deployments == [d.id for d in snapshot.deployments]
+    rows = {d.id: d for d in snapshot.deployments}
+    joined_back = joined(saved, rows)
+    assert joined_back == msgspec.structs.replace(snapshot, hosts=[])
+    restored = Engine.restore(sim.config, joined_back)
+    assert restored.saved() == sim.engine.saved()
 
 
 def test_downtime_is_not_bake_time() -> None:

@@ -159,7 +159,7 @@ class Live:
             engine = self.coordinator.engine
             snapshot = b""
             if engine is not None:
-                snapshot = encode_saved(msgspec.structs.replace(engine.snapshot(), time=0.0))
+                snapshot = encode_saved(msgspec.structs.replace(engine.saved(), time=0.0))
             return msgspec.json.encode(entries) + snapshot
 
         return self.inside(read)

@@ -22,7 +22,7 @@ from tests.engine.sim import Profile, Sim, make_config
 def _step(engine: Engine, actions: list[EngineAction], now: float) -> Commit:
     """As the daemon builds one (commands are signed there; none in these steps)."""
     changed = any(isinstance(a, DeploymentChanged) for a in actions)
-    snapshot = encode_saved(engine.snapshot()) if changed else None
+    snapshot = encode_saved(engine.saved()) if changed else None
     return Commit(actions=actions, snapshot=snapshot, time=now, fencing=1)
 
 

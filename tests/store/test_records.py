@@ -113,6 +113,49 @@ async def test_command_results_are_a_history(store: Store) -> None:
     assert await store.commands("nope") == []
 
 
+async def test_many_commands_and_results_in_one_call(store: Store) -> None:
+    """The batch forms insert what is absent, count only that, and keep the order."""
+    await store.write(lambda tx: tx.save_deployment(deployment("d-1", "deploying", fencing=2)))
+    first = [
+        command(f"cmd-{i:03d}", host=f"web-{i}", created=float(i), fencing=2) for i in range(50)
+    ]
+    assert await store.write(lambda tx: tx.save_commands(first)) == 50
+    # Half of them again (a replayed step) with new ones: only the new are inserted.
+    again = first[25:] + [
+        command(f"cmd-{i:03d}", created=float(i), fencing=2) for i in range(50, 60)
+    ]
+    assert await store.write(lambda tx: tx.save_commands(again)) == 10
+    assert await store.write(lambda tx: tx.save_commands([])) == 0
+    assert [c.id for c in await store.commands("d-1")] == [f"cmd-{i:03d}" for i in range(60)]
+    assert (await store.get_command("cmd-007")) == first[7]
+
+    answers = [(f"cmd-{i:03d}", result("succeeded", f"now {i}", 100.0 + i)) for i in range(60)]
+    unknown = [("cmd-unknown", result("succeeded", "", 1.0))]
+    assert await store.write(lambda tx: tx.record_command_results(answers[:30] + unknown)) == 30
+    # Duplicates (at-least-once delivery) keep the first answer and are not counted.
+    assert await store.write(lambda tx: tx.record_command_results(answers)) == 30
+    done = await store.commands("d-1")
+    assert all(c.state == "succeeded" for c in done)
+    assert [r.detail for r in done[59].results] == ["now 59"]
+
+
+async def test_a_bad_state_refuses_the_whole_batch(store: Store) -> None:
+    await store.write(lambda tx: tx.save_deployment(deployment("d-1", "deploying")))
+    await store.write(lambda tx: tx.save_commands([command("cmd-0"), command("cmd-1")]))
+    batch = [("cmd-0", result("succeeded")), ("cmd-1", result("done"))]  # type: ignore[arg-type]
+    with pytest.raises(StoreError, match="'done' is not one of"):
+        await store.write(lambda tx: tx.record_command_results(batch))
+    assert [c.state for c in await store.commands("d-1")] == [None, None]
+
+
+async def test_a_stale_token_stores_none_of_a_batch(store: Store) -> None:
+    await store.write(lambda tx: tx.save_deployment(deployment("d-1", "deploying", fencing=5)))
+    stale = [command("cmd-0", fencing=5), command("cmd-1", fencing=4)]
+    with pytest.raises(StoreError):
+        await store.write(lambda tx: tx.save_commands(stale))
+    assert await store.commands("d-1") == []
+
+
 async def test_unknown_result_state_is_refused(store: Store) -> None:
     await store.write(lambda tx: tx.save_deployment(deployment("d-1", "deploying")))
     await store.write(lambda tx: tx.save_command(command("cmd-0")))

@@ -143,7 +143,7 @@ async def test_a_version_2_database_migrates_and_its_deployment_resumes(
                 )
             )
             await tx.save_engine_state(
-                EngineStateRow(snapshot=encode_saved(engine.snapshot()), time=2000.0, fencing=1)
+                EngineStateRow(snapshot=encode_saved(engine.saved()), time=2000.0, fencing=1)
             )
         again = (await _restore(store)).deployment("d1")
         assert again is not None
