@@ -19,6 +19,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Final
 
 import msgspec
@@ -73,6 +74,8 @@ class Commit:
     commands: list[Command] = field(default_factory=list)
     # Resolved once the step is committed (True) or failed to commit (False).
     done: asyncio.Future[bool] | None = None
+    # When the engine took the step (perf_counter), for rollguard_step_stored_seconds.
+    taken: float = field(default_factory=perf_counter)
 
 
 class Pipeline:
@@ -138,6 +141,7 @@ class Pipeline:
                 step.done.set_result(False)
             self._on_store_failure(exc)
             return
+        self._telemetry.step_stored.observe(perf_counter() - step.taken)
         if step.done is not None and not step.done.done():
             step.done.set_result(True)
         commands = {command.id: command for command in step.commands}

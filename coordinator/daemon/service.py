@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 from aiohttp import web
+from prometheus_client import Histogram
 
 from coordinator.daemon.activation import load_or_create_key, load_or_create_token, restore_engine
 from coordinator.daemon.api import build_app
@@ -135,6 +136,7 @@ class Coordinator:
         self._clock_log = ThrottledLog(log, config.ingest.log_interval)
         # Retained messages to put right at the broker, by topic (see _repair_retained).
         self._retained_repairs: dict[str, bytes] = {}
+        self._step_timers: dict[type[EngineEvent], Histogram] = {}
         self.session = BrokerSession(
             config,
             clock=clock,
@@ -166,7 +168,9 @@ class Coordinator:
         if engine is None:
             return None
         now = self.clock() if now is None else now
+        started = time.perf_counter()
         actions = engine.handle(event, now)
+        self._step_timer(type(event)).observe(time.perf_counter() - started)
         if not actions:
             # Nothing changed that the ticker must re-plan for now (a quiet event moves
             # no deadline earlier by more than MAX_SLEEP); waking it on every message
@@ -174,6 +178,12 @@ class Coordinator:
             return None
         self._wake.set()
         return self._submit(engine, actions, now)
+
+    def _step_timer(self, kind: type[EngineEvent]) -> Histogram:
+        timer = self._step_timers.get(kind)
+        if timer is None:
+            timer = self._step_timers[kind] = self.telemetry.engine_step.labels(kind.__name__)
+        return timer
 
     def _submit(self, engine: Engine, actions: list[EngineAction], now: float) -> Commit:
         assert self._key is not None
@@ -215,7 +225,9 @@ class Coordinator:
         if engine is None:
             raise RollguardError(self._inactive_reason())
         now = self.clock()
+        started = time.perf_counter()
         actions = engine.handle(request, now)
+        self._step_timer(type(request)).observe(time.perf_counter() - started)
         self._wake.set()
         replies = [a for a in actions if isinstance(a, OperatorReply)]
         step = self._submit(engine, actions, now) if actions else None

@@ -84,6 +84,22 @@ class Telemetry:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
             registry=self.registry,
         )
+        # Where a decision's time goes on its way out (bench/coordinator_ingest measures
+        # the whole path): the engine's step, then the wait for and the store's commit.
+        self.engine_step = Histogram(
+            "rollguard_engine_step_seconds",
+            "Time the engine took for one event, by event",
+            ["event"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=self.registry,
+        )
+        self.step_stored = Histogram(
+            "rollguard_step_stored_seconds",
+            "From an engine step to its commit in the store (its commands are published "
+            "after), queue wait included",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+            registry=self.registry,
+        )
         self.deployments = Gauge(
             "rollguard_deployments", "Deployments by state", ["state"], registry=self.registry
         )

@@ -123,9 +123,8 @@ class Rollback:
         rollback = dep.rollback
         started = rollback.started if rollback is not None else now
         reason = rollback.reason if rollback is not None else None
-        away = self.reach.away(dep, now)
         for command in self.commands.attempt(dep):
-            if command.host in away and self.commands.awaited(command):
+            if self.commands.awaited(command) and not self.reach.reachable(command.host, now):
                 # An unreachable host cannot answer; it is rolled back when it returns.
                 self.commands.cancel(dep, command, out, "host unreachable; rolled back on return")
                 dep.mark_unreachable([command.host])
@@ -138,6 +137,9 @@ class Rollback:
         if waiting and len(late) < len(waiting):
             return False
         failed += late
+        # Only now every target's reachability: while commands are awaited (as right
+        # after the rollback starts, in the path of its first commands) it is not needed.
+        away = self.reach.away(dep, now)
         stable = rollback.version if rollback is not None else None
         expected_slot = (
             {t.host: t.from_slot for t in dep.targets.values()}

@@ -70,6 +70,12 @@ def test_bad_canary_is_rolled_back_with_its_evidence(make_fleet: FleetFactory) -
     assert metric(text, "rollguard_hosts_online") == len(HOSTS)
     assert metric(text, "rollguard_deployments", state="rolled_back") == 1
     assert (metric(text, "rollguard_messages_ingested_total", kind="metrics") or 0) > 0
+    # Where a decision's time went: the batches through the engine (those ingested while
+    # it was active), the ticks, the stored steps.
+    judged = metric(text, "rollguard_engine_step_seconds_count", event="MetricsReceived") or 0
+    assert 0 < judged <= (metric(text, "rollguard_messages_ingested_total", kind="metrics") or 0)
+    assert (metric(text, "rollguard_engine_step_seconds_count", event="Tick") or 0) > 0
+    assert (metric(text, "rollguard_step_stored_seconds_count") or 0) >= 2
 
 
 def test_good_version_is_promoted_through_every_step(make_fleet: FleetFactory) -> None:
