@@ -123,6 +123,9 @@ class Engine:
                 self._connectivity(connected, now, out)
             case _:
                 raise EngineError(f"not an engine event: {type(event).__name__}")
+        if not state.broker_connected:
+            # Also a bake an operator resumed, or a command sent, meanwhile.
+            self._hold_clocks(now, out)
         return out.drain(now)
 
     def next_wakeup(self) -> float | None:
@@ -284,11 +287,10 @@ class Engine:
             if dep.phase not in ACTIVE:
                 continue
             policy = state.policy(dep.environment)
-            if dep.bake.since is not None:
+            if dep.phase is Phase.BAKING:
+                # Running, or stopped while the shell was away from the broker.
                 dep.bake.since = now
-            for command in dep.commands.values():
-                if not command.final:
-                    command.deadline = max(command.deadline, now + policy.ack_timeout)
+            self._extend_deadlines(dep, now)
             if dep.preflight_deadline is not None:
                 dep.preflight_deadline = max(dep.preflight_deadline, now + policy.ack_timeout)
             if dep.verify_deadline is not None:
@@ -423,17 +425,53 @@ class Engine:
         self._driver.drive(dep, now, out, full=result.state != "succeeded")
 
     def _connectivity(self, connected: bool, now: float, out: Effects) -> None:
-        """The shell's session with the broker went down or came back: while down no
-        missing-data clock runs (EngineState.silence); back, every host's silence is
-        counted afresh from now, and deployments are judged again (a hold for missing
-        data clears once every judged host has data again)."""
+        """The shell's session with the broker went down or came back.
+
+        While it is down nobody watches the hosts or hears their answers, so no clock
+        that measures them runs: no missing-data clock (EngineState.silence), no bake
+        clock (a canary that went bad meanwhile must not pass on the data from before),
+        no command's ack timeout (answers wait at the broker). Back, every host's silence
+        is counted afresh from now, bakes go on from where they stopped, each unanswered
+        command has its ack timeout again from now, and deployments are judged again (a
+        hold for missing data clears once every judged host has data again)."""
         state = self._state
         if connected == state.broker_connected:
             return
         state.broker_connected = connected
         if connected:
             state.since = now
+            for dep in state.deployments.values():
+                if dep.phase not in ACTIVE:
+                    continue
+                if dep.phase is Phase.BAKING and dep.bake.since is None:
+                    dep.bake.since = now
+                self._extend_deadlines(dep, now)
+                out.touch(dep)
+        else:
+            self._hold_clocks(now, out)
         self._tick(now, out)
+
+    def _hold_clocks(self, now: float, out: Effects) -> None:
+        """Stop the bake clocks and keep the ack timeouts from running out (disconnected)."""
+        for dep in self._state.deployments.values():
+            if dep.phase not in ACTIVE:
+                continue
+            if dep.phase is Phase.BAKING and dep.bake.since is not None:
+                dep.bake.stop(now)
+                out.touch(dep)
+            if self._extend_deadlines(dep, now):
+                out.touch(dep)
+
+    def _extend_deadlines(self, dep: Deployment, now: float) -> bool:
+        """Give each unanswered command of ``dep`` its ack timeout from ``now`` at least;
+        whether any deadline moved."""
+        timeout = self._state.policy(dep.environment).ack_timeout
+        moved = False
+        for command in dep.commands.values():
+            if not command.final and command.deadline < now + timeout:
+                command.deadline = now + timeout
+                moved = True
+        return moved
 
     def _tick(self, now: float, out: Effects) -> None:
         state = self._state

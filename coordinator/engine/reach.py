@@ -41,6 +41,11 @@ class Reach:
         record = self.state.fleet.get(host)
         if record is None or not record.online:
             return False
+        if not self.state.broker_connected:
+            # The shell hears nobody: a host's silence is not its own (as for the
+            # missing-data clocks, EngineState.silence); it counts again from the
+            # reconnection.
+            return True
         grace = self.state.policy(record.environment).missing_data_grace
         return now - self.last_sign(host) < grace
 

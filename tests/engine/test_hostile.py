@@ -18,6 +18,7 @@ from coordinator.engine import (
     Engine,
     EngineAction,
     EngineEvent,
+    EngineSnapshot,
     HostStatusReceived,
     MetricsReceived,
     Notify,
@@ -38,7 +39,7 @@ from shared.evidence import (
 )
 from shared.messages import HostStatus, MetricBatch, Sample
 
-from .sim import Profile, Sim, make_config
+from .sim import Profile, Sim, make_config, roundtrip
 from .test_alerts import Host
 
 T0 = 120.0
@@ -452,6 +453,120 @@ def test_a_hold_for_fleet_wide_missing_data_clears_when_every_host_reports_again
     assert sim.phase("d1") == "baking"
     assert sim.first("deployment.cleared")
     assert sim.finish("d1", 8 * 3600) == "completed"
+
+
+class QueuedOutageSim(OutageSim):
+    """The coordinator's outage as the broker makes it: what hosts publish meanwhile
+    (QoS 1 batches and results) waits in the coordinator's persistent session and
+    arrives, in order, when it is back."""
+
+    held: list[EngineEvent]
+
+    def feed(self, event: EngineEvent) -> list[EngineAction]:
+        if self.disconnected and not isinstance(event, Tick | BrokerConnectivity | OperatorRequest):
+            self.held.append(event)
+            return []
+        return super().feed(event)
+
+    def lose_broker(self) -> None:
+        self.held = []
+        super().lose_broker()
+
+    def regain_broker(self) -> None:
+        self.disconnected = False
+        self.feed(BrokerConnectivity(connected=True))
+        held, self.held = self.held, []
+        for event in held:
+            self.feed(event)
+
+
+def bake_started(sim: Sim) -> float:
+    sim.run_until(T0 + 60.0, stop=lambda: bool(sim.records("deployment.acked")))
+    return sim.first("deployment.acked").time
+
+
+def test_a_bake_does_not_run_while_the_coordinator_cannot_watch() -> None:
+    """A bake is time spent watching the canary. Disconnected, the coordinator sees
+    nothing: a canary that went bad meanwhile must not pass on the data from before.
+    The bake stops with the session and goes on from there when it is back."""
+    first_bake = make_config().environments.production.canary.first_bake
+    sim = QueuedOutageSim(hosts=10, profiles={"2.0.0": GOOD})
+    started(sim)
+    acked = bake_started(sim)
+    lost, outage = acked + 100.0, 2 * first_bake
+    sim.at(lost, sim.lose_broker)
+    sim.at(lost + outage, sim.regain_broker)
+    sim.run_until(lost + outage - 1.0)
+    assert not sim.records("deployment.bake_passed")
+    dep = sim.engine.deployment("d1")
+    assert dep is not None and dep.phase.value == "baking"
+    assert dep.bake.at(sim.now) == pytest.approx(100.0)
+    sim.run_until(
+        lost + outage + first_bake, stop=lambda: bool(sim.records("deployment.bake_passed"))
+    )
+    passed = sim.first("deployment.bake_passed")
+    assert passed.time == pytest.approx(lost + outage + first_bake - 100.0, abs=10.0)
+    assert sim.finish("d1", 8 * 3600) == "completed"
+    assert not sim.records("deployment.hold") and not sim.records("deployment.fail")
+
+
+def test_a_canary_that_went_bad_during_the_outage_is_rolled_back_not_promoted() -> None:
+    first_bake = make_config().environments.production.canary.first_bake
+    sim = QueuedOutageSim(hosts=10, profiles={"2.0.0": GOOD}, seed=3)
+    started(sim)
+    acked = bake_started(sim)
+    lost, outage = acked + first_bake - 60.0, 600.0
+
+    def goes_bad() -> None:
+        sim.profiles["2.0.0"] = Profile(error_rate=0.3)
+
+    sim.at(lost, sim.lose_broker)
+    sim.at(lost + 1.0, goes_bad)
+    sim.at(lost + outage, sim.regain_broker)
+    assert sim.finish("d1", lost + outage + 600.0) == "rolled_back"
+    assert not sim.records("deployment.bake_passed")
+    assert sim.first("deployment.fail").time >= lost + outage
+
+
+def test_ack_timeouts_do_not_run_out_while_the_answers_wait_at_the_broker() -> None:
+    """The step's commands went out, then the coordinator lost its session for longer
+    than the ack timeout: the answers arrive when it is back, and the step goes on."""
+    ack_timeout = make_config().environments.production.ack_timeout
+    sim = QueuedOutageSim(hosts=10, profiles={"2.0.0": GOOD})
+    started(sim)
+    lost = T0 + DELAY / 4  # the first step's commands are out, none answered
+    sim.at(lost, sim.lose_broker)
+    sim.at(lost + 3 * ack_timeout, sim.regain_broker)
+    sim.run_until(lost + 3 * ack_timeout - 1.0)
+    assert not sim.records("deployment.fail") and not sim.records("deployment.acked")
+    sim.run_until(lost + 3 * ack_timeout + 60.0)
+    assert sim.first("deployment.acked").time >= lost + 3 * ack_timeout
+    assert sim.finish("d1", 8 * 3600) == "completed"
+    assert not sim.records("deployment.fail") and not sim.records("deployment.hold")
+
+
+def test_a_restore_while_disconnected_keeps_the_bake_stopped_until_the_session_is_back() -> None:
+    sim = QueuedOutageSim(hosts=10, profiles={"2.0.0": GOOD})
+    started(sim)
+    acked = bake_started(sim)
+    sim.at(acked + 100.0, sim.lose_broker)
+    sim.run_until(acked + 200.0)
+    dep = sim.engine.deployment("d1")
+    assert dep is not None and dep.bake.since is None
+    # Saved while stopped; restored, and the shell says at once it is disconnected.
+    engine = Engine.restore(sim.config, roundtrip(sim.engine.snapshot(), EngineSnapshot))
+    engine.handle(BrokerConnectivity(connected=False), acked + 300.0)
+    engine.handle(Tick(), acked + 5000.0)
+    restored = engine.deployment("d1")
+    assert restored is not None and restored.bake.at(acked + 5000.0) == pytest.approx(100.0)
+    engine.handle(BrokerConnectivity(connected=True), acked + 6000.0)
+    back = engine.deployment("d1")
+    assert back is not None and back.bake.at(acked + 6050.0) == pytest.approx(150.0)
+    # Restored while connected, a bake saved stopped runs again from the restore.
+    again = Engine.restore(sim.config, roundtrip(sim.engine.snapshot(), EngineSnapshot))
+    again.handle(Tick(), acked + 7000.0)
+    dep_again = again.deployment("d1")
+    assert dep_again is not None and dep_again.bake.at(acked + 7010.0) == pytest.approx(110.0)
 
 
 # -- a baseline with no data decides nothing ---------------------------------------------
