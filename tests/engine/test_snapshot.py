@@ -16,7 +16,6 @@ from coordinator.engine import (
     decode_snapshot,
     encode_snapshot,
 )
-
 from coordinator.engine.state import decode_saved, encode_saved, joined
 
 from .sim import Profile, Sim, make_config
