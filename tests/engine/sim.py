@@ -60,6 +60,35 @@ def make_config(extra: str = "") -> CoordinatorConfig:
     return loads(CoordinatorConfig, BASE_TOML + extra)
 
 
+def compressed_config(*, approval: bool = False, production: str = "") -> CoordinatorConfig:
+    """Every strategy's bakes and timeouts cut to minutes, for property tests that run
+    many deployments with faults; ``production`` adds lines to that environment."""
+    return make_config(
+        f"""
+[environments.production]
+missing_data_grace = 120.0
+ack_timeout = 120.0
+{production}
+[environments.production.canary]
+first_bake = 600.0
+step_bake = 300.0
+post_watch = 600.0
+approval_before_full = {str(approval).lower()}
+[environments.staging]
+missing_data_grace = 120.0
+ack_timeout = 120.0
+[environments.staging.blue_green]
+health_window = 300.0
+watch = 600.0
+[environments.development]
+missing_data_grace = 120.0
+ack_timeout = 120.0
+[environments.development.direct]
+verify_window = 300.0
+"""
+    )
+
+
 @dataclass
 class Profile:
     """How a version behaves on a host."""

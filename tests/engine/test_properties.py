@@ -24,32 +24,11 @@ from coordinator.engine.phases import PREVIOUS, TRANSITIONS, Phase, Trigger
 from coordinator.engine.stats import wilson
 from shared.messages import Sample
 
-from .sim import Profile, Sim, make_config
+from .sim import Profile, Sim, compressed_config
 
 START = 60.0
 HORIZON = 4000.0
 STABLE, NEW = "1.0.0", "2.0.0"
-COMPRESSED = """
-[environments.production]
-missing_data_grace = 120.0
-ack_timeout = 120.0
-[environments.production.canary]
-first_bake = 600.0
-step_bake = 300.0
-post_watch = 600.0
-approval_before_full = {approval}
-[environments.staging]
-missing_data_grace = 120.0
-ack_timeout = 120.0
-[environments.staging.blue_green]
-health_window = 300.0
-watch = 600.0
-[environments.development]
-missing_data_grace = 120.0
-ack_timeout = 120.0
-[environments.development.direct]
-verify_window = 300.0
-"""
 STRATEGIES = {"production": "canary", "staging": "blue-green", "development": "direct"}
 PROMOTIONS = {"deployment.bake_passed", "deployment.promote", "deployment.approve"}
 
@@ -265,7 +244,7 @@ def test_no_promotion_on_missing_data_or_a_failed_rule_and_rollbacks_restore_sta
     events: list[Fault],
     seed: int,
 ) -> None:
-    config = make_config(COMPRESSED.format(approval=str(approval).lower()))
+    config = compressed_config(approval=approval)
     sim = Sim(
         hosts=hosts,
         environment=environment,
@@ -309,11 +288,7 @@ def test_the_oracle_catches_an_engine_that_promotes_regardless(monkeypatch: Any)
     monkeypatch.setattr(cohorts, "judge", blind)
     monkeypatch.setattr(cohorts, "quick_failures", lambda *args, **kwargs: [])
     # Tolerating the one dead host of four, so that the blind engine goes on promoting.
-    config = make_config(
-        COMPRESSED.format(approval="false").replace(
-            "[environments.production]\n", "[environments.production]\nunreachable_share = 0.5\n"
-        )
-    )
+    config = compressed_config(production="unreachable_share = 0.5")
     sim = Sim(hosts=4, config=config, profiles={NEW: Profile(error_rate=0.3)})
     sim.log_samples = True
     oracle = Oracle(sim, "production")

@@ -29,27 +29,13 @@ from coordinator.engine.phases import ACTIVE, Phase
 from shared.kinds import EventKind
 from shared.phases import TERMINAL
 
-from .sim import Profile, Sim, make_config
+from .sim import Profile, Sim, compressed_config
 
 START = 60.0
 HORIZON = 5000.0
 QUIET = 900.0
 OPERATOR_DELAY = 60.0
 STABLE, NEW = "1.0.0", "2.0.0"
-COMPRESSED = """
-[environments.production]
-missing_data_grace = 120.0
-ack_timeout = 120.0
-[environments.production.canary]
-first_bake = 600.0
-step_bake = 300.0
-post_watch = 600.0
-[environments.development]
-missing_data_grace = 120.0
-ack_timeout = 120.0
-[environments.development.direct]
-verify_window = 300.0
-"""
 
 
 @dataclass(frozen=True)
@@ -121,7 +107,7 @@ def test_hosts_and_the_coordinator_coming_and_going_never_wedge_a_rollout(
     sim = Sim(
         hosts=hosts,
         environment=environment,
-        config=make_config(COMPRESSED),
+        config=compressed_config(),
         seed=seed,
         requests=requests,
         profiles={NEW: Profile(error_rate=0.001)},
