@@ -74,6 +74,29 @@ def bin_path(name: str) -> str:
     return str(candidate) if candidate.exists() else (shutil.which(name) or name)
 
 
+# Seconds instead of hours, for the demo and the tests that run a fleet on one machine.
+# Every simulated host measures this one machine's CPU: a machine busy running the whole
+# fleet is neither a bad release nor an incident, so CPU is left out of judging (and of
+# alerts, with ``"alerts": {"cpu_percent": 100.0}``).
+FAST_POLICY: Final[dict[str, Any]] = {
+    "cpu_percent": 100.0,
+    "confidence": 0.99,
+    "ack_timeout": 20.0,
+    "missing_data_grace": 8.0,
+    "inconclusive_extension": 1.0,
+}
+FAST_ENGINE: Final[dict[str, Any]] = {
+    "housekeeping": 0.5,
+    "check_intervals": {
+        "application": 1.0,
+        "cpu": 1.0,
+        "memory": 1.0,
+        "disk": 2.0,
+        "system": 2.0,
+    },
+}
+
+
 class ApiError(Exception):
     def __init__(self, status: int, body: Any) -> None:
         super().__init__(f"HTTP {status}: {body}")
@@ -196,16 +219,6 @@ class DevFleet:
     ) -> Path:
         """``<name>.toml``: the fleet's coordinator config with ``coordinator_extra``,
         then ``extra`` (a second coordinator's node and port), merged in."""
-        # Seconds instead of hours. Every simulated host measures this one machine's
-        # CPU: a machine busy running the whole fleet is neither a bad release nor an
-        # incident, so CPU is left out of judging (and alerts).
-        compressed: dict[str, Any] = {
-            "cpu_percent": 100.0,
-            "confidence": 0.99,
-            "ack_timeout": 20.0,
-            "missing_data_grace": 8.0,
-            "inconclusive_extension": 1.0,
-        }
         base: dict[str, Any] = {
             "node": "demo",
             "state_dir": str(self.directory / "coordinator"),
@@ -214,24 +227,15 @@ class DevFleet:
             "mqtt": self.mqtt(COORDINATOR_USER),
             "log": {"level": "info", "format": "json"},
             "http": {"listen": "127.0.0.1", "port": self.http_port},
-            "engine": {
-                "housekeeping": 0.5,
-                "check_intervals": {
-                    "application": 1.0,
-                    "cpu": 1.0,
-                    "memory": 1.0,
-                    "disk": 2.0,
-                    "system": 2.0,
-                },
-            },
+            "engine": FAST_ENGINE,
             "alerts": {"cpu_percent": 100.0},
             "environments": {
                 "production": {
-                    **compressed,
+                    **FAST_POLICY,
                     "canary": {"first_bake": 10.0, "step_bake": 5.0, "post_watch": 5.0},
                 },
                 "staging": {
-                    **compressed,
+                    **FAST_POLICY,
                     "blue_green": {"health_window": 8.0, "watch": 5.0},
                 },
             },

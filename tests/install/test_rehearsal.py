@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from coordinator.devfleet.broker import free_port, mosquitto_binary
-from coordinator.devfleet.fleet import PROFILES, STABLE, to_toml
+from coordinator.devfleet.fleet import FAST_ENGINE, FAST_POLICY, PROFILES, STABLE, to_toml
 from tests.conftest import IN_CI, service_missing
 from tests.install.test_wheel_demo import LEFT_OUT
 
@@ -683,13 +683,6 @@ def _port_open(port: int) -> bool:
 def coordinator_settings(coord: Machine, port: int, http_port: int) -> dict[str, Any]:
     """The coordinator's config: the files `rollguard setup coordinator` made, the
     broker over TLS, and bakes of seconds instead of hours."""
-    compressed: dict[str, Any] = {
-        "cpu_percent": 100.0,
-        "confidence": 0.99,
-        "ack_timeout": 20.0,
-        "missing_data_grace": 8.0,
-        "inconclusive_extension": 1.0,
-    }
     return {
         "node": "coord-1",
         "state_dir": str(coord.at("/var/lib/rollguard")),
@@ -705,20 +698,11 @@ def coordinator_settings(coord: Machine, port: int, http_port: int) -> dict[str,
         },
         "log": {"level": "info", "format": "json"},
         "http": {"listen": "127.0.0.1", "port": http_port},
-        "engine": {
-            "housekeeping": 0.5,
-            "check_intervals": {
-                "application": 1.0,
-                "cpu": 1.0,
-                "memory": 1.0,
-                "disk": 2.0,
-                "system": 2.0,
-            },
-        },
+        "engine": FAST_ENGINE,
         "alerts": {"cpu_percent": 100.0},
         "environments": {
             "production": {
-                **compressed,
+                **FAST_POLICY,
                 "canary": {"first_bake": 4.0, "step_bake": 2.0, "post_watch": 2.0},
             },
         },
