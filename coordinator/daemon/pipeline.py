@@ -30,7 +30,6 @@ from coordinator.daemon.outbox import Outbox
 from coordinator.daemon.telemetry import Telemetry
 from coordinator.engine import (
     CancelCommand,
-    Deployment,
     DeploymentChanged,
     EngineAction,
     Notify,
@@ -40,7 +39,6 @@ from coordinator.engine import (
     RunVerification,
     SendCommand,
 )
-from coordinator.engine.state import encode_deployment
 from coordinator.store import (
     AlertRow,
     CommandRow,
@@ -146,9 +144,7 @@ class Pipeline:
             step.done.set_result(True)
         commands = {command.id: command for command in step.commands}
         versions = {
-            a.deployment.id: a.deployment.version
-            for a in step.actions
-            if isinstance(a, DeploymentChanged)
+            a.deployment_id: a.version for a in step.actions if isinstance(a, DeploymentChanged)
         }
         publishes: list[Awaitable[None]] = []
         for action in step.actions:
@@ -194,8 +190,8 @@ async def persist(store: Store, step: Commit) -> list[Event]:
             )
         for action in step.actions:
             match action:
-                case DeploymentChanged(deployment=dep):
-                    await tx.save_deployment(_deployment_record(dep, fencing))
+                case DeploymentChanged():
+                    await tx.save_deployment(_deployment_record(action, fencing))
                 case Record():
                     event = Event(
                         seq=0,
@@ -232,18 +228,18 @@ async def persist(store: Store, step: Commit) -> list[Event]:
     return events
 
 
-def _deployment_record(dep: Deployment, fencing: int) -> DeploymentRow:
-    """The deployment's row: the engine's Deployment whole, and the columns filtered on."""
+def _deployment_record(changed: DeploymentChanged, fencing: int) -> DeploymentRow:
+    """The deployment's row: the engine's checkpoint whole, and the columns filtered on."""
     return DeploymentRow(
-        id=dep.id,
-        environment=dep.environment,
-        version=dep.version,
-        strategy=dep.strategy,
-        state=dep.phase.value,
-        body=encode_deployment(dep),
+        id=changed.deployment_id,
+        environment=changed.environment,
+        version=changed.version,
+        strategy=changed.strategy,
+        state=changed.phase.value,
+        body=changed.body,
         fencing=fencing,
-        created=dep.created,
-        updated=dep.updated,
+        created=changed.created,
+        updated=changed.updated,
     )
 
 

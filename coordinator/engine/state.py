@@ -17,7 +17,7 @@ from msgspec import Struct
 
 from coordinator.engine.actions import DeploymentChanged, EngineAction, Notify, Record, Severity
 from coordinator.engine.alerts import Alerts, FiringAlert, cache_thresholds
-from coordinator.engine.deployment import Deployment, HistoryEntry
+from coordinator.engine.deployment import Deployment, HistoryEntry, decode_body, encode_body
 from coordinator.engine.errors import SnapshotError
 from coordinator.engine.fleet import Fleet, HostRecord
 from coordinator.engine.phases import ACTIVE
@@ -147,9 +147,7 @@ class Effects:
         )
 
     def drain(self, now: float) -> list[EngineAction]:
-        first: list[EngineAction] = [
-            DeploymentChanged(deployment=d.checkpoint(now)) for d in self.changed.values()
-        ]
+        first: list[EngineAction] = [DeploymentChanged.of(d, now) for d in self.changed.values()]
         return first + self.actions
 
 
@@ -280,7 +278,6 @@ class SavedState(Struct, kw_only=True):
 _encoder = msgspec.json.Encoder()
 _snapshot_decoder = msgspec.json.Decoder(EngineSnapshot)
 _saved_decoder = msgspec.json.Decoder(SavedState)
-_deployment_decoder = msgspec.json.Decoder(Deployment)
 
 
 def _legacy(data: bytes) -> bool:
@@ -338,7 +335,7 @@ def joined(saved: SavedState, deployments: Mapping[str, Deployment]) -> EngineSn
 
 def encode_deployment(deployment: Deployment) -> bytes:
     """A deployment's row body: JSON."""
-    return _encoder.encode(deployment)
+    return encode_body(deployment)
 
 
 def decode_deployment(data: bytes) -> Deployment:
@@ -346,6 +343,6 @@ def decode_deployment(data: bytes) -> Deployment:
     try:
         if _legacy(data):
             return msgspec.msgpack.decode(data, type=Deployment)
-        return _deployment_decoder.decode(data)
+        return decode_body(data)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise SnapshotError(f"not a stored deployment: {exc}") from exc

@@ -7,6 +7,7 @@ import msgspec
 import pytest
 
 from coordinator.engine import (
+    DeploymentChanged,
     Engine,
     EngineSnapshot,
     OperatorRequest,
@@ -16,7 +17,7 @@ from coordinator.engine import (
     decode_snapshot,
     encode_snapshot,
 )
-from coordinator.engine.state import decode_saved, encode_saved, joined
+from coordinator.engine.state import decode_saved, encode_deployment, encode_saved, joined
 
 from .sim import Profile, Sim, make_config
 
@@ -136,6 +137,23 @@ def test_the_saved_state_is_the_snapshot_less_its_rows() -> None:
     assert joined_back == msgspec.structs.replace(snapshot, hosts=[])
     restored = Engine.restore(sim.config, joined_back)
     assert restored.saved() == sim.engine.saved()
+
+
+def test_a_deployment_changed_carries_the_checkpoint_as_stored() -> None:
+    """The body the store keeps is the checkpoint encoded (the bake clock folded to the
+    step's time), built without copying the deployment; the live one is untouched."""
+    sim = Sim(hosts=6, profiles={"2.0.0": GOOD})
+    started(sim)
+    sim.run_until(900.0)
+    live = sim.engine._state.deployments["d1"]
+    assert live.phase.value == "baking" and live.bake.since is not None
+    before = encode_deployment(live)
+    changed = DeploymentChanged.of(live, 950.0)
+    assert changed.body == encode_deployment(live.checkpoint(950.0))
+    assert changed.deployment == live.checkpoint(950.0)
+    assert changed.deployment.bake.elapsed == pytest.approx(live.bake.at(950.0))
+    assert (changed.deployment_id, changed.version, changed.phase) == ("d1", "2.0.0", live.phase)
+    assert encode_deployment(live) == before
 
 
 def test_downtime_is_not_bake_time() -> None:
