@@ -180,6 +180,9 @@ async def run_one(
         # A cancelled preflight (daemon shutting down) must not leave a backup running.
         if not protocol.exited.done():
             _kill_group(pid)
+            # And reap it (bounded): a killed child not yet reaped when the transport is
+            # collected is a zombie, and its Popen warns that it still runs.
+            await asyncio.wait({protocol.exited}, timeout=EXIT_GRACE)
         raise
     finally:
         transport.close()

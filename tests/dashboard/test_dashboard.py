@@ -111,7 +111,9 @@ def test_watch_a_canary_and_roll_it_back_from_the_page(
 
     before = wait_for(points, 30, "the chart's first analysis window")
     wait_for(lambda: points() > before, 30, "the chart to move as samples arrive")
-    assert page.locator("#chart polyline.canary, #chart circle.canary").count() >= 1
+    # The canary's own line (a window without its requests yet draws the baseline only).
+    canary = page.locator("#chart polyline.canary, #chart circle.canary")
+    wait_for(lambda: canary.count() >= 1, 30, "the canary's line on the chart")
     assert page.locator("#decisions li").count() >= 1
 
     # Approve does not apply while the step bakes: the engine's reasons are shown.
