@@ -94,8 +94,11 @@ REPLY_TIMEOUT: Final = 10.0
 # second while deployments ran, in the path of a rollback. So the ticker collects at a
 # quiet moment and freezes what survives (the automatic collections then walk only what
 # is newer: a few ms), and now and then unfreezes first, so that a cycle among frozen
-# objects is still collected.
-GC_FREEZE_EVERY: Final = 5.0
+# objects is still collected. Every second rather than every five: while a fleet
+# connects (1,000 hosts' first statuses and windows) the automatic collections over what
+# five seconds left unfrozen took 28-38 ms, against 22 ms at most at one second; each
+# collection at the quiet moment takes about 4 ms either way.
+GC_FREEZE_EVERY: Final = 1.0
 GC_FULL_EVERY: Final = 600.0
 
 
