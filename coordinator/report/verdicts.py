@@ -89,6 +89,32 @@ class VerdictRow(msgspec.Struct, frozen=True, kw_only=True):
     baseline_value: float | None = None
     threshold_value: float | None = None
 
+    @classmethod
+    def of(
+        cls,
+        rule: RuleResult,
+        *,
+        canary: str,
+        baseline: str,
+        threshold: str,
+        canary_value: float | None = None,
+        baseline_value: float | None = None,
+        threshold_value: float | None = None,
+    ) -> VerdictRow:
+        """``rule``'s row: its name, verdict, enforcement and message, with the cells."""
+        return cls(
+            rule=rule.rule,
+            verdict=rule.verdict.value,
+            enforced=rule.enforced,
+            canary=canary,
+            baseline=baseline,
+            threshold=threshold,
+            message=rule.message,
+            canary_value=canary_value,
+            baseline_value=baseline_value,
+            threshold_value=threshold_value,
+        )
+
 
 class Verdicts(msgspec.Struct, frozen=True, kw_only=True):
     """The verdict table: every rule of the judgement that decided (the latest one
@@ -174,14 +200,11 @@ def _rate_row(
             # The edge the comparison counted the canary against: the baseline's quantile.
             baseline_value = compared[0].numbers.slower_than_ms
             baseline = f"{q} {millis(baseline_value)} (compared span)"
-        return VerdictRow(
-            rule=rule.rule,
-            verdict=rule.verdict.value,
-            enforced=rule.enforced,
+        return VerdictRow.of(
+            rule,
             canary=canary,
             baseline=baseline + _shown_words(shown),
             threshold=f"{q} under {millis(rule.numbers.latency_ms)}",
-            message=rule.message,
             canary_value=rule.numbers.quantile_ms,
             baseline_value=baseline_value,
             threshold_value=rule.numbers.latency_ms,
@@ -197,14 +220,11 @@ def _rate_row(
         baseline = f"{rate(baseline_value)} ({_counts(pooled.errors, pooled.requests)})"
     else:
         baseline_value, baseline = None, "-"
-    return VerdictRow(
-        rule=rule.rule,
-        verdict=rule.verdict.value,
-        enforced=rule.enforced,
+    return VerdictRow.of(
+        rule,
         canary=canary,
         baseline=baseline + _shown_words(shown),
         threshold=f"{rate(n.threshold)} at {n.confidence:.1%} confidence",
-        message=rule.message,
         canary_value=n.estimate if n.trials else None,
         baseline_value=baseline_value,
         threshold_value=n.threshold,
@@ -240,14 +260,11 @@ def _gauge_row(
         baseline_text = f"{len(shown.showing)} of {shown.reporting or 0} hosts over" + (
             f"; {baseline_text}" if baseline_value is not None else ""
         )
-    return VerdictRow(
-        rule=name,
-        verdict=rule.verdict.value,
-        enforced=rule.enforced,
+    return VerdictRow.of(
+        rule,
         canary=canary_text,
         baseline=baseline_text + _shown_words(shown),
         threshold=f"{n.limit:g} % for {n.consecutive} samples in a row",
-        message=rule.message,
         canary_value=canary_value,
         baseline_value=baseline_value,
         threshold_value=n.limit,
@@ -261,10 +278,8 @@ def _comparison_row(rule: ErrorComparisonResult | LatencyComparisonResult) -> Ve
         what = f"slower than {millis(n.slower_than_ms)}"
     if n.canary_trials == 0 or n.baseline_trials == 0:
         empty = "canary" if n.canary_trials == 0 else "baseline"
-        return VerdictRow(
-            rule=rule.rule,
-            verdict=rule.verdict.value,
-            enforced=rule.enforced,
+        return VerdictRow.of(
+            rule,
             canary=f"no {empty} requests in the compared span"
             if empty == "canary"
             else f"{rate(n.canary_rate)} {what} ({_counts(n.canary_events, n.canary_trials)})",
@@ -272,7 +287,6 @@ def _comparison_row(rule: ErrorComparisonResult | LatencyComparisonResult) -> Ve
             if empty == "baseline"
             else f"{rate(n.baseline_rate)} ({_counts(n.baseline_events, n.baseline_trials)})",
             threshold=f"at most {n.allowed:g}x the baseline's at {n.confidence:.0%} confidence",
-            message=rule.message,
             threshold_value=n.allowed,
         )
     ratio = f", {n.ratio:.2f}x" if n.ratio is not None else ""
@@ -280,17 +294,14 @@ def _comparison_row(rule: ErrorComparisonResult | LatencyComparisonResult) -> Ve
     threshold = f"at most {n.allowed:g}x the baseline's"
     if n.floor is not None:
         threshold += f" or under {rate(n.floor)}"
-    return VerdictRow(
-        rule=rule.rule,
-        verdict=rule.verdict.value,
-        enforced=rule.enforced,
+    return VerdictRow.of(
+        rule,
         canary=(
             f"{rate(n.canary_rate)} {what} ({_counts(n.canary_events, n.canary_trials)})"
             f"{ratio}{shown}"
         ),
         baseline=f"{rate(n.baseline_rate)} ({_counts(n.baseline_events, n.baseline_trials)})",
         threshold=f"{threshold} at {n.confidence:.0%} confidence",
-        message=rule.message,
         canary_value=n.ratio,
         baseline_value=1.0 if n.baseline_trials else None,
         threshold_value=n.allowed,
@@ -328,14 +339,11 @@ def _other_row(
             else "every host reporting"
         )
         threshold = f"silent at most {duration(rule.numbers.grace)}"
-    return VerdictRow(
-        rule=rule.rule,
-        verdict=rule.verdict.value,
-        enforced=rule.enforced,
+    return VerdictRow.of(
+        rule,
         canary=canary,
         baseline=baseline + _shown_words(shown),
         threshold=threshold,
-        message=rule.message,
     )
 
 
