@@ -438,6 +438,7 @@ class Engine:
         if connected == state.broker_connected:
             return
         state.broker_connected = connected
+        state.disconnected_at = None if connected else now
         if connected:
             state.since = now
             for dep in state.deployments.values():

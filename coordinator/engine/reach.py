@@ -1,8 +1,9 @@
 """Which hosts a deployment can reach now, and what a host that comes back should run.
 
-A host is unreachable when its agent's Will said it is offline, or when nothing has
-come from it (a sample, a status, a command's answer) for the environment's
-missing-data grace: a partition that the broker has not noticed yet. A step neither
+A host is unreachable when its agent's Will has said it is offline for the environment's
+offline grace (a broker restart sends every Will, and the hosts are back within
+seconds), or when nothing has come from it (a sample, a status, a command's answer) for
+the missing-data grace: a partition that the broker has not noticed yet. A step neither
 commands nor waits for an unreachable host, a rollback or a completion finishes
 without it, and when it comes back (its birth status, a new session) it is brought to
 the version it should run now, by a command with evidence like any other.
@@ -38,16 +39,22 @@ class Reach:
         return max(times)
 
     def reachable(self, host: str, now: float) -> bool:
+        """Whether ``host`` counts as reachable at ``now``: heard of, and neither offline
+        (its Will) for the offline grace nor silent for the missing-data grace. While
+        the shell is away from the broker no such clock runs: hosts are judged as at the
+        moment it went, and every grace starts again when it is back."""
         record = self.state.fleet.get(host)
-        if record is None or not record.online:
+        if record is None:
             return False
-        if not self.state.broker_connected:
-            # The shell hears nobody: a host's silence is not its own (as for the
-            # missing-data clocks, EngineState.silence); it counts again from the
-            # reconnection.
-            return True
-        grace = self.state.policy(record.environment).missing_data_grace
-        return now - self.last_sign(host) < grace
+        state = self.state
+        policy = state.policy(record.environment)
+        at = now if state.broker_connected else min(now, state.disconnected_at or now)
+        if not record.online:
+            since = (
+                record.changed_at if state.since is None else max(record.changed_at, state.since)
+            )
+            return at - since < policy.offline_after
+        return at - self.last_sign(host) < policy.missing_data_grace
 
     def away(self, dep: Deployment, now: float) -> set[str]:
         """The deployment's target hosts that are unreachable now."""

@@ -178,8 +178,9 @@ class EngineState:
         # its restore, or the shell's reconnection to the broker.
         self.since: float | None = None
         # Whether the shell's session with the broker is up (BrokerConnectivity): while
-        # it is down, nothing counts as a host's silence.
+        # it is down, nothing counts as a host's silence. When it went down, if it is.
         self.broker_connected = True
+        self.disconnected_at: float | None = None
 
     # Lookups -------------------------------------------------------------------------
 

@@ -129,10 +129,19 @@ class EnvironmentPolicy(_Config, kw_only=True, frozen=True):
     baseline_wait_intervals: Annotated[int, Meta(ge=0, le=100)] = 3
     # A command not acknowledged (succeeded or failed) within this fails the step.
     ack_timeout: Seconds = 300.0
-    # A host offline (its Will) or silent for the missing-data grace is unreachable: a
-    # step neither commands nor waits for it. Past this share of the deployment's target
-    # hosts unreachable, the step holds for an operator instead of going on.
+    # A host offline (its Will) for the offline grace, or silent for the missing-data
+    # grace, is unreachable: a step neither commands nor waits for it. Past this share of
+    # the deployment's target hosts unreachable, the step holds for an operator instead
+    # of going on.
     unreachable_share: Fraction = 0.1
+    # How long a host's Will may say it is offline before the host counts as
+    # unreachable, from its offline status or the coordinator's reconnection to the
+    # broker, whichever is later. A broker that restarts publishes every host's Will,
+    # and the agents reconnect within their reconnect_max (30 s by default): that is not
+    # a fleet dying. Below ack_timeout, so that a host that really died is dropped from
+    # its step before its command would fail the step. Unset: 60 s, or half the
+    # ack_timeout when that is shorter (see ``offline_after``).
+    offline_grace: Seconds | None = None
     # At the end of a bake an inconclusive verdict extends the bake once by this
     # fraction of it, then holds for an operator.
     inconclusive_extension: Annotated[float, Meta(ge=0, le=10)] = 0.5
@@ -158,6 +167,11 @@ class EnvironmentPolicy(_Config, kw_only=True, frozen=True):
     required_checks: list[CheckName] = field(default_factory=lambda: ["application"])
 
     def __post_init__(self) -> None:
+        if self.offline_grace is not None and self.offline_grace >= self.ack_timeout:
+            raise ValueError(
+                f"offline_grace ({self.offline_grace:g} s) must be below ack_timeout "
+                f"({self.ack_timeout:g} s): a host that died would fail its step first"
+            )
         if len(set(self.required_checks)) != len(self.required_checks):
             raise ValueError("required_checks must not repeat a check")
         names = [command.name for command in self.preflight]
@@ -166,6 +180,14 @@ class EnvironmentPolicy(_Config, kw_only=True, frozen=True):
         names = [command.name for command in self.verify]
         if len(set(names)) != len(names):
             raise ValueError("verify command names must be unique")
+
+    @property
+    def offline_after(self) -> float:
+        """The offline grace in force: ``offline_grace``, or by default 60 s or half the
+        ack_timeout, whichever is shorter."""
+        if self.offline_grace is not None:
+            return self.offline_grace
+        return min(60.0, self.ack_timeout / 2)
 
 
 class DevelopmentPolicy(EnvironmentPolicy, kw_only=True, frozen=True):

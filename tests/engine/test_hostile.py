@@ -8,6 +8,7 @@ start, each driven through ``Engine.handle`` or the simulator with a virtual clo
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -543,6 +544,71 @@ def test_ack_timeouts_do_not_run_out_while_the_answers_wait_at_the_broker() -> N
     assert sim.first("deployment.acked").time >= lost + 3 * ack_timeout
     assert sim.finish("d1", 8 * 3600) == "completed"
     assert not sim.records("deployment.fail") and not sim.records("deployment.hold")
+
+
+def test_a_broker_restart_with_commands_in_flight_drops_no_host() -> None:
+    """A broker that stops publishes every host's Will before the coordinator's own
+    session drops; the hosts are back within seconds of it. That is not a fleet dying:
+    no host is dropped from its step, nothing holds, and the release goes on."""
+    policy = make_config().environments.production
+    sim = QueuedOutageSim(hosts=10, profiles={"2.0.0": GOOD})
+    started(sim)
+    lost = T0 + DELAY / 4  # the first step's command is out, not answered
+
+    def broker_stops() -> None:
+        for host in sim.hosts.values():
+            sim.feed(HostStatusReceived(status=host.status(sim.now, online=False)))
+        sim.lose_broker()
+
+    def broker_back() -> None:
+        sim.regain_broker()
+        # The agents reconnect (their backoff) and publish their births.
+        for host in sim.hosts.values():
+            sim.at(sim.now + 20.0, partial_birth(sim, host.name))
+
+    sim.at(lost, broker_stops)
+    sim.at(lost + policy.ack_timeout + 10.0, broker_back)
+    assert sim.finish("d1", 8 * 3600) == "completed"
+    assert not sim.records("deployment.hold") and not sim.records("deployment.fail")
+    assert all(not r.evidence["unreachable"] for r in sim.records("deployment.acked"))
+
+
+def test_a_host_offline_past_the_offline_grace_after_the_restart_is_dropped() -> None:
+    policy = make_config().environments.production
+    sim = QueuedOutageSim(hosts=10, profiles={"2.0.0": GOOD})
+    started(sim)
+    dep = sim.engine.deployment("d1")
+    assert dep is not None
+    canary = dep.steps[0].orders[0].host
+    lost = T0 + DELAY / 4
+
+    def broker_stops() -> None:
+        for host in sim.hosts.values():
+            sim.feed(HostStatusReceived(status=host.status(sim.now, online=False)))
+        sim.hosts[canary].alive = False  # and the canary's machine dies meanwhile
+        sim.hosts[canary].mute = True
+        sim.lose_broker()
+
+    back = lost + 100.0
+    sim.at(lost, broker_stops)
+    sim.at(back, sim.regain_broker)
+    sim.run_until(back + policy.offline_after + sim.config.engine.housekeeping + 1.0)
+    acked = sim.first("deployment.acked")
+    assert acked.evidence["unreachable"] == [canary]
+    assert back + policy.offline_after <= acked.time
+    assert not sim.records("deployment.fail")
+
+
+def partial_birth(sim: Sim, name: str) -> Callable[[], object]:
+    """The host's agent reconnects: a new session (as the real agent's each connection),
+    and its birth status."""
+    host = sim.hosts[name]
+
+    def birth() -> None:
+        host.session += 1
+        sim.feed(HostStatusReceived(status=host.status(sim.now, online=True)))
+
+    return birth
 
 
 def test_a_restore_while_disconnected_keeps_the_bake_stopped_until_the_session_is_back() -> None:

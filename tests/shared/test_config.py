@@ -79,6 +79,11 @@ def test_partial_environment_table_keeps_that_environments_defaults() -> None:
             "at `$.environments.production.error_rate`",
         ),
         ('[store]\nurl = "mysql://x"\n', "at `$.store`"),
+        (
+            "[environments.staging]\nack_timeout = 45\noffline_grace = 45\n",
+            "offline_grace (45 s) must be below ack_timeout (45 s): a host that died would "
+            "fail its step first - at `$.environments.staging`",
+        ),
         ("node = \n", "cfg.toml: not valid TOML"),
     ],
 )
@@ -86,6 +91,17 @@ def test_coordinator_errors_name_file_key_and_problem(text: str, message: str) -
     with pytest.raises(ConfigError) as info:
         loads(CoordinatorConfig, text, source="cfg.toml")
     assert message in str(info.value)
+
+
+def test_the_offline_grace_defaults_below_the_ack_timeout() -> None:
+    config = loads(
+        CoordinatorConfig,
+        "[environments.development]\nack_timeout = 20\n"
+        "[environments.staging]\noffline_grace = 90\n",
+    )
+    assert config.environments.production.offline_after == 60.0
+    assert config.environments.development.offline_after == 10.0
+    assert config.environments.staging.offline_after == 90.0
 
 
 def test_agent_host_id_is_validated() -> None:
