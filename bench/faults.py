@@ -9,18 +9,27 @@ healthy release) out by canary. While it runs, in this order:
 3. a canary agent is stopped (SIGSTOP) for a few seconds, less than the missing-data
    grace, and continued (``agent_stop``);
 4. another host's credential connects, again and again, with the client id of a canary
-   agent and of the coordinator (``takeover``).
+   agent and of the coordinator (``takeover``);
+5. the broker is stopped while a step's commands are being carried out, for longer than
+   the ack timeout, and started again (``broker_outage_mid_step``).
+
+Each host's restart takes ``RESTART`` seconds, so that a step's commands are in flight
+for a while (when the coordinator is killed, when the broker goes).
 
 Reported:
 
 * ``batches_published`` (what the agents sealed, from their stores after a graceful
   stop) against ``batches_delivered`` (distinct host/seq seen by a witness: a reader
-  with a persistent session of its own at the broker, as the coordinator's), with
-  ``batches_lost`` (target 0) and ``duplicate_deliveries`` (QoS 1 is at least once;
-  the engine drops repeats by session and seq); ``samples_delivered``;
+  with a persistent session of its own at the broker, as the coordinator's) and
+  ``batches_kept_by_agents`` (still on an agent's disk when it stopped, sent at its next
+  start), with ``batches_lost`` (neither; target 0) and ``duplicate_deliveries``
+  (QoS 1 is at least once; the engine drops repeats by session and seq);
+  ``samples_delivered``;
 * ``executions_per_host``: how often each host ran the deploy's restart (target: 1);
-* ``false_decisions``: rollbacks, failures and holds of the good release (target: 0),
-  and its final state;
+* ``false_decisions``: rollbacks, failures and holds that waited for a person, of the
+  good release (target: 0), and its final state; ``holds``: every hold with its reason,
+  hosts and how soon it cleared by itself (a canary agent stopped for longer than three
+  of its check intervals is missing data, and the bake waits for it);
 * ``takeover``: connections made with a stolen client id, and how many times the
   victims' sessions changed (target: 0 displaced).
 
@@ -48,11 +57,12 @@ sys.path.insert(0, str(ROOT))
 import aiomqtt  # noqa: E402
 
 from agent.store import Store  # noqa: E402
-from coordinator.devfleet.fleet import DevFleet, wait_for  # noqa: E402
+from coordinator.devfleet.fleet import FAST_POLICY, DevFleet, wait_for  # noqa: E402
 from coordinator.setup.credentials import reader_user  # noqa: E402
 from shared import topics  # noqa: E402
 from shared.config.common import MqttConfig  # noqa: E402
 from shared.errors import MessageError  # noqa: E402
+from shared.kinds import EventKind  # noqa: E402
 from shared.messages import MetricBatch, decode  # noqa: E402
 from shared.mqtt import make_client  # noqa: E402
 
@@ -62,6 +72,38 @@ BROKER_DOWN = 3.0
 AGENT_STOPPED = 4.0
 TAKEOVER_FOR = 5.0
 TAKEOVER_EVERY = 0.5
+RESTART = 2.0
+# Longer than the development fleet's ack timeout.
+OUTAGE = float(FAST_POLICY["ack_timeout"]) + 5.0
+FALSE_KINDS = {
+    EventKind.DEPLOYMENT_FAIL,
+    EventKind.DEPLOYMENT_ROLLBACK,
+    EventKind.DEPLOYMENT_ROLLBACK_DONE,
+    EventKind.DEPLOYMENT_ROLLBACK_FAILED,
+}
+
+
+def holds(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every hold: its reason and hosts, and how long until it cleared by itself (None:
+    it waited for a person, a false decision)."""
+    found: list[dict[str, Any]] = []
+    for index, event in enumerate(events):
+        if event["kind"] != EventKind.DEPLOYMENT_HOLD:
+            continue
+        cleared = next(
+            (e for e in events[index + 1 :] if e["kind"] == EventKind.DEPLOYMENT_CLEARED), None
+        )
+        evidence = event["evidence"]
+        found.append(
+            {
+                "reason": evidence.get("reason"),
+                "hosts": sorted(evidence.get("missing") or evidence.get("unreachable") or []),
+                "cleared_after_s": round(cleared["time"] - event["time"], 2) if cleared else None,
+            }
+        )
+    return found
+
+
 FINISHED = {"completed", "rolled_back", "failed", "cancelled"}
 
 
@@ -166,12 +208,31 @@ def wait_baking(fleet: DevFleet, ident: str, step: int, timeout: float = 90) -> 
     return result
 
 
-def published(fleet: DevFleet, host: str) -> int:
+def sealed(fleet: DevFleet, host: str) -> tuple[int, set[int]]:
+    """What the (stopped) agent sealed: its last sequence number, and the batches it
+    still keeps on disk to send at its next start (a backlog it had not flushed yet)."""
     store = Store.open(fleet.directory / "agents" / host)
     try:
-        return store._int("next_seq", 1) - 1
+        kept = {int(seq) for (seq,) in store._db.execute("SELECT seq FROM batches")}
+        return store._int("next_seq", 1) - 1, kept
     finally:
         store.close()
+
+
+def accounted(fleet: DevFleet, hosts: list[str], witness: Witness) -> tuple[int, int, int]:
+    """(sealed, kept by the agents, lost): a batch is lost when it was sealed and neither
+    delivered nor kept."""
+    total = kept_total = lost = 0
+    for host in hosts:
+        last, kept = sealed(fleet, host)
+        total += last
+        kept_total += len(kept)
+        lost += sum(
+            1
+            for seq in range(1, last + 1)
+            if seq not in kept and (host, seq) not in witness.deliveries
+        )
+    return total, kept_total, lost
 
 
 _EXECUTING = re.compile(r"executing (\w+) (\S*) for deployment (\S+) \(command ([^)]+)\)")
@@ -203,7 +264,7 @@ def main() -> int:
         directory = Path(tmp) / "fleet"
         (directory / "runs").mkdir(parents=True)
         # Every deploy a host carries out leaves a line: its restart command's record.
-        record = f"echo {{deployment}} {{version}} >> {directory}/runs/{{host}}"
+        record = f"sleep {RESTART:g}; echo {{deployment}} {{version}} >> {directory}/runs/{{host}}"
         fleet = DevFleet(
             directory,
             hosts,
@@ -251,15 +312,20 @@ def main() -> int:
             faults["takeover"] = {"attempts": attempts, "displaced": displaced}
             del dep
 
+            # 5. The broker away for longer than the ack timeout while the next step's
+            # commands are carried out.
+            wait_for(lambda: deployment(fleet, ident)["step"] >= 2, 120, "step 2", 0.05)
+            fleet.broker.stop()
+            time.sleep(OUTAGE)
+            fleet.broker.start()
+            faults["broker_outage_mid_step"] = {"down_s": OUTAGE, "at_step": 2}
+
             final = fleet.wait_state(ident, {*FINISHED, "held"}, 240)
             events = fleet.api.get(f"/api/v1/deployments/{ident}/events")["events"]
-            bad_kinds = (
-                "deployment.rollback",
-                "deployment.rolling_back",
-                "deployment.failed",
-                "deployment.held",
-            )
-            false = [e["kind"] for e in events if e["kind"].startswith(bad_kinds)]
+            false = [e["kind"] for e in events if e["kind"] in FALSE_KINDS]
+            held = holds(events)
+            false += [EventKind.DEPLOYMENT_HOLD for h in held if h["cleared_after_s"] is None]
+            result["holds"] = held
             if final["state"] != "completed" and not false:
                 false.append(final["state"])
 
@@ -267,23 +333,23 @@ def main() -> int:
             for host in hosts:
                 fleet.kill(host, signal.SIGTERM)
             time.sleep(3.0)
-            total = sum(published(fleet, h) for h in hosts)
             wait_for(
-                lambda: len(witness.deliveries) >= total, 30, "the witness to see every batch", 0.2
+                lambda: accounted(fleet, hosts, witness)[2] == 0,
+                30,
+                "the witness to see every batch not kept by its agent",
+                0.5,
             )
         except TimeoutError as exc:
             result["error"] = str(exc)
-            total = (
-                sum(published(fleet, h) for h in hosts)
-                if (fleet.directory / "agents").exists()
-                else 0
-            )
             final = {"state": "unknown"}
             false = []
         finally:
             witness.stop()
             fleet.stop()
         delivered = len(witness.deliveries)
+        total, kept, lost = (
+            accounted(fleet, hosts, witness) if (fleet.directory / "agents").exists() else (0, 0, 0)
+        )
         runs_dir = fleet.directory / "runs"
         executions = {
             h: len((runs_dir / h).read_text().splitlines()) if (runs_dir / h).exists() else 0
@@ -299,7 +365,8 @@ def main() -> int:
                 "faults": faults,
                 "batches_published": total,
                 "batches_delivered": delivered,
-                "batches_lost": total - delivered,
+                "batches_kept_by_agents": kept,
+                "batches_lost": lost,
                 "duplicate_deliveries": sum(witness.deliveries.values()) - delivered,
                 "samples_delivered": witness.samples,
                 "executions_per_host": executions,

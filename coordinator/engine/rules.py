@@ -334,7 +334,9 @@ def host_missing(
     """Since when this host has had no data, and why; None while it has data.
 
     The grace is counted from the host's last sample, whatever arrived after: offline
-    by its Will counts from its last sample before the Will (a partition's Will comes a
+    by its Will (for the policy's offline grace: a broker that restarts sends every
+    host's Will, and until then the host is judged by its silence like one without a
+    Will) counts from its last sample before the Will (a partition's Will comes a
     keepalive after the silence began), or from the Will for a host that sent none; a
     silent required check is noticed ``intervals`` of its interval after its last sample
     (after ``reference``, the window's start, for a check not seen yet) and counts from
@@ -342,9 +344,10 @@ def host_missing(
     not the host's silence.
     """
     if record is not None and not record.online:
-        seen = [w.last_seen for w in checks.values() if w.last_seen is not None]
-        last_sign = min(record.changed_at, max(seen)) if seen else record.changed_at
-        return max(last_sign, silence.since), "offline"
+        if now >= max(record.changed_at, silence.since) + policy.offline_after:
+            seen = [w.last_seen for w in checks.values() if w.last_seen is not None]
+            last_sign = min(record.changed_at, max(seen)) if seen else record.changed_at
+            return max(last_sign, silence.since), "offline"
     for check in policy.required_checks:
         window = checks.get(check)
         last = window.last_seen if window is not None else None

@@ -206,20 +206,26 @@ def test_canary_host_dying_mid_bake_holds_then_rolls_back_after_the_grace() -> N
     assert sim.finish("d1", 3 * 3600) == "rolled_back"
 
     hold = sim.first("deployment.hold")
-    assert hold.time == 1800.0
     assert hold.evidence["reason"] == "missing_data"
-    # The grace counts from the host's last sample before its Will, not from the Will.
+    # Its Will alone is not yet missing data (a broker that restarts sends every Will):
+    # the host is missed when its samples stop for three intervals, as one without a
+    # Will. The grace counts from the host's last sample, not from the Will.
     last_sample = sim.hosts[dying].last_sent
     assert last_sample is not None
-    assert hold.evidence["missing"] == {dying: {"since": last_sample, "why": "offline"}}
-    assert sim.notifications("deployment.held")[0].time == 1800.0
+    policy = config.environments.production
+    noticed = last_sample + policy.silent_intervals * config.engine.interval("application")
+    assert 1800.0 < noticed < 1800.0 + policy.offline_after
+    assert hold.time == pytest.approx(noticed)
+    why = f"silent: no application sample since {last_sample:.0f}"
+    assert hold.evidence["missing"] == {dying: {"since": last_sample, "why": why}}
+    assert sim.notifications("deployment.held")[0].time == hold.time
     fail = sim.first("deployment.fail")
     assert fail.time == pytest.approx(last_sample + grace)
     assert fail.evidence["failed"] == ["missing_data"]
     assert rule(fail, MissingDataResult).hosts == [dying]
     # Nothing was promoted meanwhile, and the bake clock stopped at the hold.
     assert not sim.records("deployment.next_step")
-    assert fail.evidence["bake_elapsed"] == pytest.approx(1800.0 - (T0 + DELAY))
+    assert fail.evidence["bake_elapsed"] == pytest.approx(hold.time - (T0 + DELAY))
     # The dead host cannot answer: the rollback finishes without it and lists it...
     done = sim.first("deployment.rollback_done")
     assert done.time < 2400.0
