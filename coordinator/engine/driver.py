@@ -338,7 +338,9 @@ class Driver:
             return
         dropped = []
         for command in self.commands.attempt(dep):
-            if not self.commands.awaited(command) or self.reach.reachable(command.host, now):
+            if not self.commands.awaited(command) or not self.reach.gone(
+                command.host, command.deadline, now
+            ):
                 continue
             self.commands.cancel(dep, command, out, "host unreachable; converged when it returns")
             dropped.append(command.host)

@@ -343,6 +343,10 @@ class Engine:
             out.extend(state.alerts.status(status.host, status.environment, status.online, now))
         if status.online:
             self._driver.reach.saw(status.host, now)
+        if change is StatusChange.WENT_OFFLINE:
+            self._driver.reach.went_offline(status.host, now)
+        elif change is StatusChange.CAME_ONLINE or (change is StatusChange.NEW and status.online):
+            self._driver.reach.came_online(status.host)
         if status.online and (session is None or status.session > session):
             # A host back (a new session: its birth status; or first heard of, as after
             # the coordinator's restart) runs what it should run now, whether or not a
@@ -437,9 +441,12 @@ class Engine:
         state = self._state
         if connected == state.broker_connected:
             return
+        went = state.disconnected_at
         state.broker_connected = connected
         state.disconnected_at = None if connected else now
         if connected:
+            if went is not None:
+                self._driver.reach.outage_ended(went, now)
             state.since = now
             for dep in state.deployments.values():
                 if dep.phase not in ACTIVE:
@@ -460,16 +467,20 @@ class Engine:
             if dep.phase is Phase.BAKING and dep.bake.since is not None:
                 dep.bake.stop(now)
                 out.touch(dep)
-            if self._extend_deadlines(dep, now):
+            timeout = self._state.policy(dep.environment).ack_timeout
+            if self._extend_deadlines(dep, now, slack=timeout / 2):
                 out.touch(dep)
 
-    def _extend_deadlines(self, dep: Deployment, now: float) -> bool:
-        """Give each unanswered command of ``dep`` its ack timeout from ``now`` at least;
-        whether any deadline moved."""
+    def _extend_deadlines(self, dep: Deployment, now: float, *, slack: float = 0.0) -> bool:
+        """Give each command of ``dep`` still waited for (unanswered, or answered and its
+        status not in yet) its ack timeout from ``now`` at least; only when less than
+        ``slack`` of it is left (so that a long outage does not save every deployment on
+        every tick). Whether any deadline moved."""
         timeout = self._state.policy(dep.environment).ack_timeout
         moved = False
         for command in dep.commands.values():
-            if not command.final and command.deadline < now + timeout:
+            waited = not command.final or command.state == "succeeded"
+            if waited and command.deadline < now + timeout - slack:
                 command.deadline = now + timeout
                 moved = True
         return moved

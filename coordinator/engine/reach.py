@@ -24,6 +24,22 @@ class Reach:
         self.state = state
         # Engine time of the latest sign of life of each host.
         self.heard: dict[str, float] = {}
+        # Since when each host is offline by a Will this engine heard arrive, on the
+        # clock that runs only while the shell hears the broker. A host first heard of
+        # offline (a restored engine's replay) has no entry: offline for long.
+        self.offline_from: dict[str, float] = {}
+
+    def went_offline(self, host: str, now: float) -> None:
+        self.offline_from[host] = now
+
+    def came_online(self, host: str) -> None:
+        self.offline_from.pop(host, None)
+
+    def outage_ended(self, went: float, back: float) -> None:
+        """The shell was away from the broker from ``went`` to ``back``: no offline clock
+        ran meanwhile."""
+        for host, since in self.offline_from.items():
+            self.offline_from[host] = since + max(0.0, back - max(since, went))
 
     def saw(self, host: str, now: float) -> None:
         """A sample, an online status or an answer from ``host`` at ``now``."""
@@ -50,11 +66,20 @@ class Reach:
         policy = state.policy(record.environment)
         at = now if state.broker_connected else min(now, state.disconnected_at or now)
         if not record.online:
-            since = (
-                record.changed_at if state.since is None else max(record.changed_at, state.since)
-            )
-            return at - since < policy.offline_after
+            since = self.offline_from.get(host)
+            if since is None or at - since >= policy.offline_after:
+                return False
         return at - self.last_sign(host) < policy.missing_data_grace
+
+    def gone(self, host: str, deadline: float, now: float) -> bool:
+        """Whether a command to ``host`` due by ``deadline`` should be given up as to an
+        unreachable host rather than fail: the host is unreachable, or its Will has come
+        and the deadline has passed (a host that died late in its command's ack window
+        is dropped, not blamed, even within the offline grace)."""
+        if not self.reachable(host, now):
+            return True
+        record = self.state.fleet.get(host)
+        return record is not None and not record.online and now >= deadline
 
     def away(self, dep: Deployment, now: float) -> set[str]:
         """The deployment's target hosts that are unreachable now."""

@@ -124,7 +124,9 @@ class Rollback:
         started = rollback.started if rollback is not None else now
         reason = rollback.reason if rollback is not None else None
         for command in self.commands.attempt(dep):
-            if self.commands.awaited(command) and not self.reach.reachable(command.host, now):
+            if self.commands.awaited(command) and self.reach.gone(
+                command.host, command.deadline, now
+            ):
                 # An unreachable host cannot answer; it is rolled back when it returns.
                 self.commands.cancel(dep, command, out, "host unreachable; rolled back on return")
                 dep.mark_unreachable([command.host])

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from coordinator.engine import (
     BrokerConnectivity,
+    CommandResultReceived,
     Engine,
     EngineAction,
     EngineEvent,
@@ -38,7 +39,7 @@ from shared.evidence import (
     Judgement,
     decode_evidence,
 )
-from shared.messages import HostStatus, MetricBatch, Sample
+from shared.messages import CommandResult, HostStatus, MetricBatch, Sample
 
 from .sim import Profile, Sim, make_config, roundtrip
 from .test_alerts import Host
@@ -712,3 +713,27 @@ def test_a_baseline_without_data_is_waited_for_a_bounded_time_then_the_release_i
     wait = policy.baseline_wait_intervals * config.engine.interval("application")
     window_start = sim.first("deployment.acked").time
     assert fail.time == pytest.approx(window_start + wait)
+
+
+def test_an_answered_command_whose_status_waits_at_the_broker_does_not_time_out() -> None:
+    """The agent answered, then the session dropped before its status came: its ack
+    timeout (which also bounds the status's lag) does not run out meanwhile."""
+    ack_timeout = make_config().environments.production.ack_timeout
+    sim = Sim(hosts=10, profiles={"2.0.0": GOOD})
+    started(sim)
+    engine = sim.engine
+    dep = engine.deployment("d1")
+    assert dep is not None
+    t = sim.now + 0.5
+    for command in dep.commands.values():
+        result = CommandResult(
+            id=command.id, host=command.host, state="succeeded", version="2.0.0", time=t
+        )
+        engine.handle(CommandResultReceived(result=result), t)
+    engine.handle(BrokerConnectivity(connected=False), t + 1.0)
+    records: list[EngineAction] = []
+    for k in range(1, int(3 * ack_timeout / 10)):
+        records += [a for a in engine.handle(Tick(), t + 1.0 + 10.0 * k) if isinstance(a, Record)]
+    after = engine.deployment("d1")
+    assert after is not None and after.phase.value == "deploying"
+    assert not [r for r in records if isinstance(r, Record) and r.kind.startswith("deployment.")]

@@ -12,7 +12,7 @@ from functools import partial
 
 import pytest
 
-from coordinator.engine import EngineAction, Record, SendCommand
+from coordinator.engine import BrokerConnectivity, EngineAction, Record, SendCommand
 from shared.evidence import Converging, Held, RollbackEnded, StepAdvanced, decode_evidence
 from shared.kinds import EventKind
 
@@ -271,3 +271,44 @@ def test_convergence_after_a_coordinator_restart_is_not_sent_twice() -> None:
     assert len(converging(sim, dead)) == 1
     assert sim.hosts[dead].version == "2.0.0"
     assert [c.command_id for c in sent_to(sim, dead)] == [first.command]
+
+
+# -- the offline grace does not hide hosts that are really gone (review findings) -------
+
+
+@pytest.mark.parametrize("will_after", [30.0, 270.0, 400.0])
+def test_a_host_cut_off_with_a_late_will_is_dropped_not_blamed(will_after: float) -> None:
+    """Silent past the grace, then its Will: unreachable by either, never back to
+    reachable for an offline grace; its command is dropped, the release completes."""
+    sim = fleet(0, TRAFFIC["probes"])
+    dead = plan(sim)[1][0]
+    sim.at(FIRST_BAKE_END + 0.5, lambda: sim.partition(dead, will_after=will_after))
+    assert sim.finish("d1", LIMIT) == "completed"
+    assert not sim.records(EventKind.DEPLOYMENT_FAIL)
+
+
+def held_for_two_dead_hosts() -> Sim:
+    sim = fleet(0, TRAFFIC["probes"])
+    steps = plan(sim)
+    for host in (steps[2][0], steps[3][0]):
+        sim.at(T0 + DELAY + 1800.0, partial(sim.kill, host))
+    sim.run_until(FIRST_BAKE_END + 30.0)
+    assert sim.phase("d1") == "held"
+    return sim
+
+
+def test_a_broker_blip_does_not_clear_a_hold_for_hosts_long_dead() -> None:
+    sim = held_for_two_dead_hosts()
+    sim.engine.handle(BrokerConnectivity(connected=False), sim.now + 1.0)
+    actions = sim.engine.handle(BrokerConnectivity(connected=True), sim.now + 6.0)
+    assert not [a for a in actions if isinstance(a, SendCommand)]
+    assert sim.phase("d1") == "held"
+
+
+def test_a_coordinator_restart_does_not_clear_a_hold_for_hosts_long_dead() -> None:
+    sim = held_for_two_dead_hosts()
+    seen = len(sim.records())
+    sim.crash(5.0)
+    sim.run_until(sim.now + 20.0)
+    assert sim.phase("d1") == "held"
+    assert not [r for r in sim.records()[seen:] if r.kind is EventKind.DEPLOYMENT_CLEARED]
