@@ -27,6 +27,7 @@ from coordinator.engine.fleet import HostRecord
 from coordinator.engine.gate import host_gate
 from coordinator.engine.phases import ACTIVE, Phase, Trigger, allowed
 from coordinator.engine.state import Effects, EngineState
+from coordinator.engine.verification import take_report
 from shared.evidence import (
     Created,
     GateRefusal,
@@ -268,15 +269,15 @@ class Operator:
                 evidence=PreflightReport(name=event.name, ok=event.ok),
             )
             return
-        entry.ok = event.ok
-        entry.output_tail = event.output_tail[-4096:]
-        out.touch(dep)
-        out.record(
+        take_report(
+            dep,
+            entry,
             now,
-            EventKind.PREFLIGHT_REPORTED,
-            f"preflight {event.name}: {'ok' if event.ok else 'failed'}",
-            deployment=dep.id,
-            evidence=PreflightReport(name=event.name, ok=event.ok, output_tail=entry.output_tail),
+            out,
+            ok=event.ok,
+            output_tail=event.output_tail,
+            kind=EventKind.PREFLIGHT_REPORTED,
+            message=f"preflight {event.name}: {'ok' if event.ok else 'failed'}",
         )
         if not event.ok:
             self.driver.fire(

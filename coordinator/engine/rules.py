@@ -343,13 +343,14 @@ def host_missing(
     that sample. Nothing counts before ``silence.since``: the engine's own downtime is
     not the host's silence.
     """
-    offline = record is not None and not record.online
-    if record is not None and offline:
-        went = max(record.changed_at, silence.since)
-        if now >= went + policy.offline_after:
-            seen = [w.last_seen for w in checks.values() if w.last_seen is not None]
-            last_sign = min(record.changed_at, max(seen)) if seen else record.changed_at
-            return max(last_sign, silence.since), "offline"
+    if (
+        record is not None
+        and not record.online
+        and now >= max(record.changed_at, silence.since) + policy.offline_after
+    ):
+        seen = [w.last_seen for w in checks.values() if w.last_seen is not None]
+        last_sign = min(record.changed_at, max(seen)) if seen else record.changed_at
+        return max(last_sign, silence.since), "offline"
     for check in policy.required_checks:
         window = checks.get(check)
         last = window.last_seen if window is not None else None

@@ -115,15 +115,15 @@ class Verification:
                 evidence=PreflightReport(name=event.name, ok=event.ok),
             )
             return None
-        entry.ok = event.ok
-        entry.output_tail = event.output_tail[-TAIL_CHARS:]
-        out.touch(dep)
-        out.record(
+        take_report(
+            dep,
+            entry,
             now,
-            EventKind.VERIFICATION_REPORTED,
-            f"verification {event.name}: {'passed' if event.ok else 'failed'}",
-            deployment=dep.id,
-            evidence=PreflightReport(name=event.name, ok=event.ok, output_tail=entry.output_tail),
+            out,
+            ok=event.ok,
+            output_tail=event.output_tail,
+            kind=EventKind.VERIFICATION_REPORTED,
+            message=f"verification {event.name}: {'passed' if event.ok else 'failed'}",
         )
         if not event.ok:
             self.rollback.start(
@@ -143,3 +143,28 @@ class Verification:
         if dep.phase is Phase.VERIFYING and not self.pending(dep):
             return dep
         return None
+
+
+def take_report(
+    dep: Deployment,
+    entry: PreflightState,
+    now: float,
+    out: Effects,
+    *,
+    ok: bool,
+    output_tail: str,
+    kind: EventKind,
+    message: str,
+) -> None:
+    """A hook command's outcome (a preflight's or a verification's) into its entry, the
+    output's last TAIL_CHARS kept, and recorded as ``kind`` with that evidence."""
+    entry.ok = ok
+    entry.output_tail = output_tail[-TAIL_CHARS:]
+    out.touch(dep)
+    out.record(
+        now,
+        kind,
+        message,
+        deployment=dep.id,
+        evidence=PreflightReport(name=entry.name, ok=ok, output_tail=entry.output_tail),
+    )
