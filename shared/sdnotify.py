@@ -21,6 +21,9 @@ from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
 
+# How often the watchdog looks again while a loop has yet to beat for the first time.
+STARTING_POLL = 0.5
+
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
@@ -50,13 +53,14 @@ class Heartbeat:
         self._beats[name] = time.monotonic()
         self._parked.add(name)
 
-    def stale(self, limits: Mapping[str, float]) -> list[str]:
-        """The loops, not parked, that have not beaten within their limit (or never)."""
+    def stale(self, limits: Mapping[str, float], *, origin: float = float("-inf")) -> list[str]:
+        """The loops, not parked, that have not beaten within their limit; one that has
+        never beaten counts from ``origin`` (by default it is stale at once)."""
         current = time.monotonic()
         return [
             name
             for name, limit in limits.items()
-            if name not in self._parked and current - self._beats.get(name, float("-inf")) > limit
+            if name not in self._parked and current - self._beats.get(name, origin) > limit
         ]
 
 
@@ -95,22 +99,33 @@ class Notifier:
     async def watchdog(
         self, heartbeat: Heartbeat, limits: Mapping[str, float], stop: asyncio.Event
     ) -> None:
-        """Ping at half the watchdog interval while no watched loop is stale."""
+        """Ping at half the watchdog interval while no watched loop is stale.
+
+        The first ping waits for every loop's first beat, checked every
+        ``STARTING_POLL`` seconds meanwhile; a loop that has not beaten yet is reported
+        only once its limit has passed since the watchdog started (every start is not
+        an error)."""
         if self.watchdog_interval is None or not self.enabled:
             return
         period = self.watchdog_interval / 2
+        started = time.monotonic()
         withheld = False
         while not stop.is_set():
-            stale = heartbeat.stale(limits)
-            if not stale:
+            wait = period
+            if not heartbeat.stale(limits):
                 self.notify("WATCHDOG=1")
                 if withheld:
                     log.warning("watchdog pings resumed")
                 withheld = False
-            elif not withheld:
-                log.error("withholding the watchdog ping: no progress in %s", ", ".join(stale))
-                withheld = True
-            await _wait(stop, period)
+            elif overdue := heartbeat.stale(limits, origin=started):
+                if not withheld:
+                    log.error(
+                        "withholding the watchdog ping: no progress in %s", ", ".join(overdue)
+                    )
+                    withheld = True
+            else:
+                wait = min(period, STARTING_POLL)  # starting: a loop's first beat is due
+            await _wait(stop, wait)
 
 
 def _watchdog_interval(env: Mapping[str, str]) -> float | None:

@@ -4,9 +4,13 @@ ping only while every watched loop has made progress recently."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
+import time
 from pathlib import Path
+
+import pytest
 
 from agent.watchdog import Heartbeat, Notifier
 
@@ -93,3 +97,44 @@ def test_a_parked_loop_is_never_stale_and_a_working_one_is() -> None:
     assert heartbeat.stale({"collect": 0.0, "mqtt": -1.0}) == ["mqtt"]
     heartbeat.beat("collect")  # back at work: its limit applies again
     assert heartbeat.stale({"collect": -1.0}) == ["collect"]
+
+
+async def test_a_start_is_not_an_error_and_the_first_ping_follows_the_first_beats(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with bound_socket(tmp_path) as sock:
+        # A 200 s watchdog: pings every 100 s, so a first ping within seconds can only
+        # be the one that follows the loops' first beats, not the next period's.
+        notifier = Notifier(
+            env={"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "200000000"}
+        )
+        heartbeat = Heartbeat()
+        stop = asyncio.Event()
+        with caplog.at_level(logging.WARNING, logger="shared.sdnotify"):
+            task = asyncio.create_task(
+                notifier.watchdog(heartbeat, {"store": 60.0, "engine": 60.0}, stop)
+            )
+            try:
+                await asyncio.sleep(0.2)
+                assert drain(sock) == []  # nothing has beaten yet: no ping
+                heartbeat.beat("store")
+                heartbeat.beat("engine")
+                pings: list[bytes] = []
+                async with asyncio.timeout(10):
+                    while not pings:
+                        await asyncio.sleep(0.05)
+                        pings = drain(sock)
+                assert pings == [b"WATCHDOG=1"]
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 2)
+                notifier.close()
+        assert [r.getMessage() for r in caplog.records] == []
+
+
+def test_a_loop_that_never_beat_is_stale_only_past_its_limit_from_the_origin() -> None:
+    heartbeat = Heartbeat()
+    now = time.monotonic()
+    assert heartbeat.stale({"store": 5.0}) == ["store"]
+    assert heartbeat.stale({"store": 5.0}, origin=now) == []
+    assert heartbeat.stale({"store": 5.0}, origin=now - 6.0) == ["store"]
