@@ -117,12 +117,27 @@ def retained_statuses(fleet: DevFleet, timeout: float = 5.0) -> dict[str, HostSt
 
 
 FINISHED = frozenset({"completed", "rolled_back", "failed", "refused"})
+# Holds that end by themselves: missing data clears when every judged host reports again
+# (or rolls back after the grace), unreachable hosts when enough are back. A stall of a
+# few seconds on a loaded machine can cause either; neither waits for an operator.
+SELF_CLEARING = frozenset({"missing_data", "unreachable"})
+
+
+def for_an_operator(dep: dict[str, Any]) -> bool:
+    """Whether ``dep`` is held until someone acts."""
+    return dep["state"] == "held" and dep.get("hold_reason") not in SELF_CLEARING
 
 
 def wait_settled(fleet: DevFleet, deployment: str, timeout: float) -> dict[str, Any]:
     """Wait until the deployment finished or is held for an operator (which, in a test,
     means it will not finish by itself: fail at once rather than at the timeout)."""
-    final = fleet.wait_state(deployment, {*FINISHED, "held"}, timeout)
+    final: dict[str, Any] = wait_for(
+        lambda: (
+            ((d := fleet.deployment(deployment))["state"] in FINISHED or for_an_operator(d)) and d
+        ),
+        timeout,
+        f"deployment {deployment} to finish or be held for an operator",
+    )
     if final.get("finished") is not None:
         # The API shows the engine's state at once; the step that finished it (its
         # events) is stored a moment later. Tests read the event log next: wait for it.
@@ -142,5 +157,7 @@ def deployment_while_running(fleet: DevFleet, deployment: str) -> dict[str, Any]
     """The deployment, asserting it has neither finished nor been held: a wait on a
     running deployment fails at once when it settles instead of at its timeout."""
     dep = fleet.deployment(deployment)
-    assert dep["state"] not in {*FINISHED, "held"}, f"{dep['state']}: {dep['summary']}"
+    assert dep["state"] not in FINISHED and not for_an_operator(dep), (
+        f"{dep['state']}: {dep['summary']}"
+    )
     return dep
