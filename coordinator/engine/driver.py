@@ -181,7 +181,13 @@ class Driver:
         if phase is Phase.HELD:
             if dep.hold_reason == "unreachable":
                 return self._unreachable_cleared(dep, result, now, out)
-            if dep.hold_reason == "missing_data" and result is not None:
+            if (
+                dep.hold_reason == "missing_data"
+                and result is not None
+                and self.state.broker_connected
+            ):
+                # Away from the broker the engine hears nobody: that the hosts are
+                # not missing then says nothing of whether they report again.
                 if result.outcome is Outcome.FLEET:
                     return self._hold(dep, "fleet_incident", result, now, out)
                 if result.outcome is not Outcome.MISSING:
@@ -297,6 +303,9 @@ class Driver:
             message = f"{message}: " + "; ".join(
                 f"{h} {why}" for h, (_, why) in sorted(result.missing.items())
             )
+            # Saved with the hold: a restore does not give these hosts a fresh grace.
+            for host, found in result.missing.items():
+                self.state.carried.setdefault(host, found)
         if dep.phase is Phase.HELD:
             # A hold changing its reason (missing data turning out to be fleet-wide).
             dep.hold = Hold(reason=reason)

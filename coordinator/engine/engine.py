@@ -102,6 +102,10 @@ class Engine:
         out = Effects()
         if self._resuming:
             self._resume(now, out)
+        if not state.broker_connected:
+            # Before the event too: a stall of the shell (a paused VM) longer than the
+            # slack must not time a command out on the tick that ends it.
+            self._hold_clocks(now, out)
         match event:
             case MetricsReceived(batch=batch):
                 self._metrics(batch, now, out)
@@ -236,6 +240,8 @@ class Engine:
             history=list(state.history),
             hosts=state.fleet.records(),
             alerts=state.alerts.snapshot(),
+            offline_from=dict(state.offline_from),
+            carried=dict(state.carried),
         )
 
     def saved(self) -> SavedState:
@@ -249,6 +255,8 @@ class Engine:
             deployments=list(state.deployments),
             history=list(state.history),
             alerts=state.alerts.snapshot(),
+            offline_from=dict(state.offline_from),
+            carried=dict(state.carried),
         )
 
     @classmethod
@@ -259,7 +267,7 @@ class Engine:
             )
         engine = cls(config)
         state = engine._state
-        state.now = snapshot.time
+        state.now = state.offline_from_saved_at = snapshot.time
         state.fleet = Fleet(
             [msgspec.structs.replace(h, labels=dict(h.labels)) for h in snapshot.hosts]
         )
@@ -267,6 +275,8 @@ class Engine:
             config.alerts, snapshot.alerts, cache_hit_rate=cache_thresholds(config)
         )
         state.history = list(snapshot.history)
+        state.offline_from = dict(snapshot.offline_from)
+        state.carried = dict(snapshot.carried)
         for stored in snapshot.deployments:
             dep = stored.copy()
             if dep.id in state.deployments:
@@ -282,6 +292,8 @@ class Engine:
         downtime counts neither as bake time nor against hosts or agents."""
         self._resuming = False
         state = self._state
+        # The engine's downtime counts against no host's offline grace.
+        state.outage_ended(state.offline_from_saved_at, now)
         state.since = now
         for dep in list(state.deployments.values()):
             if dep.phase not in ACTIVE:
@@ -318,6 +330,7 @@ class Engine:
         environment = record.environment if record is not None else None
         limits = state.limits(environment or "production")
         self._driver.reach.saw(batch.host, now)
+        state.carried.pop(batch.host, None)
         dep = state.deployment_of(batch.host)
         for sample in batch.samples:
             # Numbers no host can plausibly send count nowhere (windows.untrusted).
@@ -343,8 +356,12 @@ class Engine:
             out.extend(state.alerts.status(status.host, status.environment, status.online, now))
         if status.online:
             self._driver.reach.saw(status.host, now)
-        if change is StatusChange.WENT_OFFLINE:
-            self._driver.reach.went_offline(status.host, now)
+        if change is StatusChange.WENT_OFFLINE or (
+            change is StatusChange.NEW and not status.online
+        ):
+            self._driver.reach.went_offline(
+                status.host, now, first_heard=change is StatusChange.NEW
+            )
         elif change is StatusChange.CAME_ONLINE or (change is StatusChange.NEW and status.online):
             self._driver.reach.came_online(status.host)
         if status.online and (session is None or status.session > session):
@@ -435,18 +452,21 @@ class Engine:
         that measures them runs: no missing-data clock (EngineState.silence), no bake
         clock (a canary that went bad meanwhile must not pass on the data from before),
         no command's ack timeout (answers wait at the broker). Back, every host's silence
-        is counted afresh from now, bakes go on from where they stopped, each unanswered
+        is counted afresh from now (except for the judged hosts that were missing when
+        it went: EngineState.carried), bakes go on from where they stopped, each unanswered
         command has its ack timeout again from now, and deployments are judged again (a
         hold for missing data clears once every judged host has data again)."""
         state = self._state
         if connected == state.broker_connected:
             return
         went = state.disconnected_at
+        if not connected:
+            self._carry_missing(now)
         state.broker_connected = connected
         state.disconnected_at = None if connected else now
         if connected:
             if went is not None:
-                self._driver.reach.outage_ended(went, now)
+                state.outage_ended(went, now)
             state.since = now
             for dep in state.deployments.values():
                 if dep.phase not in ACTIVE:
@@ -458,6 +478,21 @@ class Engine:
         else:
             self._hold_clocks(now, out)
         self._tick(now, out)
+
+    def _carry_missing(self, now: float) -> None:
+        """The shell is losing the broker: remember which judged hosts are missing now
+        (EngineState.carried, where the hosts already there stay until they send a
+        sample), so that its return does not excuse them."""
+        carried = self._state.carried
+        for dep in self._state.deployments.values():
+            if dep.phase not in ACTIVE:
+                continue
+            result = self._driver.cohorts.judgement(dep, now)
+            if result is None:
+                continue
+            for host, found in result.missing.items():
+                if host not in carried or found[0] < carried[host][0]:
+                    carried[host] = found
 
     def _hold_clocks(self, now: float, out: Effects) -> None:
         """Stop the bake clocks and keep the ack timeouts from running out (disconnected)."""

@@ -8,8 +8,11 @@ commands nor waits for an unreachable host, a rollback or a completion finishes
 without it, and when it comes back (its birth status, a new session) it is brought to
 the version it should run now, by a command with evidence like any other.
 
-The last sign of life is derived state: after a restore it starts again at the
-engine's own restart, so the coordinator's downtime never makes a host unreachable.
+The last sign of life is derived state: after a restore, or the shell's return to the
+broker, it starts again then, so the coordinator's downtime never makes a host
+unreachable; except for a host that was missing already (EngineState.carried, saved
+with the snapshot like the offline clocks), which the coordinator's outage does not
+excuse.
 """
 
 from __future__ import annotations
@@ -24,29 +27,30 @@ class Reach:
         self.state = state
         # Engine time of the latest sign of life of each host.
         self.heard: dict[str, float] = {}
-        # Since when each host is offline by a Will this engine heard arrive, on the
-        # clock that runs only while the shell hears the broker. A host first heard of
-        # offline (a restored engine's replay) has no entry: offline for long.
-        self.offline_from: dict[str, float] = {}
 
-    def went_offline(self, host: str, now: float) -> None:
-        self.offline_from[host] = now
+    def went_offline(self, host: str, now: float, *, first_heard: bool = False) -> None:
+        """``host``'s Will, at ``now``. First heard of offline (a restored engine's
+        replay, or a new engine's first look at the broker's retained statuses), its
+        offline clock keeps the time the snapshot saved, or starts now: whether it went
+        a moment ago or days ago, this engine did not see it go."""
+        if first_heard:
+            self.state.offline_from.setdefault(host, now)
+        else:
+            self.state.offline_from[host] = now
 
     def came_online(self, host: str) -> None:
-        self.offline_from.pop(host, None)
-
-    def outage_ended(self, went: float, back: float) -> None:
-        """The shell was away from the broker from ``went`` to ``back``: no offline clock
-        ran meanwhile."""
-        for host, since in self.offline_from.items():
-            self.offline_from[host] = since + max(0.0, back - max(since, went))
+        self.state.offline_from.pop(host, None)
 
     def saw(self, host: str, now: float) -> None:
         """A sample, an online status or an answer from ``host`` at ``now``."""
         self.heard[host] = now
 
     def last_sign(self, host: str) -> float:
-        """When ``host`` last showed it is alive (never before the engine's start)."""
+        """When ``host`` last showed it is alive (never before the engine's start or the
+        shell's return, unless it was missing already: EngineState.carried)."""
+        carried = self.state.carried.get(host)
+        if carried is not None:
+            return carried[0]
         record = self.state.fleet.get(host)
         since = self.state.since if self.state.since is not None else self.state.now
         times = [since, self.heard.get(host, since)]
@@ -66,7 +70,7 @@ class Reach:
         policy = state.policy(record.environment)
         at = now if state.broker_connected else min(now, state.disconnected_at or now)
         if not record.online:
-            since = self.offline_from.get(host)
+            since = state.offline_from.get(host)
             if since is None or at - since >= policy.offline_after:
                 return False
         return at - self.last_sign(host) < policy.missing_data_grace

@@ -6,7 +6,7 @@ judge.py combines them and applies the baseline policy.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from coordinator.engine.fleet import HostRecord
 from coordinator.engine.stats import Bounds, rate_verdict, wilson
@@ -57,6 +57,22 @@ class Silence:
     intervals: int
     # Nothing before this engine time counts as silence (engine start or restore).
     since: float
+    # Since when each host is offline by its Will, on the paused clock
+    # (EngineState.offline_from), and the time its offline grace is judged at (the
+    # moment the shell went, while it is away from the broker). A host offline with no
+    # entry has been offline for long.
+    offline_from: Mapping[str, float] = field(default_factory=dict)
+    offline_at: float | None = None
+    # Hosts missing since before the shell's last outage that have sent nothing since
+    # (EngineState.carried): they stay missing, from then.
+    carried: Mapping[str, tuple[float, str]] = field(default_factory=dict)
+
+    def offline_for(self, host: str, now: float) -> float:
+        """How long ``host``, offline by its Will, has been so on the paused clock."""
+        since = self.offline_from.get(host)
+        if since is None:
+            return float("inf")
+        return (now if self.offline_at is None else min(now, self.offline_at)) - since
 
 
 def _rate_message(
@@ -341,12 +357,33 @@ def host_missing(
     silent required check is noticed ``intervals`` of its interval after its last sample
     (after ``reference``, the window's start, for a check not seen yet) and counts from
     that sample. Nothing counts before ``silence.since``: the engine's own downtime is
-    not the host's silence.
+    not the host's silence, except for a host already missing before the shell's outage
+    (``silence.carried``), which stays missing from when it was.
     """
+    found = _missing_now(policy, record, checks, silence=silence, reference=reference, now=now)
+    carried = silence.carried.get(record.host) if record is not None else None
+    if carried is None:
+        return found
+    if found is None:
+        return carried
+    # Counted from ``silence.since`` (the shell's return or the restore), the host's
+    # silence began before: when it was carried.
+    return found if found[0] > silence.since else (carried[0], found[1])
+
+
+def _missing_now(
+    policy: EnvironmentPolicy,
+    record: HostRecord | None,
+    checks: Mapping[str, CheckWindow],
+    *,
+    silence: Silence,
+    reference: float,
+    now: float,
+) -> tuple[float, str] | None:
     if (
         record is not None
         and not record.online
-        and now >= max(record.changed_at, silence.since) + policy.offline_after
+        and silence.offline_for(record.host, now) >= policy.offline_after
     ):
         seen = [w.last_seen for w in checks.values() if w.last_seen is not None]
         last_sign = min(record.changed_at, max(seen)) if seen else record.changed_at

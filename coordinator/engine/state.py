@@ -49,6 +49,9 @@ class EngineSnapshot(Struct, kw_only=True):
     history: list[HistoryEntry] = []
     hosts: list[HostRecord] = []
     alerts: list[FiringAlert] = []
+    # EngineState.offline_from and EngineState.carried.
+    offline_from: dict[str, float] = {}
+    carried: dict[str, tuple[float, str]] = {}
 
 
 @dataclass
@@ -181,6 +184,19 @@ class EngineState:
         # it is down, nothing counts as a host's silence. When it went down, if it is.
         self.broker_connected = True
         self.disconnected_at: float | None = None
+        # Since when each host is offline by its Will, on the clock that runs only while
+        # the shell hears the broker (shifted by each outage and by the engine's own
+        # downtime): the offline grace is counted on it. Saved with the snapshot, so a
+        # restore does not restart the grace of a host long gone.
+        self.offline_from: dict[str, float] = {}
+        # The engine time of the snapshot a restored engine's offline clocks come from.
+        self.offline_from_saved_at = 0.0
+        # Judged hosts that were missing when the shell lost the broker (or when the
+        # snapshot was taken), until they send a sample: since when (on the clock that
+        # stops while nobody listens) and why. Everyone else gets a fresh grace when the
+        # shell is back; these do not, or every blip of the broker session would give
+        # a dead canary the time to pass its bake.
+        self.carried: dict[str, tuple[float, str]] = {}
 
     # Lookups -------------------------------------------------------------------------
 
@@ -207,7 +223,31 @@ class EngineState:
             # Disconnected from the broker, the engine hears nobody: silence starts now,
             # at every moment, so no clock runs until the shell is back.
             since=since if self.broker_connected else self.now,
+            offline_from=self.offline_from,
+            # The offline clocks stop too, where they were when the shell went.
+            offline_at=self.now
+            if self.broker_connected
+            else min(self.now, self.disconnected_at or self.now),
+            carried=self.carried_now(),
         )
+
+    def outage_ended(self, went: float, back: float) -> None:
+        """Nobody watched the hosts from ``went`` to ``back`` (the shell away from the
+        broker, or the engine's own downtime): no offline clock ran meanwhile, and the
+        hosts missing before stay missing for as long as they were."""
+        offline = self.offline_from
+        for host, since in offline.items():
+            offline[host] = since + max(0.0, back - max(since, went))
+        away = max(0.0, back - went)
+        self.carried = {h: (since + away, why) for h, (since, why) in self.carried.items()}
+
+    def carried_now(self) -> Mapping[str, tuple[float, str]]:
+        """``carried`` as of now: while the shell is away, its missing time stands where
+        it was when the shell went."""
+        if self.broker_connected or not self.carried:
+            return self.carried
+        away = self.now - (self.disconnected_at or self.now)
+        return {h: (since + away, why) for h, (since, why) in self.carried.items()}
 
     def host_windows(self, host: str) -> HostWindows:
         windows = self.windows.get(host)
@@ -272,6 +312,8 @@ class SavedState(Struct, kw_only=True):
     deployments: list[str] = []
     history: list[HistoryEntry] = []
     alerts: list[FiringAlert] = []
+    offline_from: dict[str, float] = {}
+    carried: dict[str, tuple[float, str]] = {}
 
 
 # The one codec: JSON, for the snapshot whole, the saved state and each deployment.
@@ -317,6 +359,8 @@ def decode_saved(data: bytes) -> SavedState:
         deployments=[d.id for d in whole.deployments],
         history=whole.history,
         alerts=whole.alerts,
+        offline_from=whole.offline_from,
+        carried=whole.carried,
     )
 
 
@@ -331,6 +375,8 @@ def joined(saved: SavedState, deployments: Mapping[str, Deployment]) -> EngineSn
         deployments=[deployments[d] for d in saved.deployments],
         history=saved.history,
         alerts=saved.alerts,
+        offline_from=saved.offline_from,
+        carried=saved.carried,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -737,3 +738,143 @@ def test_an_answered_command_whose_status_waits_at_the_broker_does_not_time_out(
     after = engine.deployment("d1")
     assert after is not None and after.phase.value == "deploying"
     assert not [r for r in records if isinstance(r, Record) and r.kind.startswith("deployment.")]
+
+
+# -- the coordinator's outage excuses no host that was missing before it -------------------
+
+
+def dead_canary_held(will: bool) -> tuple[QueuedOutageSim, str, float]:
+    """A good release whose canary dies 40 s before its first bake ends (by its Will, or
+    silently), held for missing data."""
+    sim = QueuedOutageSim(hosts=10, profiles={"2.0.0": GOOD}, requests=200)
+    started(sim)
+    canary = sim.engine.deployment("d1").steps[0].orders[0].host  # type: ignore[union-attr]
+    end = bake_started(sim) + sim.config.environments.production.canary.first_bake
+
+    def die() -> None:
+        if will:
+            sim.kill(canary)
+        else:
+            sim.hosts[canary].alive = False
+
+    sim.at(end - 40.0, die)
+    sim.run_until(end - 10.0)
+    assert sim.phase("d1") == "held"
+    return sim, canary, end
+
+
+def promoted_or_over(sim: Sim) -> bool:
+    return bool(sim.records("deployment.next_step")) or sim.phase("d1") in TERMINAL_NAMES
+
+
+TERMINAL_NAMES = ("completed", "rolled_back", "failed")
+
+
+@pytest.mark.parametrize("will", [True, False], ids=["will", "silent"])
+def test_a_broker_blip_does_not_clear_a_dead_canarys_hold_nor_let_its_bake_pass(
+    will: bool,
+) -> None:
+    """Found by a second reader: the hold cleared during a 1 s blip (nobody is missing
+    while nobody is heard) and every host's silence started afresh on the return, so the
+    bake's last seconds passed on the data from before the canary died."""
+    sim, canary, end = dead_canary_held(will)
+    sim.at(end - 10.0, sim.lose_broker)
+    sim.at(end - 9.0, sim.regain_broker)
+    sim.run_until(end + 2000.0, stop=lambda: promoted_or_over(sim))
+    assert not sim.records("deployment.cleared")
+    assert not sim.records("deployment.next_step")
+    assert sim.phase("d1") == "rolled_back"
+    fail = sim.first("deployment.fail")
+    assert canary in fail.evidence["missing"]
+
+
+@pytest.mark.parametrize("will", [True, False], ids=["will", "silent"])
+def test_a_flapping_broker_session_never_lets_a_dead_canary_pass(will: bool) -> None:
+    """1 s drops every 2 minutes: each return gave the bake about 30 s more, until it
+    passed (after 99 holds and clears) on the data from before the canary died."""
+    sim, _, end = dead_canary_held(will)
+    t = end - 9.0
+    while t < end + 6 * 3600:
+        sim.at(t, sim.lose_broker)
+        sim.at(t + 1.0, sim.regain_broker)
+        t += 120.0
+    sim.run_until(end + 6 * 3600, stop=lambda: promoted_or_over(sim))
+    assert not sim.records("deployment.next_step")
+    assert sim.phase("d1") == "rolled_back"
+    grace = sim.config.environments.production.missing_data_grace
+    # Each second of outage stops the grace: rolled back within the grace plus the
+    # outages, after the canary died (40 s before the bake's end).
+    assert sim.first("deployment.fail").time <= end - 40.0 + grace + 10.0
+
+
+def daemon_restore(sim: Sim) -> None:
+    """The coordinator restarts as the daemon restores it: the store keeps no host
+    records (the broker's retained statuses are fed to the new engine first)."""
+    snapshot = msgspec.structs.replace(roundtrip(sim.engine.snapshot(), EngineSnapshot), hosts=[])
+    sim.engine = Engine.restore(sim.config, snapshot)
+    for host in sim.hosts.values():
+        sim.feed(HostStatusReceived(status=host.status(sim.now, online=host.alive)))
+
+
+def test_a_restore_does_not_clear_a_dead_canarys_hold_nor_restart_its_grace() -> None:
+    sim, _, end = dead_canary_held(will=False)
+    held_at = sim.first("deployment.hold").time
+    sim.at(end - 5.0, lambda: daemon_restore(sim))
+    sim.run_until(end + 2000.0, stop=lambda: promoted_or_over(sim))
+    assert not sim.records("deployment.cleared")
+    assert sim.phase("d1") == "rolled_back"
+    grace = sim.config.environments.production.missing_data_grace
+    assert sim.first("deployment.fail").time < held_at + grace
+
+
+def test_a_restored_engine_gives_a_will_it_did_not_see_arrive_the_offline_grace() -> None:
+    """Found by a second reader: the broker restarts (every Will is retained), and the
+    coordinator restarts just as it is back; the agents reconnect 20 s later. The
+    restored engine took every retained Will as a host long gone, dropped the canary's
+    command and held for an operator; a running engine rides it out."""
+    sim = QueuedOutageSim(hosts=10, profiles={"2.0.0": GOOD}, requests=200)
+    started(sim)
+
+    def broker_stops() -> None:
+        for host in sim.hosts.values():
+            sim.feed(HostStatusReceived(status=host.status(sim.now, online=False)))
+            host.alive = False  # the agents lost the broker too
+        sim.lose_broker()
+
+    def broker_back() -> None:
+        snapshot = msgspec.structs.replace(
+            roundtrip(sim.engine.snapshot(), EngineSnapshot), hosts=[]
+        )
+        sim.engine = Engine.restore(sim.config, snapshot)
+        sim.regain_broker()
+        for host in sim.hosts.values():  # the retained Wills
+            sim.feed(HostStatusReceived(status=host.status(sim.now, online=False)))
+            sim.at(sim.now + 20.0, reconnects(host.name))
+
+    def reconnects(name: str) -> Callable[[], object]:
+        birth = partial_birth(sim, name)
+
+        def back() -> None:
+            sim.hosts[name].alive = True
+            birth()
+
+        return back
+
+    sim.at(T0 + DELAY / 4, broker_stops)
+    sim.at(T0 + DELAY / 4 + 30.0, broker_back)
+    assert sim.finish("d1", 8 * 3600) == "completed"
+    assert not sim.records("deployment.hold")
+
+
+def test_a_stall_while_disconnected_does_not_time_a_command_out() -> None:
+    """Found by a second reader: the deadlines were pushed only after each event, so a
+    tick after a stall longer than half the ack timeout (a paused VM) timed the step's
+    command out and rolled a good release back."""
+    sim = Sim(hosts=10, profiles={"2.0.0": GOOD})
+    started(sim)
+    ack = sim.config.environments.production.ack_timeout
+    lost = T0 + DELAY / 4  # the first step's command is out, unanswered
+    sim.engine.handle(BrokerConnectivity(connected=False), lost)
+    sim.engine.handle(Tick(), lost + ack)
+    dep = sim.engine.deployment("d1")
+    assert dep is not None and dep.phase.value == "deploying"
