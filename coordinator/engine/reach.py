@@ -18,7 +18,7 @@ excuse.
 from __future__ import annotations
 
 from coordinator.engine.deployment import Deployment, Order
-from coordinator.engine.phases import Phase
+from coordinator.engine.phases import ACTIVE, Phase
 from coordinator.engine.state import EngineState
 
 
@@ -64,11 +64,26 @@ class Reach:
         the shell is away from the broker no such clock runs: hosts are judged as at the
         moment it went, and every grace starts again when it is back."""
         record = self.state.fleet.get(host)
-        if record is None:
-            return False
         state = self.state
-        policy = state.policy(record.environment)
         at = now if state.broker_connected else min(now, state.disconnected_at or now)
+        if record is None:
+            # Not heard of yet: a restored engine before the broker's retained statuses
+            # (it keeps no host records), maybe away from the broker still. A target of
+            # a deployment has the missing-data grace to be heard of, like a host that
+            # has not reported yet; anything else is not reachable.
+            environment = next(
+                (
+                    d.environment
+                    for d in state.deployments.values()
+                    if d.phase in ACTIVE and host in d.targets
+                ),
+                None,
+            )
+            if environment is None:
+                return False
+            grace = state.policy(environment).missing_data_grace
+            return at - self.last_sign(host) < grace
+        policy = state.policy(record.environment)
         if not record.online:
             since = state.offline_from.get(host)
             if since is None or at - since >= policy.offline_after:

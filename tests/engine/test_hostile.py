@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from coordinator.engine import (
     BrokerConnectivity,
+    CancelCommand,
     CommandResultReceived,
     Engine,
     EngineAction,
@@ -878,3 +879,44 @@ def test_a_stall_while_disconnected_does_not_time_a_command_out() -> None:
     sim.engine.handle(Tick(), lost + ack)
     dep = sim.engine.deployment("d1")
     assert dep is not None and dep.phase.value == "deploying"
+
+
+def restored_without_hosts(sim: Sim) -> None:
+    """The coordinator restarts while its broker is unreachable: restored as the daemon
+    restores it (no host records until the retained statuses come) and told at once
+    that it is disconnected."""
+    snapshot = msgspec.structs.replace(roundtrip(sim.engine.snapshot(), EngineSnapshot), hosts=[])
+    sim.engine = Engine.restore(sim.config, snapshot)
+    sim.feed(BrokerConnectivity(connected=False))
+
+
+def test_a_restore_while_the_broker_is_away_drops_no_host_from_a_step() -> None:
+    """Found by a second reader: the restored engine knew no host, took every one as
+    unreachable, dropped the canary's command and held for an operator."""
+    sim = QueuedOutageSim(hosts=10, profiles={"2.0.0": GOOD}, requests=200)
+    started(sim)
+    lost = T0 + DELAY / 4  # the first step's command is out, not answered
+    sim.at(lost, sim.lose_broker)
+    sim.at(lost + 5.0, lambda: restored_without_hosts(sim))
+    sim.at(lost + 60.0, sim.regain_broker)
+    assert sim.finish("d1", 8 * 3600) == "completed"
+    assert not sim.records("deployment.hold")
+    assert not [a for _, a in sim.actions if isinstance(a, CancelCommand)]
+
+
+def test_a_restore_while_the_broker_is_away_does_not_finish_a_rollback_unverified() -> None:
+    """Found by a second reader: 1 s after such a restore the rollback was declared done
+    with 0 hosts on the stable version, every host listed as unreachable."""
+    sim = QueuedOutageSim(hosts=10, profiles={"2.0.0": Profile(error_rate=0.3)}, requests=200)
+    sim.command_delay = 20.0  # the rollback's commands take a while to be carried out
+    started(sim)
+    sim.run_until(4000.0, stop=lambda: bool(sim.records("deployment.fail")))
+    fail = sim.first("deployment.fail").time
+    sim.at(fail + 1.0, sim.lose_broker)
+    sim.at(fail + 5.0, lambda: restored_without_hosts(sim))
+    sim.at(fail + 120.0, sim.regain_broker)
+    assert sim.finish("d1", fail + 3600.0) == "rolled_back"
+    done = sim.first("deployment.rollback_done")
+    assert done.time >= fail + 120.0  # the answers waited at the broker
+    assert not done.evidence["unreachable"]
+    assert set(sim.versions().values()) == {"1.0.0"}
