@@ -360,7 +360,9 @@ def host_missing(
     not the host's silence, except for a host already missing before the shell's outage
     (``silence.carried``), which stays missing from when it was.
     """
-    found = _missing_now(policy, record, checks, silence=silence, reference=reference, now=now)
+    found = _offline(policy, record, checks, silence, now) or _silent(
+        policy, checks, silence, reference, now
+    )
     carried = silence.carried.get(record.host) if record is not None else None
     if carried is None:
         return found
@@ -371,23 +373,31 @@ def host_missing(
     return found if found[0] > silence.since else (carried[0], found[1])
 
 
-def _missing_now(
+def _offline(
     policy: EnvironmentPolicy,
     record: HostRecord | None,
     checks: Mapping[str, CheckWindow],
-    *,
+    silence: Silence,
+    now: float,
+) -> tuple[float, str] | None:
+    if (
+        record is None
+        or record.online
+        or silence.offline_for(record.host, now) < policy.offline_after
+    ):
+        return None
+    seen = [w.last_seen for w in checks.values() if w.last_seen is not None]
+    last_sign = min(record.changed_at, max(seen)) if seen else record.changed_at
+    return max(last_sign, silence.since), "offline"
+
+
+def _silent(
+    policy: EnvironmentPolicy,
+    checks: Mapping[str, CheckWindow],
     silence: Silence,
     reference: float,
     now: float,
 ) -> tuple[float, str] | None:
-    if (
-        record is not None
-        and not record.online
-        and silence.offline_for(record.host, now) >= policy.offline_after
-    ):
-        seen = [w.last_seen for w in checks.values() if w.last_seen is not None]
-        last_sign = min(record.changed_at, max(seen)) if seen else record.changed_at
-        return max(last_sign, silence.since), "offline"
     for check in policy.required_checks:
         window = checks.get(check)
         last = window.last_seen if window is not None else None
