@@ -79,8 +79,9 @@ class Engine:
         self._state = EngineState(config)
         self._driver = Driver(self._state)
         self._operator = Operator(self._state, self._driver)
-        # Set by restore: the first handle() restarts clocks and windows at its `now`.
-        self._resuming = False
+        # Set by restore to the snapshot's engine time: the first handle() restarts
+        # clocks and windows at its `now`.
+        self._resuming: float | None = None
 
     @property
     def config(self) -> CoordinatorConfig:
@@ -100,8 +101,8 @@ class Engine:
         if state.since is None:
             state.since = now
         out = Effects()
-        if self._resuming:
-            self._resume(now, out)
+        if self._resuming is not None:
+            self._resume(self._resuming, now, out)
         if not state.broker_connected:
             # Before the event too: a stall of the shell (a paused VM) longer than the
             # slack must not time a command out on the tick that ends it.
@@ -267,7 +268,7 @@ class Engine:
             )
         engine = cls(config)
         state = engine._state
-        state.now = state.offline_from_saved_at = snapshot.time
+        state.now = snapshot.time
         state.fleet = Fleet(
             [msgspec.structs.replace(h, labels=dict(h.labels)) for h in snapshot.hosts]
         )
@@ -284,16 +285,16 @@ class Engine:
             state.deployments[dep.id] = dep
             for command_id in dep.commands:
                 state.commands[command_id] = dep.id
-        engine._resuming = True
+        engine._resuming = snapshot.time
         return engine
 
-    def _resume(self, now: float, out: Effects) -> None:
+    def _resume(self, saved: float, now: float, out: Effects) -> None:
         """The first event after a restore: restart every clock at ``now`` so that the
         downtime counts neither as bake time nor against hosts or agents."""
-        self._resuming = False
+        self._resuming = None
         state = self._state
         # The engine's downtime counts against no host's offline grace.
-        state.outage_ended(state.offline_from_saved_at, now)
+        state.outage_ended(saved, now)
         state.since = now
         for dep in list(state.deployments.values()):
             if dep.phase not in ACTIVE:

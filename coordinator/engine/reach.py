@@ -65,7 +65,7 @@ class Reach:
         moment it went, and every grace starts again when it is back."""
         record = self.state.fleet.get(host)
         state = self.state
-        at = now if state.broker_connected else min(now, state.disconnected_at or now)
+        at = state.watched_at(now)
         if record is None:
             # Not heard of yet: a restored engine before the broker's retained statuses
             # (it keeps no host records), maybe away from the broker still. A target of
@@ -84,10 +84,8 @@ class Reach:
             grace = state.policy(environment).missing_data_grace
             return at - self.last_sign(host) < grace
         policy = state.policy(record.environment)
-        if not record.online:
-            since = state.offline_from.get(host)
-            if since is None or at - since >= policy.offline_after:
-                return False
+        if not record.online and state.offline_for(host, now) >= policy.offline_after:
+            return False
         return at - self.last_sign(host) < policy.missing_data_grace
 
     def gone(self, host: str, deadline: float, now: float) -> bool:

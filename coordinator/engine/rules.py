@@ -5,6 +5,7 @@ judge.py combines them and applies the baseline policy.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -57,22 +58,12 @@ class Silence:
     intervals: int
     # Nothing before this engine time counts as silence (engine start or restore).
     since: float
-    # Since when each host is offline by its Will, on the paused clock
-    # (EngineState.offline_from), and the time its offline grace is judged at (the
-    # moment the shell went, while it is away from the broker). A host offline with no
-    # entry has been offline for long.
-    offline_from: Mapping[str, float] = field(default_factory=dict)
-    offline_at: float | None = None
+    # How long a host has been offline by its Will, on the clock that stops while the
+    # shell is away from the broker (EngineState.offline_for): its offline grace.
+    offline_for: Callable[[str, float], float] = field(default=lambda host, now: math.inf)
     # Hosts missing since before the shell's last outage that have sent nothing since
     # (EngineState.carried): they stay missing, from then.
     carried: Mapping[str, tuple[float, str]] = field(default_factory=dict)
-
-    def offline_for(self, host: str, now: float) -> float:
-        """How long ``host``, offline by its Will, has been so on the paused clock."""
-        since = self.offline_from.get(host)
-        if since is None:
-            return float("inf")
-        return (now if self.offline_at is None else min(now, self.offline_at)) - since
 
 
 def _rate_message(

@@ -189,8 +189,6 @@ class EngineState:
         # downtime): the offline grace is counted on it. Saved with the snapshot, so a
         # restore does not restart the grace of a host long gone.
         self.offline_from: dict[str, float] = {}
-        # The engine time of the snapshot a restored engine's offline clocks come from.
-        self.offline_from_saved_at = 0.0
         # Judged hosts that were missing when the shell lost the broker (or when the
         # snapshot was taken), until they send a sample: since when (on the clock that
         # stops while nobody listens) and why. Everyone else gets a fresh grace when the
@@ -223,13 +221,22 @@ class EngineState:
             # Disconnected from the broker, the engine hears nobody: silence starts now,
             # at every moment, so no clock runs until the shell is back.
             since=since if self.broker_connected else self.now,
-            offline_from=self.offline_from,
-            # The offline clocks stop too, where they were when the shell went.
-            offline_at=self.now
-            if self.broker_connected
-            else min(self.now, self.disconnected_at or self.now),
+            offline_for=self.offline_for,
             carried=self.carried_now(),
         )
+
+    def watched_at(self, now: float) -> float:
+        """The time the hosts' clocks stand at: ``now``, or, while the shell is away from
+        the broker, the moment it went (no clock that measures a host runs meanwhile)."""
+        if self.broker_connected:
+            return now
+        return min(now, self.disconnected_at if self.disconnected_at is not None else now)
+
+    def offline_for(self, host: str, now: float) -> float:
+        """How long ``host`` has been offline by its Will, on the clock that stops while
+        the shell is away; without an entry, for long (infinity)."""
+        since = self.offline_from.get(host)
+        return float("inf") if since is None else self.watched_at(now) - since
 
     def outage_ended(self, went: float, back: float) -> None:
         """Nobody watched the hosts from ``went`` to ``back`` (the shell away from the
@@ -238,16 +245,14 @@ class EngineState:
         offline = self.offline_from
         for host, since in offline.items():
             offline[host] = since + max(0.0, back - max(since, went))
-        away = max(0.0, back - went)
-        self.carried = {h: (since + away, why) for h, (since, why) in self.carried.items()}
+        self.carried = _later(self.carried, max(0.0, back - went))
 
     def carried_now(self) -> Mapping[str, tuple[float, str]]:
         """``carried`` as of now: while the shell is away, its missing time stands where
         it was when the shell went."""
         if self.broker_connected or not self.carried:
             return self.carried
-        away = self.now - (self.disconnected_at or self.now)
-        return {h: (since + away, why) for h, (since, why) in self.carried.items()}
+        return _later(self.carried, self.now - self.watched_at(self.now))
 
     def host_windows(self, host: str) -> HostWindows:
         windows = self.windows.get(host)
@@ -299,6 +304,11 @@ class EngineState:
         return deployment_id in self.deployments or any(
             h.deployment == deployment_id for h in self.history
         )
+
+
+def _later(carried: Mapping[str, tuple[float, str]], by: float) -> dict[str, tuple[float, str]]:
+    """``carried`` with each host's missing time started ``by`` seconds later."""
+    return {host: (since + by, why) for host, (since, why) in carried.items()}
 
 
 class SavedState(Struct, kw_only=True):
